@@ -1,0 +1,58 @@
+"""The ``.ccm`` accessor on :class:`xarray.DataArray` and :class:`xarray.Dataset`.
+
+Thin and stateless: every method forwards to the function of the same name in
+:mod:`xccm.core` with the accessed object as its first argument.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable
+from typing import Any
+
+import xarray as xr
+
+from . import core
+
+__all__ = ["CCMAccessor"]
+
+
+@xr.register_dataarray_accessor("ccm")
+@xr.register_dataset_accessor("ccm")
+class CCMAccessor:
+    """Colour-correction matrices: ``obj.ccm.fit``, ``.apply``, ``.inverse``, ``.invert``.
+
+    Examples
+    --------
+    >>> import numpy as np, xarray as xr, xccm
+    >>> img = xr.DataArray(np.full((2, 3), 0.5), dims=("pixel", "channel"))
+    >>> img.ccm.apply(np.diag([2.0, 1.0, 0.5])).values[0].tolist()
+    [1.0, 0.5, 0.25]
+    """
+
+    def __init__(self, obj: xr.DataArray | xr.Dataset) -> None:
+        self._obj = obj
+
+    def fit(
+        self, reference: xr.DataArray, *, dim: Hashable = "channel", **kwargs: Any
+    ) -> xr.DataArray:
+        """Fit a matrix from these measured colours to ``reference``; see :func:`xccm.fit`."""
+        if not isinstance(self._obj, xr.DataArray):
+            raise TypeError(
+                "fit needs the measured colours as a DataArray; select one variable, "
+                "e.g. ds['patches'].ccm.fit(reference)"
+            )
+        return core.fit(self._obj, reference, dim=dim, **kwargs)
+
+    def apply(self, matrix: xr.DataArray | Any, *, dim: Hashable = "channel", **kwargs: Any):
+        """Apply ``matrix`` to this object; see :func:`xccm.apply`."""
+        return core.apply(self._obj, matrix, dim=dim, **kwargs)
+
+    def inverse(self, matrix: xr.DataArray | Any, *, dim: Hashable = "channel", **kwargs: Any):
+        """Undo ``apply(·, matrix)`` on this object; see :func:`xccm.inverse`."""
+        return core.inverse(self._obj, matrix, dim=dim, **kwargs)
+
+    def invert(self, *, dim: Hashable = "channel") -> xr.DataArray:
+        """Inverse of this matrix, same shape family; see :func:`xccm.invert`."""
+        if not isinstance(self._obj, xr.DataArray):
+            raise TypeError("invert needs a matrix DataArray, not a Dataset")
+        return core.invert(self._obj, dim=dim)

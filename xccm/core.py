@@ -1,0 +1,666 @@
+"""Fit, apply and invert colour-correction matrices on labelled arrays.
+
+This layer knows about dims, coords and laziness; the arithmetic lives in
+:mod:`xccm._kernels`. Every function takes :class:`xarray.DataArray` objects (and
+:class:`xarray.Dataset` where that makes sense) and also plain arrays with the channel
+axis last ("numpy in, numpy out").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable, Iterable
+from typing import Any, Literal, TypeVar, get_args
+
+import numpy as np
+import xarray as xr
+
+from . import _kernels
+
+__all__ = ["Init", "Model", "apply", "fit", "inverse", "invert"]
+
+Model = Literal["linear", "affine"]
+Init = Literal["least_squares", "white_balance"]
+T_Image = TypeVar("T_Image", xr.DataArray, xr.Dataset, np.ndarray)
+
+# Private dim names used inside apply_ufunc so that input and output channel dims (which may
+# differ in size) never clash with each other or with the user's dims.
+_IN = "__xccm_in__"
+_OUT = "__xccm_out__"
+_ROWS = "__xccm_rows__"
+_STAT_ROWS = "__xccm_stat_rows__"
+_STAT_COLS = "__xccm_stat_cols__"
+_SAMPLE = "sample"
+OFFSET = "offset"
+
+
+def matrix_in_dim(dim: Hashable) -> str:
+    """Name of a matrix's row (input channel) dim for channel dim ``dim``: ``f"{dim}_in"``."""
+    return f"{dim}_in"
+
+
+# ---------------------------------------------------------------------------------------------
+# fit
+
+
+def fit(
+    measured: xr.DataArray | np.ndarray,
+    reference: xr.DataArray | np.ndarray,
+    *,
+    dim: Hashable = "channel",
+    model: Model = "linear",
+    init: Init = "least_squares",
+    weights: xr.DataArray | np.ndarray | None = None,
+    sample_dims: Hashable | Iterable[Hashable] | None = None,
+) -> xr.DataArray | np.ndarray:
+    r"""Fit a colour-correction matrix mapping ``measured`` colours onto ``reference``.
+
+    Solves, for every batch element, the weighted least-squares problem
+    :math:`\min_M \sum_i w_i \lVert S^+_i M - D_i \rVert^2` with :math:`S^+ = S` (linear) or
+    :math:`S^+ = [S, 1]` (affine), through the normal equations
+    :math:`(S^{+T} W S^+) M = S^{+T} W D`, which are accumulated chunk by chunk so that
+    Dask-backed samples of any size reduce in bounded memory. ``init="white_balance"`` gives
+    instead :math:`\mathrm{diag}(\bar D / \bar S)` (weighted means) with a zero offset row.
+
+    Parameters
+    ----------
+    measured : DataArray or ndarray
+        Camera colours, with channel dim ``dim`` and the sample dims (patches or pixels).
+        Dims that are neither ``dim`` nor sample dims are *batch* dims: each batch element
+        (e.g. each frame of ``measured(time, patch, channel)``) gets its own matrix, all solved
+        in one vectorised call. An ndarray has shape ``(*batch, n_samples, n_in)``.
+    reference : DataArray or ndarray
+        Target colours with the same sample dims (and coords) as ``measured``; its ``dim``
+        may differ in size and coords (e.g. ``X, Y, Z``). An ndarray has shape
+        ``(*batch, n_samples, n_out)``, its batch axes aligned from the right with
+        ``measured``'s.
+    dim : hashable, default "channel"
+        The channel dim of ``measured`` and ``reference``.
+    model : {"linear", "affine"}
+        ``"linear"`` fits an ``(n_in, n_out)`` matrix; ``"affine"`` an ``(n_in + 1, n_out)``
+        matrix whose last row is an offset.
+    init : {"least_squares", "white_balance"}
+        The closed-form solution to return (later refinements start from it).
+    weights : DataArray or ndarray, optional
+        Non-negative weight per sample (applied as :math:`\sqrt{w}` row scaling), over the
+        sample dims and optionally batch dims. An ndarray must have the shape of the sample
+        dims. Samples with zero weight are left out.
+    sample_dims : hashable or sequence of hashable, optional
+        The dims summed over. Defaults to the dims of ``reference`` other than ``dim``.
+
+    Returns
+    -------
+    DataArray or ndarray
+        The matrix, dims ``(*batch_dims, f"{dim}_in", dim)``, ``attrs["model"]`` and
+        ``attrs["init"]`` set. Its column coords are ``reference``'s ``dim`` coords and its
+        row coords ``measured``'s (plus ``"offset"`` for an affine model). Dask-backed input
+        gives a Dask-backed matrix; nothing is computed. An ndarray input gives an ndarray of
+        shape ``(*batch, n_in[+1], n_out)``.
+
+    Warns
+    -----
+    InsufficientSamplesWarning
+        If some, but not all, batch elements have fewer valid samples than unknowns per
+        column (``n_in`` linear, ``n_in + 1`` affine, 1 for white balance) or a singular
+        system: their matrices are NaN. A sample is valid when all its ``measured`` and
+        ``reference`` channels are finite and its weight is positive.
+
+    Raises
+    ------
+    ValueError
+        If no batch element can be fitted, or on inconsistent dims, coords, shapes or
+        weights. For Dask-backed input, errors that depend on values are raised on compute.
+    TypeError
+        If an input is not real numeric.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> s = xr.DataArray(rng.random((24, 3)), dims=("patch", "channel"))
+    >>> true = np.array([[1.2, -0.1, 0.0], [-0.2, 1.1, -0.1], [0.0, -0.1, 1.3]])
+    >>> m = fit(s, s @ xr.DataArray(true, dims=("channel", "c")).rename(c="channel"))
+    >>> m.dims, bool(np.allclose(m, true))
+    (('channel_in', 'channel'), True)
+    """
+    if not isinstance(measured, xr.DataArray):
+        return _fit_arrays(measured, reference, dim, model, init, weights)
+    _check_choice("model", model, Model)
+    _check_choice("init", init, Init)
+    _check_data(measured, "measured", dim)
+    reference = _as_dataarray(reference, "reference", dim)
+    _check_data(reference, "reference", dim)
+
+    samples = _sample_dims(measured, reference, dim, sample_dims)
+    n_in, n_out = measured.sizes[dim], reference.sizes[dim]
+    s = measured.rename({dim: _IN})
+    d = reference.rename({dim: _OUT})
+    arrays = [s, d]
+    if weights is not None:
+        arrays.append(_as_weights(weights, samples, measured, dim))
+    _check_exact_alignment(arrays, samples)
+    arrays = xr.broadcast(*arrays, exclude=[_IN, _OUT])
+    batch = tuple(x for x in arrays[0].dims if x not in (*samples, _IN))
+    order = (*batch, *samples)
+    arrays = [a.transpose(*order, *[c for c in (_IN, _OUT) if c in a.dims]) for a in arrays]
+
+    stats = _gram(arrays, n_sample_axes=len(samples))
+    stats = xr.DataArray(
+        stats, dims=(*batch, _STAT_ROWS, _STAT_COLS), coords=_batch_coords(arrays, batch)
+    )
+    if stats.chunks is not None:  # the solve sees every batch element, so all-NaN is global
+        stats = stats.chunk(dict.fromkeys(batch, -1))
+    in_dim = matrix_in_dim(dim)
+    k = n_in + 1 if model == "affine" else n_in
+    matrix = xr.apply_ufunc(
+        _kernels.solve_gram,
+        stats,
+        input_core_dims=[[_STAT_ROWS, _STAT_COLS]],
+        output_core_dims=[[in_dim, _OUT]],
+        kwargs={"n_in": n_in, "model": model, "init": init},
+        dask="parallelized",
+        output_dtypes=[np.float64],
+        dask_gufunc_kwargs={"output_sizes": {in_dim: k, _OUT: n_out}},
+    ).rename({_OUT: dim})
+    rows = _index_values(measured, dim)
+    if rows is not None and model == "affine":
+        rows = [*rows, OFFSET]
+    matrix = _set_index(matrix, in_dim, rows)
+    matrix = _set_index(matrix, dim, _index_values(reference, dim))
+    matrix.name = "ccm"
+    matrix.attrs = {"model": model, "init": init}
+    return matrix
+
+
+def _fit_arrays(measured, reference, dim, model, init, weights) -> np.ndarray:
+    """Fit on plain arrays: ``(*batch, n_samples, n_channels)``, batch aligned from the right."""
+    measured, reference = np.asarray(measured), np.asarray(reference)
+    for name, arr in (("measured", measured), ("reference", reference)):
+        if arr.ndim < 2:
+            raise ValueError(
+                f"{name} as a plain array must have shape (..., n_samples, n_channels), "
+                f"channel axis last; got shape {arr.shape}"
+            )
+    n_batch = max(measured.ndim, reference.ndim) - 2
+    names = [f"axis_{i}" for i in range(n_batch)]
+
+    def wrap(arr, core):
+        return xr.DataArray(arr, dims=(*names[n_batch - (arr.ndim - len(core)) :], *core))
+
+    if weights is not None and not isinstance(weights, xr.DataArray):
+        weights = np.asarray(weights)
+        n_w = weights.ndim - 1
+        if n_w < 0 or n_w > n_batch:
+            raise ValueError(
+                f"weights as a plain array must have shape (..., n_samples) like measured "
+                f"{measured.shape[:-1]}; got shape {weights.shape}"
+            )
+        weights = wrap(weights, (_SAMPLE,))
+    result = fit(
+        wrap(measured, (_SAMPLE, dim)),
+        wrap(reference, (_SAMPLE, dim)),
+        dim=dim,
+        model=model,
+        init=init,
+        weights=weights,
+        sample_dims=(_SAMPLE,),
+    )
+    return result.data
+
+
+def _sample_dims(measured, reference, dim, sample_dims) -> tuple[Hashable, ...]:
+    if sample_dims is None:
+        samples = tuple(d for d in reference.dims if d != dim)
+        if not samples:
+            raise ValueError(
+                f"reference has no dim besides {dim!r} (its dims are {reference.dims}), so "
+                "there are no sample dims to fit over; pass sample_dims= or give reference a "
+                "patch/pixel dim"
+            )
+    else:
+        samples = (sample_dims,) if isinstance(sample_dims, str) else tuple(sample_dims)
+        if not samples:
+            raise ValueError("sample_dims is empty; name at least one dim to fit over")
+    if dim in samples:
+        raise ValueError(f"sample_dims {samples} must not include the channel dim {dim!r}")
+    for d in samples:
+        if d not in measured.dims:
+            raise ValueError(
+                f"measured has no sample dim {d!r}; its dims are {measured.dims}. "
+                f"Sample dims are {samples}"
+                + (" (the dims of reference)" if sample_dims is None else "")
+            )
+        if measured.sizes[d] == 0:
+            raise ValueError(f"measured is empty along sample dim {d!r}: nothing to fit")
+    return samples
+
+
+def _as_weights(weights, samples, measured, dim) -> xr.DataArray:
+    if not isinstance(weights, xr.DataArray):
+        weights = np.asarray(weights)
+        expected = tuple(measured.sizes[d] for d in samples)
+        if weights.shape != expected:
+            raise ValueError(
+                f"weights as a plain array must have the shape of the sample dims {samples}, "
+                f"{expected}; got shape {weights.shape}. Pass a DataArray to give other dims"
+            )
+        weights = xr.DataArray(weights, dims=samples)
+    _require_real(weights, "weights")
+    if dim in weights.dims:
+        raise ValueError(
+            f"weights must not have the channel dim {dim!r}: a weight applies to a whole "
+            f"sample; its dims are {weights.dims}"
+        )
+    missing = [d for d in samples if d not in weights.dims]
+    if missing:
+        raise ValueError(
+            f"weights must span the sample dims {samples}; it lacks {tuple(missing)} "
+            f"(its dims are {weights.dims})"
+        )
+    return weights
+
+
+def _check_exact_alignment(arrays: list[xr.DataArray], samples) -> None:
+    """Refuse to silently align samples or batches: coords and sizes must agree exactly."""
+    names = ("measured", "reference", "weights")
+    for d in {d for a in arrays for d in a.dims} - {_IN, _OUT}:
+        have = [(n, a) for n, a in zip(names, arrays, strict=False) if d in a.dims]
+        sizes = {n: a.sizes[d] for n, a in have}
+        if len(set(sizes.values())) > 1:
+            raise ValueError(f"sizes of dim {d!r} differ: {sizes}; they must be equal")
+        labelled = [(n, a.indexes[d]) for n, a in have if d in a.indexes]
+        for n, idx in labelled[1:]:
+            if not idx.equals(labelled[0][1]):
+                kind = "sample" if d in samples else "batch"
+                raise ValueError(
+                    f"{labelled[0][0]} and {n} have different coords on {kind} dim {d!r}: "
+                    f"{list(labelled[0][1][:5])}... vs {list(idx[:5])}...; samples are paired "
+                    "by position, so the coords must be equal. Reorder or select one to match "
+                    f"the other, e.g. {n}.sel({d}=measured.{d})"
+                )
+
+
+def _gram(arrays: list[xr.DataArray], n_sample_axes: int):
+    """Sum :func:`_kernels.gram` over all samples, chunk by chunk for Dask."""
+    data = [a.data for a in arrays]
+    if not any(_is_dask(x) for x in data):
+        return _kernels.gram(*data, n_sample_axes=n_sample_axes)
+    import dask.array as dsa
+
+    data = [dsa.asarray(x) for x in data]
+    if data[0].numblocks[-1] > 1 or data[1].numblocks[-1] > 1:
+        data[0], data[1] = data[0].rechunk({-1: -1}), data[1].rechunk({-1: -1})
+    ndim = data[0].ndim - 1  # batch + sample axes, shared by every input
+    lead = tuple(f"a{i}" for i in range(ndim))
+    samples = lead[ndim - n_sample_axes :]
+    p = data[0].shape[-1] + 1 + data[1].shape[-1]
+    args = [data[0], (*lead, "c_in"), data[1], (*lead, "c_out")]
+    if len(data) == 3:
+        args += [data[2], lead]
+    partial = dsa.blockwise(
+        _block_gram,
+        (*lead, "r", "c"),
+        *args,
+        new_axes={"r": p + 1, "c": p},
+        adjust_chunks=dict.fromkeys(samples, 1),
+        dtype=np.float64,
+        n_sample_axes=n_sample_axes,
+        concatenate=True,
+    )
+    return partial.sum(axis=tuple(range(ndim - n_sample_axes, ndim)))
+
+
+def _block_gram(s, d, w=None, *, n_sample_axes):
+    g = _kernels.gram(s, d, w, n_sample_axes=n_sample_axes)
+    return np.expand_dims(g, tuple(range(g.ndim - 2, g.ndim - 2 + n_sample_axes)))
+
+
+def _batch_coords(arrays, batch) -> dict:
+    coords = {}
+    for a in arrays:
+        for name, c in a.coords.items():
+            if name not in coords and set(c.dims) <= set(batch):
+                coords[name] = c.variable
+    return coords
+
+
+# ---------------------------------------------------------------------------------------------
+# apply, inverse, invert
+
+
+def apply(
+    image: T_Image,
+    matrix: xr.DataArray | np.ndarray,
+    *,
+    dim: Hashable = "channel",
+    keep_attrs: bool = True,
+) -> T_Image:
+    """Apply a colour-correction matrix: ``D = S @ M`` or ``D = [S, 1] @ M``.
+
+    Parameters
+    ----------
+    image : DataArray, Dataset or ndarray
+        Colours with channel dim ``dim`` (anywhere: channel-last and channel-first stacks
+        both work). For a Dataset every data variable with ``dim`` is corrected and the
+        others are copied. An ndarray has its channel axis last.
+    matrix : DataArray or ndarray
+        A matrix from :func:`fit`: dims ``(*batch, f"{dim}_in", dim)``, its batch dims
+        matched to the image's by name (a per-frame matrix corrects each frame). A plain
+        ``(n_in, n_out)`` (linear) or ``(n_in + 1, n_out)`` (affine) array also works; with an
+        ndarray image, a plain matrix may have leading batch axes matching the image's
+        leading axes. Row labels (if both have coords) are matched to the image's channels.
+    dim : hashable, default "channel"
+        The channel dim. It must be a single chunk for Dask-backed input.
+    keep_attrs : bool, default True
+        Keep the image's attrs.
+
+    Returns
+    -------
+    DataArray, Dataset or ndarray
+        The corrected image: same dims in the same order, coords, attrs and chunks, with
+        ``dim`` of size ``n_out`` (and the matrix's column coords, if any). Floating input
+        keeps its dtype (float32 stays float32); integer input becomes float32. Dask-backed
+        input stays lazy.
+
+    Raises
+    ------
+    ValueError
+        If ``dim`` is missing or split across chunks, or the matrix does not fit the image.
+    TypeError
+        If the image or matrix is not real numeric.
+
+    Examples
+    --------
+    >>> img = xr.DataArray(np.ones((2, 2, 3), "f4"), dims=("y", "x", "channel"))
+    >>> out = apply(img, np.diag([1.0, 2.0, 3.0]))
+    >>> out.dtype, out.isel(y=0, x=0).values.tolist()
+    (dtype('float32'), [1.0, 2.0, 3.0])
+    """
+    if isinstance(image, xr.Dataset):
+        return _map_dataset(apply, image, matrix, dim=dim, keep_attrs=keep_attrs)
+    if not isinstance(image, xr.DataArray):
+        return _apply_arrays(apply, image, matrix, dim)
+    _check_data(image, "image", dim, allow_empty=True)
+    _require_one_chunk(image, dim, "image")
+    matrix = _as_matrix(matrix, dim, image)
+    dtype = image.dtype if image.dtype.kind == "f" else np.dtype(np.float32)
+    in_dim = matrix_in_dim(dim)
+    n_out = matrix.sizes[dim]
+    result = xr.apply_ufunc(
+        _kernels.apply_matrix,
+        image.rename({dim: _IN}),
+        matrix.rename({dim: _OUT}),
+        input_core_dims=[[_IN], [in_dim, _OUT]],
+        output_core_dims=[[_OUT]],
+        kwargs={"dtype": dtype},
+        dask="parallelized",
+        output_dtypes=[dtype],
+        dask_gufunc_kwargs={"output_sizes": {_OUT: n_out}},
+        keep_attrs=keep_attrs,
+        join="exact",
+    )
+    result = result.rename({_OUT: dim}).transpose(*image.dims, ...)
+    if dim not in result.coords and n_out == image.sizes[dim]:
+        # A matrix without column labels keeps the image's channel coords.
+        result = result.assign_coords(
+            {
+                k: c
+                for k, c in image.coords.items()
+                if dim in c.dims and set(c.dims) <= set(result.dims)
+            }
+        )
+    result.name = image.name
+    return result
+
+
+def inverse(
+    corrected: T_Image,
+    matrix: xr.DataArray | np.ndarray,
+    *,
+    dim: Hashable = "channel",
+    keep_attrs: bool = True,
+) -> T_Image:
+    """Undo :func:`apply`, returning ``S`` such that ``apply(S, matrix)`` equals ``corrected``.
+
+    Linear: ``S = D @ inv(M)``. Affine, with ``M = [Up; Down]``: ``S = (D - Down) @ inv(Up)``.
+    Same as ``apply(corrected, invert(matrix))``; see :func:`apply` for the parameters.
+
+    Raises
+    ------
+    numpy.linalg.LinAlgError
+        If the matrix is not square (linear) or ``(n + 1, n)`` (affine), or its square part
+        is singular (for a Dask-backed matrix, on compute).
+
+    Examples
+    --------
+    >>> x = xr.DataArray([[0.2, 0.4, 0.6]], dims=("pixel", "channel"))
+    >>> m = np.array([[2.0, 0, 0], [0, 1, 0], [0, 0, 0.5], [0.1, 0.1, 0.1]])
+    >>> xr.testing.assert_allclose(inverse(apply(x, m), m), x)
+    """
+    return apply(corrected, invert(matrix, dim=dim), dim=dim, keep_attrs=keep_attrs)
+
+
+def invert(
+    matrix: xr.DataArray | np.ndarray, *, dim: Hashable = "channel"
+) -> xr.DataArray | np.ndarray:
+    """Matrix of the inverse map, in the same shape family: 3x3 -> 3x3, 4x3 -> 4x3.
+
+    For ``M = [Up; Down]`` (affine) the result is ``[inv(Up); -Down @ inv(Up)]``, so
+    ``apply(x, invert(m))`` equals ``inverse(x, m)``. Row and column coords swap roles.
+
+    Parameters
+    ----------
+    matrix : DataArray or ndarray
+        Dims ``(*batch, f"{dim}_in", dim)``, or an array ``(..., n, n)`` or ``(..., n + 1, n)``.
+    dim : hashable, default "channel"
+
+    Returns
+    -------
+    DataArray or ndarray
+        Same type, dims and attrs as ``matrix``; lazy if ``matrix`` is Dask-backed.
+
+    Raises
+    ------
+    numpy.linalg.LinAlgError
+        If the matrix is neither square nor affine-square, or its square part is singular.
+
+    Examples
+    --------
+    >>> invert(np.diag([2.0, 4.0, 0.5]))
+    array([[0.5 , 0.  , 0.  ],
+           [0.  , 0.25, 0.  ],
+           [0.  , 0.  , 2.  ]])
+    """
+    if not isinstance(matrix, xr.DataArray):
+        arr = np.asarray(matrix)
+        _require_real(arr, "matrix")
+        if arr.ndim < 2:
+            raise ValueError(
+                f"matrix must have at least 2 dims (n_in, n_out); got shape {arr.shape}"
+            )
+        return _kernels.invert_matrix(arr)
+    in_dim = matrix_in_dim(dim)
+    _check_matrix_dims(matrix, dim)
+    _require_real(matrix, "matrix")
+    rows, cols = matrix.sizes[in_dim], matrix.sizes[dim]
+    if rows not in (cols, cols + 1):
+        raise np.linalg.LinAlgError(
+            f"only a square (n, n) or affine (n + 1, n) matrix can be inverted; matrix has "
+            f"{rows} {in_dim!r} rows and {cols} {dim!r} columns"
+        )
+    matrix = matrix.chunk({in_dim: -1, dim: -1}) if matrix.chunks is not None else matrix
+    result = xr.apply_ufunc(
+        _kernels.invert_matrix,
+        matrix,
+        input_core_dims=[[in_dim, dim]],
+        output_core_dims=[[_ROWS, _OUT]],
+        dask="parallelized",
+        output_dtypes=[np.result_type(matrix.dtype, np.float32)],
+        dask_gufunc_kwargs={"output_sizes": {_ROWS: rows, _OUT: cols}},
+        keep_attrs=True,
+    ).rename({_ROWS: in_dim, _OUT: dim})
+    col_labels, row_labels = _index_values(matrix, dim), _index_values(matrix, in_dim)
+    if col_labels is not None and rows == cols + 1:
+        col_labels = [*col_labels, OFFSET]
+    if row_labels is not None:
+        row_labels = row_labels[:cols]
+    result = _set_index(result, in_dim, col_labels)
+    result = _set_index(result, dim, row_labels)
+    result.name = matrix.name
+    return result
+
+
+def _apply_arrays(func: Callable, image, matrix, dim) -> np.ndarray:
+    """Run ``func`` on a plain array with the channel axis last."""
+    if isinstance(matrix, xr.DataArray):
+        extra = [d for d in matrix.dims if d not in (matrix_in_dim(dim), dim)]
+        if extra:
+            raise ValueError(
+                f"a plain-array image has no named dims, so a matrix with batch dims "
+                f"{tuple(extra)} cannot be matched to it; wrap the image in a DataArray"
+            )
+        matrix = matrix.data
+    image, matrix = _asarray(image), _asarray(matrix)
+    if image.ndim < 1:
+        raise ValueError(f"image must have a channel axis (last); got shape {image.shape}")
+    names = [f"axis_{i}" for i in range(image.ndim - 1)]
+    n_batch = matrix.ndim - 2
+    if n_batch > 0:
+        if n_batch > len(names) or matrix.shape[:n_batch] != image.shape[:n_batch]:
+            raise ValueError(
+                f"matrix of shape {matrix.shape} has batch axes {matrix.shape[:n_batch]} that "
+                f"do not match the leading axes of image {image.shape}"
+            )
+        matrix = xr.DataArray(matrix, dims=(*names[:n_batch], matrix_in_dim(dim), dim))
+    return func(xr.DataArray(image, dims=(*names, dim)), matrix, dim=dim).data
+
+
+def _map_dataset(func: Callable, ds: xr.Dataset, *args, dim: Hashable, **kwargs) -> xr.Dataset:
+    """Apply ``func`` to every data variable with ``dim``; copy the others."""
+    names = [k for k, v in ds.data_vars.items() if dim in v.dims]
+    if not names:
+        raise ValueError(
+            f"no data variable has the channel dim {dim!r}; variables and their dims: "
+            f"{ {k: v.dims for k, v in ds.data_vars.items()} }"
+        )
+    done = {k: func(ds[k], *args, dim=dim, **kwargs) for k in names}
+    # Coords along dim may change (n_out, column labels): drop them from what is copied.
+    rest = ds.drop_vars(names).drop_vars([k for k, c in ds.coords.items() if dim in c.dims])
+    out = rest.assign(done)
+    return out[list(ds.data_vars)]
+
+
+# ---------------------------------------------------------------------------------------------
+# validation and small helpers
+
+
+def _check_choice(name: str, value: Any, literal: Any) -> None:
+    choices = get_args(literal)
+    if value not in choices:
+        raise ValueError(f"unknown {name} {value!r}; expected one of {choices}")
+
+
+def _check_data(obj: xr.DataArray, argname: str, dim: Hashable, allow_empty: bool = False) -> None:
+    if dim not in obj.dims:
+        raise ValueError(
+            f"{argname} has no dim {dim!r}; its dims are {tuple(obj.dims)}. "
+            "Use dim= to name the channel dim."
+        )
+    _require_real(obj, argname)
+    if obj.sizes[dim] == 0:
+        raise ValueError(f"{argname} has no channels: dim {dim!r} has size 0")
+    if not allow_empty and obj.size == 0:
+        raise ValueError(f"{argname} is empty: sizes {dict(obj.sizes)}")
+
+
+def _require_real(obj, argname: str) -> None:
+    dtype = obj.dtype
+    if dtype.kind not in "iuf":
+        raise TypeError(f"{argname} must hold real numbers (integer or float); got dtype {dtype}")
+
+
+def _require_one_chunk(obj: xr.DataArray, dim: Hashable, argname: str) -> None:
+    chunks = obj.chunksizes.get(dim, ()) if obj.chunks is not None else ()
+    if len(chunks) > 1:
+        raise ValueError(
+            f"{argname} dim {dim!r} is split into {len(chunks)} chunks {chunks}; it must be one "
+            f"chunk. Rechunk first, e.g. {argname}.chunk({{{dim!r}: -1}}) (cheap for a few "
+            "channels if the other chunks stay small)."
+        )
+
+
+def _check_matrix_dims(matrix: xr.DataArray, dim: Hashable) -> None:
+    in_dim = matrix_in_dim(dim)
+    if in_dim not in matrix.dims or dim not in matrix.dims:
+        raise ValueError(
+            f"matrix must have dims ({in_dim!r}, {dim!r}) (rows: input channels, columns: "
+            f"output channels); its dims are {tuple(matrix.dims)}. Was it fitted with another dim=?"
+        )
+
+
+def _as_matrix(matrix, dim: Hashable, image: xr.DataArray) -> xr.DataArray:
+    """Validate ``matrix`` against ``image`` and return it as a labelled DataArray."""
+    in_dim = matrix_in_dim(dim)
+    if not isinstance(matrix, xr.DataArray):
+        arr = _asarray(matrix)
+        if arr.ndim != 2:
+            raise ValueError(
+                f"a plain-array matrix must be 2-D, (n_in, n_out) or (n_in + 1, n_out); got shape "
+                f"{arr.shape}. For per-frame matrices pass a DataArray with named batch dims."
+            )
+        matrix = xr.DataArray(arr, dims=(in_dim, dim))
+    _check_matrix_dims(matrix, dim)
+    _require_real(matrix, "matrix")
+    n_in, rows = image.sizes[dim], matrix.sizes[in_dim]
+    if rows not in (n_in, n_in + 1):
+        raise ValueError(
+            f"matrix has {rows} rows along {in_dim!r} but image has {n_in} channels along "
+            f"{dim!r}: expected {n_in} rows (linear) or {n_in + 1} (affine, offset last)"
+        )
+    if matrix.chunks is not None:
+        matrix = matrix.chunk({in_dim: -1, dim: -1})
+    return _match_rows(matrix, image, dim)
+
+
+def _match_rows(matrix: xr.DataArray, image: xr.DataArray, dim: Hashable) -> xr.DataArray:
+    """Reorder labelled matrix rows to the image's channel order; refuse a mismatch."""
+    in_dim = matrix_in_dim(dim)
+    channels, rows = _index_values(image, dim), _index_values(matrix, in_dim)
+    if channels is None or rows is None:
+        return matrix
+    n_in = len(channels)
+    labels, extra = rows[:n_in], rows[n_in:]
+    if labels == channels:
+        return matrix.drop_vars(in_dim)
+    if sorted(map(str, labels)) != sorted(map(str, channels)) or len(set(labels)) != n_in:
+        raise ValueError(
+            f"matrix rows {in_dim!r} are labelled {labels} but image channels {dim!r} are "
+            f"{channels}; they must be the same labels (in any order)"
+        )
+    order = [labels.index(c) for c in channels] + list(range(n_in, n_in + len(extra)))
+    return matrix.isel({in_dim: order}).drop_vars(in_dim)
+
+
+def _index_values(obj: xr.DataArray, dim: Hashable) -> list | None:
+    return obj.indexes[dim].tolist() if dim in obj.indexes else None
+
+
+def _set_index(obj: xr.DataArray, dim: Hashable, values: list | None) -> xr.DataArray:
+    if values is None:
+        return obj.drop_vars(dim, errors="ignore")
+    return obj.assign_coords({dim: values})
+
+
+def _as_dataarray(obj, argname: str, dim: Hashable) -> xr.DataArray:
+    if isinstance(obj, xr.DataArray):
+        return obj
+    raise TypeError(
+        f"{argname} must be a DataArray when measured is one (got {type(obj).__name__}); "
+        f"wrap it with xr.DataArray(..., dims=...) naming its sample dims and {dim!r}"
+    )
+
+
+def _asarray(x):
+    return x if _is_dask(x) or hasattr(x, "__array_namespace__") else np.asarray(x)
+
+
+def _is_dask(x) -> bool:
+    return type(x).__module__.startswith("dask.")
