@@ -115,9 +115,11 @@ def fit(
     Examples
     --------
     >>> rng = np.random.default_rng(0)
-    >>> s = xr.DataArray(rng.random((24, 3)), dims=("patch", "channel"))
     >>> true = np.array([[1.2, -0.1, 0.0], [-0.2, 1.1, -0.1], [0.0, -0.1, 1.3]])
-    >>> m = fit(s, s @ xr.DataArray(true, dims=("channel", "c")).rename(c="channel"))
+    >>> s = rng.random((24, 3))
+    >>> measured = xr.DataArray(s, dims=("patch", "channel"))
+    >>> reference = xr.DataArray(s @ true, dims=("patch", "channel"))
+    >>> m = fit(measured, reference)
     >>> m.dims, bool(np.allclose(m, true))
     (('channel_in', 'channel'), True)
     """
@@ -481,10 +483,14 @@ def invert(
     _check_matrix_dims(matrix, dim)
     _require_real(matrix, "matrix")
     rows, cols = matrix.sizes[in_dim], matrix.sizes[dim]
-    if rows not in (cols, cols + 1):
+    allowed = {"linear": (cols,), "affine": (cols + 1,)}.get(
+        matrix.attrs.get("model"), (cols, cols + 1)
+    )
+    if rows not in allowed:
         raise np.linalg.LinAlgError(
-            f"only a square (n, n) or affine (n + 1, n) matrix can be inverted; matrix has "
-            f"{rows} {in_dim!r} rows and {cols} {dim!r} columns"
+            f"only a square (n, n) linear or (n + 1, n) affine matrix can be inverted; matrix "
+            f"has {rows} {in_dim!r} rows and {cols} {dim!r} columns"
+            + (f" and model {matrix.attrs['model']!r}" if "model" in matrix.attrs else "")
         )
     matrix = matrix.chunk({in_dim: -1, dim: -1}) if matrix.chunks is not None else matrix
     result = xr.apply_ufunc(
@@ -614,6 +620,12 @@ def _as_matrix(matrix, dim: Hashable, image: xr.DataArray) -> xr.DataArray:
         raise ValueError(
             f"matrix has {rows} rows along {in_dim!r} but image has {n_in} channels along "
             f"{dim!r}: expected {n_in} rows (linear) or {n_in + 1} (affine, offset last)"
+        )
+    model = matrix.attrs.get("model")
+    if model is not None and model != ("affine" if rows == n_in + 1 else "linear"):
+        raise ValueError(
+            f"matrix has model {model!r} and {rows} rows along {in_dim!r}, so it was fitted on "
+            f"{rows - (model == 'affine')} channels, but image has {n_in} channels along {dim!r}"
         )
     if matrix.chunks is not None:
         matrix = matrix.chunk({in_dim: -1, dim: -1})

@@ -1,0 +1,222 @@
+"""Bad input gets a clear error naming the argument, the dim and what was expected."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import xarray as xr
+
+import xccm
+
+
+def test_missing_dim_in_measured(patches):
+    measured, reference = patches
+    with pytest.raises(ValueError, match=r"measured has no dim 'band'.*dims are"):
+        measured.ccm.fit(reference, dim="band")
+
+
+def test_missing_dim_in_image(image):
+    with pytest.raises(ValueError, match=r"image has no dim 'rgb'"):
+        image.ccm.apply(np.eye(3), dim="rgb")
+
+
+def test_wrong_channel_count_for_matrix(image):
+    with pytest.raises(ValueError, match=r"5 rows along 'channel_in' but image has 3 channels"):
+        image.ccm.apply(np.ones((5, 3)))
+
+
+def test_matrix_of_wrong_ndim(image):
+    with pytest.raises(ValueError, match=r"plain-array matrix must be 2-D.*shape \(2, 3, 3\)"):
+        image.ccm.apply(np.ones((2, 3, 3)))
+
+
+def test_matrix_with_wrong_dims(image):
+    m = xr.DataArray(np.eye(3), dims=("a", "b"))
+    with pytest.raises(ValueError, match=r"matrix must have dims \('channel_in', 'channel'\)"):
+        image.ccm.apply(m)
+
+
+def test_plain_array_matrix_batch_axes_must_match_image(image):
+    with pytest.raises(ValueError, match=r"batch axes \(2,\) that do not match"):
+        xccm.apply(image.values, np.ones((2, 3, 3)))
+
+
+def test_channel_dim_split_across_chunks(image):
+    with pytest.raises(ValueError, match=r"split into 2 chunks.*image.chunk\(\{'channel': -1\}\)"):
+        image.chunk({"channel": 2}).ccm.apply(np.eye(3))
+
+
+def test_mismatched_sample_coords(patches):
+    measured, reference = patches
+    shuffled = reference.isel(patch=np.roll(np.arange(24), 1))
+    with pytest.raises(ValueError, match=r"different coords on sample dim 'patch'"):
+        measured.ccm.fit(shuffled)
+
+
+def test_mismatched_sample_sizes(patches):
+    measured, reference = patches
+    with pytest.raises(ValueError, match=r"sizes of dim 'patch' differ"):
+        measured.ccm.fit(reference.isel(patch=slice(0, 20)).drop_vars("patch"))
+
+
+def test_per_frame_matrix_with_other_frames(image):
+    m = xr.DataArray(
+        np.broadcast_to(np.eye(3), (4, 3, 3)),
+        dims=("time", "channel_in", "channel"),
+        coords={"time": np.arange(4) + 10},
+    )
+    with pytest.raises(ValueError, match=r"exact"):
+        image.ccm.apply(m)
+
+
+def test_matrix_rows_labelled_with_other_channels(image):
+    m = xr.DataArray(np.eye(3), dims=("channel_in", "channel"), coords={"channel_in": list("XYZ")})
+    with pytest.raises(ValueError, match=r"labelled \['X', 'Y', 'Z'\] but image channels"):
+        image.ccm.apply(m)
+
+
+@pytest.mark.parametrize("bad", [-0.5, np.nan])
+def test_negative_or_nan_weights(patches, bad):
+    measured, reference = patches
+    w = np.ones(24)
+    w[4] = bad
+    with pytest.raises(ValueError, match=r"weights must be non-negative and not NaN"):
+        measured.ccm.fit(reference, weights=w)
+
+
+def test_negative_weights_lazily_raise_on_compute(patches):
+    measured, reference = patches
+    w = xr.DataArray(-np.ones(24), dims="patch").chunk()
+    m = measured.ccm.fit(reference, weights=w)
+    with pytest.raises(ValueError, match=r"weights must be non-negative"):
+        m.compute()
+
+
+def test_weights_with_the_channel_dim(patches):
+    measured, reference = patches
+    with pytest.raises(ValueError, match=r"weights must not have the channel dim 'channel'"):
+        measured.ccm.fit(reference, weights=xr.ones_like(reference))
+
+
+def test_weights_missing_a_sample_dim(patches):
+    measured, reference = patches
+    w = xr.DataArray(np.ones(4), dims="time")
+    with pytest.raises(ValueError, match=r"weights must span the sample dims \('patch',\)"):
+        measured.ccm.fit(reference, weights=w)
+
+
+def test_plain_weights_of_the_wrong_shape(patches):
+    measured, reference = patches
+    with pytest.raises(ValueError, match=r"shape of the sample dims.*\(24,\); got shape \(23,\)"):
+        measured.ccm.fit(reference, weights=np.ones(23))
+
+
+def test_unknown_model(patches):
+    with pytest.raises(ValueError, match=r"unknown model 'quadratic'; expected one of"):
+        patches[0].ccm.fit(patches[1], model="quadratic")
+
+
+def test_unknown_init(patches):
+    with pytest.raises(ValueError, match=r"unknown init 'random'"):
+        patches[0].ccm.fit(patches[1], init="random")
+
+
+@pytest.mark.parametrize("dtype", [bool, complex, "U1"])
+def test_non_numeric_dtype(image, dtype):
+    with pytest.raises(TypeError, match=rf"image must hold real numbers.*{np.dtype(dtype)}"):
+        image.astype(dtype).ccm.apply(np.eye(3))
+
+
+def test_non_numeric_matrix(image):
+    with pytest.raises(TypeError, match=r"matrix must hold real numbers"):
+        image.ccm.apply(np.eye(3).astype(complex))
+
+
+def test_empty_samples(patches):
+    measured, reference = patches
+    with pytest.raises(ValueError, match=r"measured is empty"):
+        measured.isel(patch=[]).ccm.fit(reference.isel(patch=[]))
+
+
+def test_no_channels(image):
+    with pytest.raises(ValueError, match=r"image has no channels"):
+        image.isel(channel=[]).ccm.apply(np.eye(3))
+
+
+def test_no_valid_sample(patches):
+    measured, reference = patches
+    with pytest.raises(ValueError, match=r"no valid sample"):
+        (measured * np.nan).ccm.fit(reference)
+
+
+def test_too_few_samples_everywhere(patches):
+    measured, reference = patches
+    with pytest.raises(ValueError, match=r"at least 4 valid samples"):
+        measured.isel(patch=slice(0, 3)).ccm.fit(reference.isel(patch=slice(0, 3)), model="affine")
+
+
+def test_white_balance_needs_square(patches):
+    measured, reference = patches
+    with pytest.raises(ValueError, match=r"white_balance.*3 in and 2 out"):
+        measured.ccm.fit(reference.isel(channel=[0, 1]), init="white_balance")
+
+
+def test_singular_matrix_has_no_inverse(image):
+    singular = np.array([[1.0, 2, 3], [2, 4, 6], [0, 0, 1]])
+    with pytest.raises(np.linalg.LinAlgError, match=r"singular"):
+        image.ccm.inverse(singular)
+
+
+def test_non_square_matrix_has_no_inverse(patches):
+    measured, reference = patches
+    m = measured.ccm.fit(reference.isel(channel=[0, 1]))
+    with pytest.raises(
+        np.linalg.LinAlgError,
+        match=r"3 'channel_in' rows and 2 'channel' columns and model 'linear'",
+    ):
+        xccm.invert(m)
+
+
+def test_matrix_model_contradicts_image_channels(patches, image):
+    measured, reference = patches
+    m = measured.isel(channel=[0, 1]).ccm.fit(reference, model="affine")  # 2 channels in
+    with pytest.raises(ValueError, match=r"fitted on 2 channels, but image has 3 channels"):
+        image.ccm.apply(m)
+
+
+def test_sample_dims_must_not_include_channel(patches):
+    with pytest.raises(ValueError, match=r"must not include the channel dim"):
+        patches[0].ccm.fit(patches[1], sample_dims=("patch", "channel"))
+
+
+def test_sample_dim_missing_from_measured(patches):
+    measured, reference = patches
+    with pytest.raises(ValueError, match=r"measured has no sample dim 'patch'"):
+        measured.isel(patch=0).ccm.fit(reference)
+
+
+def test_reference_must_be_labelled_like_measured(patches):
+    with pytest.raises(TypeError, match=r"reference must be a DataArray when measured is one"):
+        patches[0].ccm.fit(patches[1].values)
+
+
+def test_plain_arrays_need_a_sample_axis():
+    with pytest.raises(ValueError, match=r"shape \(..., n_samples, n_channels\)"):
+        xccm.fit(np.ones(3), np.ones(3))
+
+
+def test_inputs_are_never_mutated(patches, image, rng):
+    measured, reference = patches
+    measured = measured.copy()
+    measured[0, 0, 0] = np.nan
+    w = xr.DataArray(rng.random(24), dims="patch")
+    m_arr = np.array([[1.0, 0.1, 0], [0, 1, 0.1], [0.1, 0, 1], [0.01, 0.02, 0.03]])
+    before = [x.copy(deep=True) for x in (measured, reference, w, image)]
+    m_before = m_arr.copy()
+    m = measured.ccm.fit(reference, weights=w, model="affine")
+    xccm.inverse(image.ccm.apply(m.isel(time=0)), m.isel(time=0))
+    xccm.apply(image.values, m_arr)
+    xccm.inverse(image.values, m_arr)
+    for old, new in zip(before, (measured, reference, w, image), strict=True):
+        xr.testing.assert_identical(old, new)
+    np.testing.assert_array_equal(m_arr, m_before)
