@@ -36,6 +36,22 @@ def test_fit_matches_numpy_lstsq_per_frame(patches, rng, model, weighted):
         np.testing.assert_allclose(m.values[t], expected, rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize("model", ["linear", "affine"])
+def test_fit_matches_colour_science(patches, model):
+    colour = pytest.importorskip("colour")
+    measured, reference = patches
+    m = measured.ccm.fit(reference, model=model)
+    for t in range(measured.sizes["time"]):
+        if model == "linear":
+            kwargs = {"method": "Cheung 2004", "terms": 3}
+        else:  # Vandermonde of degree 1 expands to [R, G, B, 1]
+            kwargs = {"method": "Vandermonde", "degree": 1}
+        ccm = colour.characterisation.matrix_colour_correction(
+            measured.values[t], reference.values, **kwargs
+        )  # colour-science uses column vectors: its matrix is our transpose
+        np.testing.assert_allclose(m.values[t], ccm.T, rtol=1e-10, atol=1e-12)
+
+
 def test_fit_recovers_a_known_matrix_exactly(rng, true_matrix):
     s = rng.uniform(0.05, 0.9, (3, 30, 3))
     d = s @ true_matrix[:3] + true_matrix[3]
