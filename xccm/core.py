@@ -139,6 +139,10 @@ def fit(
     if weights is not None:
         arrays.append(_as_weights(weights, samples, measured, dim))
     _check_exact_alignment(arrays, samples)
+    if any(a.chunks is not None for a in arrays):
+        # Broadcast in Dask, not NumPy: a NumPy view broadcast over many frames would be
+        # materialised when the graph is serialised.
+        arrays = [a if a.chunks is not None else a.chunk() for a in arrays]
     arrays = xr.broadcast(*arrays, exclude=[_IN, _OUT])
     batch = tuple(x for x in arrays[0].dims if x not in (*samples, _IN))
     order = (*batch, *samples)

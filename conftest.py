@@ -1,0 +1,17 @@
+"""Root pytest configuration, shared by the doctests in xccm/ and the tests in tests/."""
+
+import numpy as np
+import pytest
+
+_NUMPY_PRINT_DEFAULTS = np.get_printoptions()
+
+
+@pytest.fixture(autouse=True)
+def _numpy_print_defaults():
+    """Run every test and doctest under NumPy's default print options.
+
+    colour-science switches NumPy to legacy (1.13) printing on import, which would change
+    what the doctests print depending on test order.
+    """
+    with np.printoptions(**_NUMPY_PRINT_DEFAULTS):
+        yield
