@@ -9,11 +9,11 @@ import dask.array as dsa
 import numpy as np
 import pytest
 import xarray as xr
-from conftest import lstsq, raise_if_dask_computes
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import xccm
+from conftest import lstsq, raise_if_dask_computes
 
 # ---------------------------------------------------------------------------------------------
 # fit
