@@ -10,6 +10,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 from . import accessor as _accessor  # noqa: F401  (registers .ccm)
 from ._kernels import InsufficientSamplesWarning
+from .charts import available_charts, chart
 from .core import Init, Model, apply, fit, inverse, invert
 
 try:
@@ -23,6 +24,8 @@ __all__ = [
     "Model",
     "__version__",
     "apply",
+    "available_charts",
+    "chart",
     "fit",
     "inverse",
     "invert",
