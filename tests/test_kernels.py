@@ -4,38 +4,118 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import lstsq
 
+from conftest import lstsq
 from xccm import _kernels
+
+BACKENDS = [
+    "numpy",
+    pytest.param(
+        "numba",
+        marks=pytest.mark.skipif(_kernels._numba() is None, reason="numba is not installed"),
+    ),
+]
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request):
+    return request.param
+
+
+def reference_apply(x, m):
+    """Float64 row-vector product, written out independently of the kernels."""
+    x = np.asarray(x, dtype=np.float64)
+    m = np.asarray(m, dtype=np.float64)
+    out = np.einsum("...i,...ij->...j", x, m[..., : x.shape[-1], :])
+    if m.shape[-2] == x.shape[-1] + 1:
+        out += m[..., -1, :]
+    return out
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("affine", [False, True])
-def test_apply_matrix_is_the_row_vector_product(rng, dtype, affine):
+@pytest.mark.parametrize("parallel", [False, True])
+def test_apply_matrix_is_the_row_vector_product(rng, backend, dtype, affine, parallel):
     x = rng.random((5, 7, 3)).astype(dtype)
     m = rng.normal(size=(4 if affine else 3, 3)).astype(dtype)
-    expected = x.astype(np.float64) @ m[:3].astype(np.float64)
-    if affine:
-        expected += m[3]
-    out = _kernels.apply_matrix(x, m)
-    assert out.dtype == dtype
-    np.testing.assert_allclose(out, expected, rtol=1e-5 if dtype == np.float32 else 1e-12)
+    out = _kernels.apply_matrix(x, m, parallel=parallel, backend=backend)
+    assert out.dtype == dtype and out.shape == x.shape
+    rtol = 1e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(out, reference_apply(x, m), rtol=rtol, atol=rtol)
 
 
-def test_apply_matrix_broadcasts_batch_matrices(rng):
+@pytest.mark.parametrize(("n_in", "n_out"), [(3, 3), (4, 3), (3, 5), (1, 1)])
+def test_apply_matrix_any_channel_counts(rng, backend, n_in, n_out):
+    x = rng.random((6, 11, n_in))
+    m = rng.normal(size=(n_in + 1, n_out))
+    out = _kernels.apply_matrix(x, m, backend=backend)
+    np.testing.assert_allclose(out, reference_apply(x, m), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    "layout", ["channel_first", "sliced", "reversed", "fortran", "broadcast_frames"]
+)
+def test_apply_matrix_reads_any_strides_in_place(rng, backend, layout):
+    base = rng.random((4, 3, 10, 12))  # (time, channel, y, x) in memory
+    if layout == "channel_first":
+        x = base.transpose(0, 2, 3, 1)  # seen channel-last, stored channel-first
+    elif layout == "sliced":
+        x = base.transpose(0, 2, 3, 1)[:, 1:9:2, ::3]
+    elif layout == "reversed":
+        x = base.transpose(0, 2, 3, 1)[::-1, :, ::-1]
+    elif layout == "fortran":
+        x = np.asfortranarray(base.transpose(0, 2, 3, 1))
+    else:
+        x = np.broadcast_to(base[:1].transpose(0, 2, 3, 1), (4, 10, 12, 3))
+    m = rng.normal(size=(4, 3))
+    out = _kernels.apply_matrix(x, m, backend=backend)
+    np.testing.assert_allclose(out, reference_apply(x, m), rtol=1e-12, atol=1e-12)
+
+
+def test_apply_matrix_writes_in_the_input_layout(rng, backend):
+    x = rng.random((2, 3, 8, 9)).astype(np.float32).transpose(0, 2, 3, 1)
+    out = _kernels.apply_matrix(x, np.eye(3, dtype=np.float32), backend=backend)
+    # Same stride order as the input: channel-first memory stays channel-first.
+    assert np.argsort(out.strides).tolist() == np.argsort(x.strides).tolist()
+    np.testing.assert_array_equal(out, x)
+
+
+def test_apply_matrix_broadcasts_batch_matrices(rng, backend):
     x = rng.random((4, 6, 5, 3))
     m = rng.normal(size=(4, 1, 1, 4, 3))  # one affine matrix per frame
-    out = _kernels.apply_matrix(x, m)
+    out = _kernels.apply_matrix(x, m, backend=backend)
     for t in range(4):
-        expected = x[t] @ m[t, 0, 0, :3] + m[t, 0, 0, 3]
-        np.testing.assert_allclose(out[t], expected, rtol=1e-12)
+        np.testing.assert_allclose(
+            out[t], reference_apply(x[t], m[t, 0, 0]), rtol=1e-12, atol=1e-12
+        )
 
 
-def test_apply_matrix_reads_integers_as_requested_dtype():
-    x = np.array([[0, 128, 255]], dtype=np.uint8)
-    out = _kernels.apply_matrix(x, np.eye(3), dtype=np.float32)
+def test_apply_matrix_one_matrix_per_pixel(rng):
+    x = rng.random((5, 1000, 3))
+    m = rng.normal(size=(5, 1000, 3, 3))  # more matrices than the per-matrix loop takes
+    out = _kernels.apply_matrix(x, m)
+    np.testing.assert_allclose(out, reference_apply(x, m), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.int16, np.int32])
+def test_apply_matrix_reads_integers_as_float32(rng, backend, dtype):
+    info = np.iinfo(dtype)
+    x = rng.integers(max(info.min, -1000), min(info.max, 60000), (3, 17, 3)).astype(dtype)
+    m = rng.normal(size=(4, 3)).astype(np.float32)
+    out = _kernels.apply_matrix(x, m, dtype=np.float32, backend=backend)
     assert out.dtype == np.float32
-    np.testing.assert_array_equal(out, [[0.0, 128.0, 255.0]])
+    np.testing.assert_allclose(out, reference_apply(x, m), rtol=1e-5, atol=1e-2)
+
+
+def test_apply_matrix_never_promotes_float32(rng, backend):
+    x = rng.random((3, 5, 3)).astype(np.float32)
+    out = _kernels.apply_matrix(x, np.eye(3), dtype=np.float32, backend=backend)
+    assert out.dtype == np.float32
+
+
+def test_apply_matrix_handles_empty_input(backend):
+    out = _kernels.apply_matrix(np.empty((0, 5, 3)), np.eye(3), backend=backend)
+    assert out.shape == (0, 5, 3)
 
 
 def test_apply_matrix_rejects_wrong_row_count(rng):
@@ -43,31 +123,33 @@ def test_apply_matrix_rejects_wrong_row_count(rng):
         _kernels.apply_matrix(rng.random((2, 3)), np.eye(5))
 
 
-def test_gram_adds_up_over_blocks(rng):
+def test_gram_adds_up_over_blocks(rng, backend):
     s, d, w = rng.random((100, 3)), rng.random((100, 3)), rng.random(100)
-    whole = _kernels.gram(s, d, w)
-    parts = _kernels.gram(s[:37], d[:37], w[:37]) + _kernels.gram(s[37:], d[37:], w[37:])
+    whole = _kernels.gram(s, d, w, backend=backend)
+    parts = _kernels.gram(s[:37], d[:37], w[:37], backend=backend) + _kernels.gram(
+        s[37:], d[37:], w[37:], backend=backend
+    )
     np.testing.assert_allclose(parts, whole, rtol=1e-12)
     x = np.concatenate([s, np.ones((100, 1)), d], axis=1)
     np.testing.assert_allclose(whole[:7], x.T @ (w[:, None] * x), rtol=1e-12)
     assert whole[7, 0] == 100
 
 
-def test_gram_leaves_out_non_finite_and_zero_weight_samples(rng):
+def test_gram_leaves_out_non_finite_and_zero_weight_samples(rng, backend):
     s, d, w = rng.random((10, 3)), rng.random((10, 3)), np.ones(10)
     s[2, 1], d[5, 0], w[7] = np.nan, np.inf, 0.0
     keep = np.setdiff1d(np.arange(10), [2, 5, 7])
-    g = _kernels.gram(s, d, w)
-    np.testing.assert_allclose(g, _kernels.gram(s[keep], d[keep]), rtol=1e-12)
+    g = _kernels.gram(s, d, w, backend=backend)
+    np.testing.assert_allclose(g, _kernels.gram(s[keep], d[keep], backend=backend), rtol=1e-12)
     assert g[7, 0] == 7
 
 
 @pytest.mark.parametrize("bad", [-1.0, np.nan])
-def test_gram_rejects_negative_or_nan_weights(rng, bad):
+def test_gram_rejects_negative_or_nan_weights(rng, backend, bad):
     w = np.ones(5)
     w[3] = bad
     with pytest.raises(ValueError, match="weights must be non-negative"):
-        _kernels.gram(rng.random((5, 3)), rng.random((5, 3)), w)
+        _kernels.gram(rng.random((5, 3)), rng.random((5, 3)), w, backend=backend)
 
 
 @pytest.mark.parametrize("model", ["linear", "affine"])
@@ -97,6 +179,24 @@ def test_solve_gram_marks_underdetermined_batches_nan(rng):
         m = _kernels.solve_gram(_kernels.gram(s, d), 3)
     assert np.isnan(m[1]).all()
     np.testing.assert_allclose(m[0], lstsq(s[0], d[0]), rtol=1e-10)
+
+
+@pytest.mark.parametrize("parallel", [False, True])
+def test_gram_backends_agree_on_batches_and_broadcasts(rng, parallel):
+    pytest.importorskip("numba")
+    s = rng.random((3, 40_000, 3)).astype(np.float32)  # long enough to split across threads
+    d, w = rng.random((40_000, 3)), rng.random((3, 40_000))
+    s[1, ::7] = np.nan
+    fast = _kernels.gram(s, d, w, parallel=parallel, backend="numba")
+    slow = _kernels.gram(s, d, w, backend="numpy")
+    np.testing.assert_allclose(fast, slow, rtol=1e-11)
+
+
+def test_gram_over_several_sample_axes(rng, backend):
+    s, d = rng.random((2, 5, 6, 3)), rng.random((2, 5, 6, 3))
+    g = _kernels.gram(s, d, n_sample_axes=2, backend=backend)
+    flat = _kernels.gram(s.reshape(2, 30, 3), d.reshape(2, 30, 3), backend=backend)
+    np.testing.assert_allclose(g, flat, rtol=1e-12)
 
 
 def test_solve_gram_flags_rank_deficient_systems(rng):

@@ -13,11 +13,16 @@ Conventions (row vectors, as in ``D = S @ M``):
 
 from __future__ import annotations
 
+import itertools
+import os
 import warnings
+from typing import Any, Literal
 
 import numpy as np
 
 __all__ = [
+    "Backend",
+    "InsufficientSamplesWarning",
     "apply_matrix",
     "gram",
     "invert_matrix",
@@ -38,17 +43,80 @@ class InsufficientSamplesWarning(UserWarning):
     """Some batch elements had too few valid samples (or a singular system) to be fitted."""
 
 
-def apply_matrix(x: np.ndarray, m: np.ndarray, dtype: np.dtype | None = None) -> np.ndarray:
+Backend = Literal["auto", "numba", "numpy"]
+
+#: Integer and float dtypes the numba kernels read directly.
+_NUMBA_DTYPES = frozenset("u1 u2 u4 u8 i1 i2 i4 i8 f4 f8".split())
+#: Rows per np.matmul call in the NumPy fallback: bounds its temporaries to a few MB.
+_NUMPY_BLOCK_ROWS = 1 << 16
+#: Above this many distinct matrices in one call, apply them with one broadcast matmul.
+_MAX_MATRIX_LOOP = 4096
+
+
+def _numba():
+    """Return the numba kernels module, or None when numba is not installed (or disabled)."""
+    global _NUMBA_MODULE
+    if _NUMBA_MODULE is False:
+        if os.environ.get("XCCM_DISABLE_NUMBA", "").strip() not in ("", "0"):
+            _NUMBA_MODULE = None
+        else:
+            try:
+                from . import _numba_kernels as module
+            except ImportError:
+                module = None
+            _NUMBA_MODULE = module
+    return _NUMBA_MODULE
+
+
+_NUMBA_MODULE: Any = False
+
+
+def _use_numba(backend: Backend, *dtypes: np.dtype) -> bool:
+    if backend == "numpy":
+        return False
+    fits = all(np.dtype(t).str[1:] in _NUMBA_DTYPES for t in dtypes)
+    if backend == "numba":
+        if _numba() is None:
+            raise ImportError("backend='numba' needs numba: pip install 'xccm[fast]'")
+        if not fits:
+            raise TypeError(f"the numba kernels do not take dtypes {dtypes}")
+        return True
+    return fits and _numba() is not None
+
+
+def _is_cupy(x) -> bool:
+    return type(x).__module__.split(".")[0] == "cupy"
+
+
+def apply_matrix(
+    x: np.ndarray,
+    m: np.ndarray,
+    dtype: np.dtype | None = None,
+    *,
+    parallel: bool = True,
+    backend: Backend = "auto",
+) -> np.ndarray:
     """Apply a linear or affine matrix to ``x`` along its last axis.
+
+    One fused pass: each output value is computed from its pixel's input values and written
+    once, with no full-size temporaries, in the memory layout of ``x`` (a channel-first
+    array seen channel-last is read and written channel-first, without transposed copies).
 
     Parameters
     ----------
     x : ndarray, shape (..., n_in)
-        Colours, channel axis last. Integer input is read as ``dtype``.
+        Colours, channel axis last, any strides. Integer input is read directly as ``dtype``.
+        A CuPy array is processed on its device by a fused CuPy kernel.
     m : ndarray, shape (..., n_in, n_out) or (..., n_in + 1, n_out)
         Matrix; its leading axes broadcast against the leading axes of ``x``.
     dtype : dtype, optional
-        Floating dtype of the result. Defaults to ``m.dtype``.
+        Floating dtype of the computation and the result. Defaults to ``m.dtype``.
+    parallel : bool, default True
+        Use every core (numba ``prange``). Pass False when the caller already runs one
+        call per thread, as Dask does.
+    backend : {"auto", "numba", "numpy"}
+        ``"auto"`` uses the numba kernels when numba is installed, else blocked
+        ``np.matmul(..., out=)``.
 
     Returns
     -------
@@ -59,48 +127,80 @@ def apply_matrix(x: np.ndarray, m: np.ndarray, dtype: np.dtype | None = None) ->
     >>> apply_matrix(np.array([[1.0, 2.0, 3.0]]), np.diag([1.0, 0.5, 2.0]))
     array([[1., 1., 6.]])
     """
+    if _is_cupy(x):
+        from . import _cupy_kernels
+
+        return _cupy_kernels.apply_matrix(x, m, dtype)
     dtype = np.dtype(m.dtype if dtype is None else dtype)
     n_in = x.shape[-1]
-    x = x.astype(dtype, copy=False)
-    m = m.astype(dtype, copy=False)
+    m = np.asarray(m, dtype=dtype)
     if m.shape[-2] == n_in + 1:
-        up, offset = m[..., :-1, :], m[..., -1:, :]
+        up, off = m[..., :-1, :], m[..., -1, :]
     elif m.shape[-2] == n_in:
-        up, offset = m, None
+        up, off = m, np.zeros(m.shape[:-2] + m.shape[-1:], dtype)
     else:
         raise ValueError(
             f"matrix has {m.shape[-2]} rows; expected {n_in} (linear) or {n_in + 1} (affine) "
             f"for {n_in} input channels"
         )
-    out = _matmul_rows(x, up)
-    if offset is not None:
-        out += offset[..., 0, :]  # (..., n_out) broadcasts against out's leading axes
-    return out
-
-
-def _matmul_rows(x: np.ndarray, m: np.ndarray) -> np.ndarray:
-    """Row-vector product ``x @ m`` with ``x (..., n_in)`` and ``m (..., n_in, n_out)``.
-
-    The leading axes of ``m`` broadcast against those of ``x``. Trailing leading axes where
-    ``m`` has size 1 (the pixels sharing one matrix) are flattened into the rows of a single
-    matrix product, so the work is a few large GEMMs rather than one tiny product per pixel.
-    """
-    lead_x, n_in = x.shape[:-1], x.shape[-1]
-    lead_m = m.shape[:-2]
+    lead_x, lead_m = x.shape[:-1], up.shape[:-2]
     if len(lead_m) > len(lead_x):
         raise ValueError(f"matrix has more batch axes {lead_m} than the image {lead_x}")
     lead_m = (1,) * (len(lead_x) - len(lead_m)) + lead_m
-    m = m.reshape((*lead_m, *m.shape[-2:]))
-    # Number of trailing batch axes over which the matrix is constant.
-    k = 0
-    while k < len(lead_x) and lead_m[len(lead_x) - 1 - k] == 1:
-        k += 1
-    head = lead_x[: len(lead_x) - k]
-    rows = int(np.prod(lead_x[len(lead_x) - k :], dtype=np.int64))
-    xs = x.reshape((*head, rows, n_in))
-    ms = m.reshape((*lead_m[: len(lead_x) - k], *m.shape[-2:]))
-    out = np.matmul(xs, ms)
-    return out.reshape((*lead_x, m.shape[-1]))
+    up, off = up.reshape((*lead_m, *up.shape[-2:])), off.reshape((*lead_m, off.shape[-1]))
+    # The matrix varies over the leading `head` axes and is constant over the rest.
+    n_head = len(lead_m)
+    while n_head and lead_m[n_head - 1] == 1:
+        n_head -= 1
+    head = lead_x[:n_head]
+    if int(np.prod(head, dtype=np.int64)) > _MAX_MATRIX_LOOP:  # e.g. one matrix per pixel
+        return (x.astype(dtype, copy=False)[..., None, :] @ up)[..., 0, :] + off
+    out = _empty_like_layout(x, up.shape[-1], dtype)
+    numba_ok = _use_numba(backend, x.dtype, dtype)
+    for h in np.ndindex(*head):
+        hm = tuple(0 if n == 1 else i for i, n in zip(h, lead_m, strict=False))
+        tail = (0,) * (len(lead_m) - n_head)
+        args = (up[hm + tail], off[hm + tail], parallel, numba_ok)
+        _apply_block(x[h], out[h], *args)
+    return out
+
+
+def _apply_block(x, out, up, off, parallel, numba_ok) -> None:
+    """Apply one matrix to every pixel of ``x``, writing ``out`` (same leading shape)."""
+    x2, out2 = _rows_view(x), _rows_view(out)
+    if x2 is None or out2 is None:  # strides that do not collapse: split the first axis
+        for i in range(x.shape[0]):
+            _apply_block(x[i], out[i], up, off, parallel, numba_ok)
+        return
+    if numba_ok:
+        _numba().apply_rows(x2, up, off, out2, parallel)
+        return
+    for start in range(0, x2.shape[0], _NUMPY_BLOCK_ROWS):
+        rows = slice(start, start + _NUMPY_BLOCK_ROWS)
+        np.matmul(x2[rows].astype(up.dtype, copy=False), up, out=out2[rows])
+        out2[rows] += off
+
+
+def _rows_view(a: np.ndarray) -> np.ndarray | None:
+    """View ``a (..., c)`` as ``(rows, c)`` without copying, or None if its strides forbid it."""
+    shape, strides = a.shape[:-1], a.strides[:-1]
+    n = int(np.prod(shape, dtype=np.int64))
+    kept = [(size, stride) for size, stride in zip(shape, strides, strict=True) if size != 1]
+    for (_, outer), (size, inner) in itertools.pairwise(kept):
+        if outer != inner * size:
+            return None
+    row_stride = kept[-1][1] if kept else a.itemsize * a.shape[-1]
+    return np.lib.stride_tricks.as_strided(
+        a, (n, a.shape[-1]), (row_stride, a.strides[-1]), writeable=a.flags.writeable
+    )
+
+
+def _empty_like_layout(x: np.ndarray, n_out: int, dtype: np.dtype) -> np.ndarray:
+    """Allocate ``(*x.shape[:-1], n_out)`` with the axis order of ``x`` in memory."""
+    shape = (*x.shape[:-1], n_out)
+    order = sorted(range(x.ndim), key=lambda i: -abs(x.strides[i]) if x.shape[i] > 1 else 0)
+    out = np.empty([shape[i] for i in order], dtype=dtype)
+    return out.transpose(np.argsort(order))
 
 
 def gram(
@@ -108,6 +208,9 @@ def gram(
     d: np.ndarray,
     w: np.ndarray | None = None,
     n_sample_axes: int = 1,
+    *,
+    parallel: bool = True,
+    backend: Backend = "auto",
 ) -> np.ndarray:
     """Packed weighted normal-equation statistics of one block of samples.
 
@@ -118,7 +221,7 @@ def gram(
     ``out[..., p, 0]`` is the count. ``G`` holds everything a fit needs:
     ``S+^T W S+`` (the top-left ``n_in + 1`` square), ``S+^T W D`` (the block beside it), the
     weighted channel sums (the ones row) and ``D^T W D`` (for the residual). Statistics add up
-    over disjoint blocks of samples.
+    over disjoint blocks of samples. Accumulation is in float64.
 
     Parameters
     ----------
@@ -129,6 +232,8 @@ def gram(
         Non-negative weights, broadcastable like ``d``. ``None`` means all ones.
     n_sample_axes : int
         How many axes before the channel axis are sample axes (summed over).
+    parallel, backend
+        As for :func:`apply_matrix`. The numba kernel makes one pass with no temporaries.
 
     Returns
     -------
@@ -146,28 +251,40 @@ def gram(
     >>> g.shape, int(g[7, 0])
     ((8, 7), 4)
     """
+    if _is_cupy(s):
+        from . import _cupy_kernels
+
+        return _cupy_kernels.gram(s, d, w, n_sample_axes)
     n_in, n_out = s.shape[-1], d.shape[-1]
-    batch = np.broadcast_shapes(
-        s.shape[:-1],
-        d.shape[:-1],
-        () if w is None else np.shape(w),
-    )
+    batch = np.broadcast_shapes(s.shape[:-1], d.shape[:-1], () if w is None else np.shape(w))
     lead, samples = batch[: len(batch) - n_sample_axes], batch[len(batch) - n_sample_axes :]
-    n = int(np.prod(samples, dtype=np.int64))
-    s = np.broadcast_to(s, (*batch, n_in)).reshape((*lead, n, n_in))
-    d = np.broadcast_to(d, (*batch, n_out)).reshape((*lead, n, n_out))
-    weight = np.ones((*lead, n)) if w is None else _check_weights(w, batch).reshape((*lead, n))
+    n_lead, n = int(np.prod(lead, dtype=np.int64)), int(np.prod(samples, dtype=np.int64))
+    s = np.broadcast_to(s, (*batch, n_in)).reshape((n_lead, n, n_in))
+    d = np.broadcast_to(d, (*batch, n_out)).reshape((n_lead, n, n_out))
+    weight = None if w is None else _check_weights(w, batch).reshape((n_lead, n))
+    if _use_numba(backend, s.dtype, d.dtype):
+        out = _numba().gram_rows(s, d, weight, parallel)
+    else:
+        out = _gram_numpy(s, d, weight)
+    return out.reshape((*lead, *out.shape[-2:]))
+
+
+def _gram_numpy(s: np.ndarray, d: np.ndarray, weight: np.ndarray | None) -> np.ndarray:
+    n_lead, n, n_in = s.shape
+    n_out = d.shape[-1]
+    if weight is None:
+        weight = np.ones((n_lead, n))
     valid = np.isfinite(s).all(axis=-1) & np.isfinite(d).all(axis=-1) & (weight > 0)
-    root = np.where(valid, np.sqrt(np.where(valid, weight, 0.0)), 0.0)[..., None]
+    root = np.sqrt(np.where(valid, weight, 0.0))[..., None]
     p = n_in + 1 + n_out
-    x = np.empty((*lead, n, p))
+    x = np.empty((n_lead, n, p))
     x[..., :n_in] = np.where(valid[..., None], s, 0.0)
     x[..., n_in] = 1.0
     x[..., n_in + 1 :] = np.where(valid[..., None], d, 0.0)
     x *= root
-    out = np.zeros((*lead, p + 1, p))
-    out[..., :p, :] = np.matmul(np.swapaxes(x, -1, -2), x)
-    out[..., p, 0] = valid.sum(axis=-1)
+    out = np.zeros((n_lead, p + 1, p))
+    out[:, :p, :] = np.matmul(np.swapaxes(x, -1, -2), x)
+    out[:, p, 0] = valid.sum(axis=-1)
     return out
 
 

@@ -315,7 +315,7 @@ def _gram(arrays: list[xr.DataArray], n_sample_axes: int):
 
 
 def _block_gram(s, d, w=None, *, n_sample_axes):
-    g = _kernels.gram(s, d, w, n_sample_axes=n_sample_axes)
+    g = _kernels.gram(s, d, w, n_sample_axes=n_sample_axes, parallel=False)
     return np.expand_dims(g, tuple(range(g.ndim - 2, g.ndim - 2 + n_sample_axes)))
 
 
@@ -396,7 +396,8 @@ def apply(
         matrix.rename({dim: _OUT}),
         input_core_dims=[[_IN], [in_dim, _OUT]],
         output_core_dims=[[_OUT]],
-        kwargs={"dtype": dtype},
+        # One Dask block per scheduler thread: the kernel then runs serially on each.
+        kwargs={"dtype": dtype, "parallel": image.chunks is None},
         dask="parallelized",
         output_dtypes=[dtype],
         dask_gufunc_kwargs={"output_sizes": {_OUT: n_out}},

@@ -1,0 +1,135 @@
+"""Numba kernels (the ``fast`` extra): fused, GIL-free loops over rows of colours.
+
+Imported by :mod:`xccm._kernels` only when numba is installed. The kernels take 2-D views
+``(rows, channels)`` (3-D ``(batch, rows, channels)`` for :func:`gram`) with any strides, so
+channel-last, channel-first and sliced layouts are read in place, and write into
+preallocated outputs: applying a matrix is one read of the input and one write of the output,
+the memory-bandwidth limit. Integer input is read directly, never copied to float.
+
+Each kernel is compiled twice from one source: a ``prange`` flavour for a whole in-memory
+array and a serial flavour for one Dask block per scheduler thread (numba treats ``prange``
+as ``range`` when ``parallel=False``). Parallel launches are serialised with a lock because
+numba's fallback ``workqueue`` threading layer must not be entered from two threads at once.
+"""
+
+from __future__ import annotations
+
+import threading
+import types
+
+import numba
+import numpy as np
+
+__all__ = ["apply_rows", "gram_rows"]
+
+_OPTS = {"nogil": True, "cache": True, "fastmath": {"contract"}, "error_model": "numpy"}
+_PARALLEL_LOCK = threading.Lock()
+
+
+def _apply33(x, up, off, out):
+    m00, m01, m02 = up[0, 0], up[0, 1], up[0, 2]
+    m10, m11, m12 = up[1, 0], up[1, 1], up[1, 2]
+    m20, m21, m22 = up[2, 0], up[2, 1], up[2, 2]
+    o0, o1, o2 = off[0], off[1], off[2]
+    for i in numba.prange(x.shape[0]):
+        a, b, c = x[i, 0], x[i, 1], x[i, 2]
+        out[i, 0] = o0 + a * m00 + b * m10 + c * m20
+        out[i, 1] = o1 + a * m01 + b * m11 + c * m21
+        out[i, 2] = o2 + a * m02 + b * m12 + c * m22
+
+
+def _apply_any(x, up, off, out):
+    n_in, n_out = up.shape
+    for i in numba.prange(x.shape[0]):
+        for j in range(n_out):
+            acc = off[j]
+            for k in range(n_in):
+                acc += x[i, k] * up[k, j]
+            out[i, j] = acc
+
+
+def _gram(s, d, w, parts):
+    """Accumulate ``X^T W X`` (upper triangle) and the valid count into ``parts``.
+
+    ``parts`` has shape ``(batch, n_parts, p + 1, p)``: part ``c`` of batch element ``b``
+    sums rows ``[c * n // n_parts, (c + 1) * n // n_parts)``.
+    """
+    n_batch, n, n_in = s.shape
+    n_out = d.shape[2]
+    n_parts = parts.shape[1]
+    p = n_in + 1 + n_out
+    weighted = w.shape[1] == n
+    for t in numba.prange(n_batch * n_parts):
+        bi, ci = t // n_parts, t % n_parts
+        g = parts[bi, ci]
+        row = np.empty(p)
+        for i in range(ci * n // n_parts, (ci + 1) * n // n_parts):
+            wi = w[bi, i] if weighted else 1.0
+            if not wi > 0:
+                continue
+            ok = True
+            for k in range(n_in):
+                row[k] = s[bi, i, k]
+                ok &= np.isfinite(row[k])
+            row[n_in] = 1.0
+            for k in range(n_out):
+                row[n_in + 1 + k] = d[bi, i, k]
+                ok &= np.isfinite(row[n_in + 1 + k])
+            if not ok:
+                continue
+            for a in range(p):
+                ra = wi * row[a]
+                for b in range(a, p):
+                    g[a, b] += ra * row[b]
+            g[p, 0] += 1.0
+
+
+def _twin(func, suffix):
+    """Copy ``func`` under another name, so that its numba cache entry is its own."""
+    twin = types.FunctionType(func.__code__, func.__globals__, func.__name__ + suffix)
+    twin.__qualname__ = func.__qualname__ + suffix
+    return twin
+
+
+def _compile(func):
+    return (
+        numba.njit(parallel=True, **_OPTS)(func),
+        numba.njit(parallel=False, **_OPTS)(_twin(func, "_serial")),
+    )
+
+
+_APPLY33 = _compile(_apply33)
+_APPLY_ANY = _compile(_apply_any)
+_GRAM = _compile(_gram)
+
+
+def _launch(kernels, parallel, *args):
+    if not parallel:
+        return kernels[1](*args)
+    with _PARALLEL_LOCK:
+        return kernels[0](*args)
+
+
+def apply_rows(x, up, off, out, parallel=True) -> None:
+    """``out[i] = x[i] @ up + off`` for 2-D ``x (rows, n_in)`` and ``out (rows, n_out)``."""
+    kernels = _APPLY33 if up.shape == (3, 3) else _APPLY_ANY
+    _launch(kernels, parallel, x, up, off, out)
+
+
+def gram_rows(s, d, w, parallel=True) -> np.ndarray:
+    """Packed statistics (:func:`xccm._kernels.gram`) of ``s (B, n, n_in)``, ``d (B, n, n_out)``.
+
+    ``w`` is ``(B, n)`` weights, or ``None``.
+    """
+    n_batch, n = s.shape[:2]
+    p = s.shape[2] + 1 + d.shape[2]
+    # Enough parts to keep every thread busy, each long enough to amortise its setup.
+    n_parts = 1 if (not parallel or n_batch >= 64) else max(1, min(64, n // 16384))
+    parts = np.zeros((n_batch, n_parts, p + 1, p))
+    weights = np.empty((n_batch, 0)) if w is None else w
+    _launch(_GRAM, parallel, s, d, weights, parts)
+    g = parts.sum(axis=1)
+    upper = g[:, :p, :]
+    lower = np.swapaxes(np.triu(upper, 1), -1, -2)
+    g[:, :p, :] = upper + lower
+    return g
