@@ -182,10 +182,12 @@ def test_solve_gram_marks_underdetermined_batches_nan(rng):
 
 
 @pytest.mark.parametrize("parallel", [False, True])
-def test_gram_backends_agree_on_batches_and_broadcasts(rng, parallel):
+@pytest.mark.parametrize(("n_in", "n_out"), [(3, 3), (4, 3), (3, 2)])
+def test_gram_backends_agree_on_batches_and_broadcasts(rng, parallel, n_in, n_out):
     pytest.importorskip("numba")
-    s = rng.random((3, 40_000, 3)).astype(np.float32)  # long enough to split across threads
-    d, w = rng.random((40_000, 3)), rng.random((3, 40_000))
+    s = rng.random((3, 40_000, n_in)).astype(np.float32)  # long enough to split across threads
+    d, w = rng.random((40_000, n_out)), rng.random((3, 40_000))
+    w[0, ::5] = 0.0
     s[1, ::7] = np.nan
     fast = _kernels.gram(s, d, w, parallel=parallel, backend="numba")
     slow = _kernels.gram(s, d, w, backend="numpy")
