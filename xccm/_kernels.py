@@ -13,6 +13,7 @@ Conventions (row vectors, as in ``D = S @ M``):
 
 from __future__ import annotations
 
+import functools
 import itertools
 import os
 import warnings
@@ -88,6 +89,15 @@ def _is_cupy(x) -> bool:
     return type(x).__module__.split(".")[0] == "cupy"
 
 
+def _namespace(x):
+    """Return the array module of ``x``: :mod:`cupy` for CuPy arrays, else :mod:`numpy`."""
+    if _is_cupy(x):
+        import cupy
+
+        return cupy
+    return np
+
+
 def apply_matrix(
     x: np.ndarray,
     m: np.ndarray,
@@ -127,17 +137,14 @@ def apply_matrix(
     >>> apply_matrix(np.array([[1.0, 2.0, 3.0]]), np.diag([1.0, 0.5, 2.0]))
     array([[1., 1., 6.]])
     """
-    if _is_cupy(x):
-        from . import _cupy_kernels
-
-        return _cupy_kernels.apply_matrix(x, m, dtype)
+    xp = _namespace(x)
     dtype = np.dtype(m.dtype if dtype is None else dtype)
     n_in = x.shape[-1]
-    m = np.asarray(m, dtype=dtype)
+    m = xp.asarray(m, dtype=dtype)  # a small matrix; moved to the device of a CuPy image
     if m.shape[-2] == n_in + 1:
         up, off = m[..., :-1, :], m[..., -1, :]
     elif m.shape[-2] == n_in:
-        up, off = m, np.zeros(m.shape[:-2] + m.shape[-1:], dtype)
+        up, off = m, xp.zeros(m.shape[:-2] + m.shape[-1:], dtype)
     else:
         raise ValueError(
             f"matrix has {m.shape[-2]} rows; expected {n_in} (linear) or {n_in + 1} (affine) "
@@ -155,8 +162,8 @@ def apply_matrix(
     head = lead_x[:n_head]
     if int(np.prod(head, dtype=np.int64)) > _MAX_MATRIX_LOOP:  # e.g. one matrix per pixel
         return (x.astype(dtype, copy=False)[..., None, :] @ up)[..., 0, :] + off
-    out = _empty_like_layout(x, up.shape[-1], dtype)
-    numba_ok = _use_numba(backend, x.dtype, dtype)
+    out = _empty_like_layout(x, up.shape[-1], dtype, xp)
+    numba_ok = xp is np and _use_numba(backend, x.dtype, dtype)
     for h in np.ndindex(*head):
         hm = tuple(0 if n == 1 else i for i, n in zip(h, lead_m, strict=False))
         tail = (0,) * (len(lead_m) - n_head)
@@ -171,6 +178,11 @@ def _apply_block(x, out, up, off, parallel, numba_ok) -> None:
     if x2 is None or out2 is None:  # strides that do not collapse: split the first axis
         for i in range(x.shape[0]):
             _apply_block(x[i], out[i], up, off, parallel, numba_ok)
+        return
+    if _is_cupy(x):
+        from . import _cupy_kernels
+
+        _cupy_kernels.apply_rows(x2, up, off, out2)
         return
     if numba_ok:
         _numba().apply_rows(x2, up, off, out2, parallel)
@@ -190,17 +202,18 @@ def _rows_view(a: np.ndarray) -> np.ndarray | None:
         if outer != inner * size:
             return None
     row_stride = kept[-1][1] if kept else a.itemsize * a.shape[-1]
-    return np.lib.stride_tricks.as_strided(
-        a, (n, a.shape[-1]), (row_stride, a.strides[-1]), writeable=a.flags.writeable
-    )
+    shape2, strides2 = (n, a.shape[-1]), (row_stride, a.strides[-1])
+    if _is_cupy(a):
+        return _namespace(a).lib.stride_tricks.as_strided(a, shape2, strides2)
+    return np.lib.stride_tricks.as_strided(a, shape2, strides2, writeable=a.flags.writeable)
 
 
-def _empty_like_layout(x: np.ndarray, n_out: int, dtype: np.dtype) -> np.ndarray:
+def _empty_like_layout(x, n_out: int, dtype: np.dtype, xp=np):
     """Allocate ``(*x.shape[:-1], n_out)`` with the axis order of ``x`` in memory."""
     shape = (*x.shape[:-1], n_out)
     order = sorted(range(x.ndim), key=lambda i: -abs(x.strides[i]) if x.shape[i] > 1 else 0)
-    out = np.empty([shape[i] for i in order], dtype=dtype)
-    return out.transpose(np.argsort(order))
+    out = xp.empty([shape[i] for i in order], dtype=dtype)
+    return out.transpose(tuple(np.argsort(order).tolist()))
 
 
 def gram(
@@ -251,50 +264,65 @@ def gram(
     >>> g.shape, int(g[7, 0])
     ((8, 7), 4)
     """
-    if _is_cupy(s):
-        from . import _cupy_kernels
-
-        return _cupy_kernels.gram(s, d, w, n_sample_axes)
+    xp = _namespace(s)
     n_in, n_out = s.shape[-1], d.shape[-1]
-    batch = np.broadcast_shapes(s.shape[:-1], d.shape[:-1], () if w is None else np.shape(w))
+    batch = np.broadcast_shapes(s.shape[:-1], d.shape[:-1], () if w is None else w.shape)
     lead, samples = batch[: len(batch) - n_sample_axes], batch[len(batch) - n_sample_axes :]
     n_lead, n = int(np.prod(lead, dtype=np.int64)), int(np.prod(samples, dtype=np.int64))
-    s = np.broadcast_to(s, (*batch, n_in)).reshape((n_lead, n, n_in))
-    d = np.broadcast_to(d, (*batch, n_out)).reshape((n_lead, n, n_out))
-    weight = None if w is None else _check_weights(w, batch).reshape((n_lead, n))
-    if _use_numba(backend, s.dtype, d.dtype):
+    s = xp.broadcast_to(s, (*batch, n_in)).reshape((n_lead, n, n_in))
+    d = xp.broadcast_to(xp.asarray(d), (*batch, n_out)).reshape((n_lead, n, n_out))
+    weight = None if w is None else _check_weights(w, batch, xp).reshape((n_lead, n))
+    if xp is np and _use_numba(backend, s.dtype, d.dtype):
         out = _numba().gram_rows(s, d, weight, parallel)
     else:
-        out = _gram_numpy(s, d, weight)
+        out = _gram_matmul(s, d, weight, xp)
     return out.reshape((*lead, *out.shape[-2:]))
 
 
-def _gram_numpy(s: np.ndarray, d: np.ndarray, weight: np.ndarray | None) -> np.ndarray:
+def _gram_matmul(s, d, weight, xp=np):
+    """:func:`gram` with array operations and one batched matmul (NumPy or CuPy)."""
     n_lead, n, n_in = s.shape
     n_out = d.shape[-1]
     if weight is None:
-        weight = np.ones((n_lead, n))
-    valid = np.isfinite(s).all(axis=-1) & np.isfinite(d).all(axis=-1) & (weight > 0)
-    root = np.sqrt(np.where(valid, weight, 0.0))[..., None]
+        weight = xp.ones((n_lead, n))
+    valid = xp.isfinite(s).all(axis=-1) & xp.isfinite(d).all(axis=-1) & (weight > 0)
+    root = xp.sqrt(xp.where(valid, weight, 0.0))[..., None]
     p = n_in + 1 + n_out
-    x = np.empty((n_lead, n, p))
-    x[..., :n_in] = np.where(valid[..., None], s, 0.0)
+    x = xp.empty((n_lead, n, p))
+    x[..., :n_in] = xp.where(valid[..., None], s, 0.0)
     x[..., n_in] = 1.0
-    x[..., n_in + 1 :] = np.where(valid[..., None], d, 0.0)
+    x[..., n_in + 1 :] = xp.where(valid[..., None], d, 0.0)
     x *= root
-    out = np.zeros((n_lead, p + 1, p))
-    out[:, :p, :] = np.matmul(np.swapaxes(x, -1, -2), x)
+    out = xp.zeros((n_lead, p + 1, p))
+    out[:, :p, :] = xp.matmul(xp.swapaxes(x, -1, -2), x)
     out[:, p, 0] = valid.sum(axis=-1)
     return out
 
 
-def _check_weights(w: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-    w = np.broadcast_to(np.asarray(w, dtype=np.float64), shape)
-    if np.isnan(w).any() or (w < 0).any():
+def _check_weights(w: np.ndarray, shape: tuple[int, ...], xp=np) -> np.ndarray:
+    w = xp.broadcast_to(xp.asarray(w, dtype=np.float64), shape)
+    if bool(xp.isnan(w).any()) or bool((w < 0).any()):
         raise ValueError("weights must be non-negative and not NaN; got negative or NaN values")
     return w
 
 
+def _on_host(func):
+    """Run a function of small matrices on the host: CuPy in, CuPy out.
+
+    Fitted statistics and matrices are a few numbers per batch element; solving them with
+    NumPy costs two tiny transfers and keeps one tested code path.
+    """
+
+    @functools.wraps(func)
+    def wrapper(a, *args, **kwargs):
+        if not _is_cupy(a):
+            return func(a, *args, **kwargs)
+        return _namespace(a).asarray(func(a.get(), *args, **kwargs))
+
+    return wrapper
+
+
+@_on_host
 def solve_gram(
     g: np.ndarray,
     n_in: int,
@@ -396,6 +424,7 @@ def singular_mask(a: np.ndarray, max_condition: float) -> np.ndarray:
     return finite & ~(cond <= max_condition)
 
 
+@_on_host
 def invert_matrix(m: np.ndarray) -> np.ndarray:
     """Matrix of the inverse map, in the same shape family as ``m``.
 
