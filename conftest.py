@@ -1,7 +1,16 @@
 """Root pytest configuration, shared by the doctests in xccm/ and the tests in tests/."""
 
+import importlib.util
+
 import numpy as np
 import pytest
+
+# Doctest collection imports every module; skip those whose optional dependency is absent.
+collect_ignore = [
+    f"xccm/_{name}_kernels.py"
+    for name in ("cupy", "numba")
+    if importlib.util.find_spec(name) is None
+]
 
 _NUMPY_PRINT_DEFAULTS = np.get_printoptions()
 

@@ -248,6 +248,16 @@ def test_apply_dtype(image, true_matrix, dtype, expected):
     assert lazy.dtype == expected and lazy.compute().dtype == expected
 
 
+@pytest.mark.parametrize("rows", [3, 4])
+def test_apply_scale_reads_integers_as_fractions(image, true_matrix, rows):
+    img8 = (image * 255).round().astype(np.uint8)
+    out = img8.ccm.apply(true_matrix[:rows], scale=1 / 255)
+    expected = (img8.astype(np.float64) / 255).ccm.apply(true_matrix[:rows])
+    assert out.dtype == np.float32
+    xr.testing.assert_allclose(out, expected.astype(np.float32), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(xccm.apply(img8.values, true_matrix[:rows], scale=1 / 255), out)
+
+
 def test_apply_channel_first(image, true_matrix):
     channel_first = image.transpose("channel", "time", "y", "x")
     out = channel_first.ccm.apply(true_matrix)

@@ -337,6 +337,7 @@ def apply(
     matrix: xr.DataArray | np.ndarray,
     *,
     dim: Hashable = "channel",
+    scale: float | None = None,
     keep_attrs: bool = True,
 ) -> T_Image:
     """Apply a colour-correction matrix: ``D = S @ M`` or ``D = [S, 1] @ M``.
@@ -355,6 +356,9 @@ def apply(
         leading axes. Row labels (if both have coords) are matched to the image's channels.
     dim : hashable, default "channel"
         The channel dim. It must be a single chunk for Dask-backed input.
+    scale : float, optional
+        Multiply the image by ``scale`` before the matrix, e.g. ``1 / 255`` to read 8-bit
+        images as [0, 1]. Folded into the matrix, so it costs nothing.
     keep_attrs : bool, default True
         Keep the image's attrs.
 
@@ -381,12 +385,17 @@ def apply(
     (dtype('float32'), [1.0, 2.0, 3.0])
     """
     if isinstance(image, xr.Dataset):
-        return _map_dataset(apply, image, matrix, dim=dim, keep_attrs=keep_attrs)
+        return _map_dataset(apply, image, matrix, dim=dim, scale=scale, keep_attrs=keep_attrs)
     if not isinstance(image, xr.DataArray):
-        return _apply_arrays(apply, image, matrix, dim)
+        return _apply_arrays(apply, image, matrix, dim, scale=scale)
     _check_data(image, "image", dim, allow_empty=True)
     _require_one_chunk(image, dim, "image")
     matrix = _as_matrix(matrix, dim, image)
+    if scale is not None:
+        n_in, in_dim = image.sizes[dim], matrix_in_dim(dim)
+        factor = np.ones(matrix.sizes[in_dim])
+        factor[:n_in] = scale
+        matrix = matrix * xr.DataArray(factor, dims=in_dim)
     dtype = image.dtype if image.dtype.kind == "f" else np.dtype(np.float32)
     in_dim = matrix_in_dim(dim)
     n_out = matrix.sizes[dim]
@@ -519,7 +528,7 @@ def invert(
     return result
 
 
-def _apply_arrays(func: Callable, image, matrix, dim) -> np.ndarray:
+def _apply_arrays(func: Callable, image, matrix, dim, **kwargs) -> np.ndarray:
     """Run ``func`` on a plain array with the channel axis last."""
     if isinstance(matrix, xr.DataArray):
         extra = [d for d in matrix.dims if d not in (matrix_in_dim(dim), dim)]
@@ -541,7 +550,7 @@ def _apply_arrays(func: Callable, image, matrix, dim) -> np.ndarray:
                 f"do not match the leading axes of image {image.shape}"
             )
         matrix = xr.DataArray(matrix, dims=(*names[:n_batch], matrix_in_dim(dim), dim))
-    return func(xr.DataArray(image, dims=(*names, dim)), matrix, dim=dim).data
+    return func(xr.DataArray(image, dims=(*names, dim)), matrix, dim=dim, **kwargs).data
 
 
 def _map_dataset(func: Callable, ds: xr.Dataset, *args, dim: Hashable, **kwargs) -> xr.Dataset:
