@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import math
 import os
 import warnings
 from typing import Any, Literal
@@ -47,7 +48,7 @@ class InsufficientSamplesWarning(UserWarning):
 Backend = Literal["auto", "numba", "numpy"]
 
 #: Integer and float dtypes the numba kernels read directly.
-_NUMBA_DTYPES = frozenset("u1 u2 u4 u8 i1 i2 i4 i8 f4 f8".split())
+_NUMBA_DTYPES = frozenset(np.dtype(c) for c in "u1 u2 u4 u8 i1 i2 i4 i8 f4 f8".split())
 #: Rows per np.matmul call in the NumPy fallback: bounds its temporaries to a few MB.
 _NUMPY_BLOCK_ROWS = 1 << 16
 #: Above this many distinct matrices in one call, apply them with one broadcast matmul.
@@ -75,7 +76,7 @@ _NUMBA_MODULE: Any = False
 def _use_numba(backend: Backend, *dtypes: np.dtype) -> bool:
     if backend == "numpy":
         return False
-    fits = all(np.dtype(t).str[1:] in _NUMBA_DTYPES for t in dtypes)
+    fits = all(np.dtype(t) in _NUMBA_DTYPES for t in dtypes)
     if backend == "numba":
         if _numba() is None:
             raise ImportError("backend='numba' needs numba: pip install 'xccm[fast]'")
@@ -160,7 +161,7 @@ def apply_matrix(
     while n_head and lead_m[n_head - 1] == 1:
         n_head -= 1
     head = lead_x[:n_head]
-    if int(np.prod(head, dtype=np.int64)) > _MAX_MATRIX_LOOP:  # e.g. one matrix per pixel
+    if math.prod(head) > _MAX_MATRIX_LOOP:  # e.g. one matrix per pixel
         return (x.astype(dtype, copy=False)[..., None, :] @ up)[..., 0, :] + off
     out = _empty_like_layout(x, up.shape[-1], dtype, xp)
     numba_ok = xp is np and _use_numba(backend, x.dtype, dtype)
@@ -195,8 +196,10 @@ def _apply_block(x, out, up, off, parallel, numba_ok) -> None:
 
 def _rows_view(a: np.ndarray) -> np.ndarray | None:
     """View ``a (..., c)`` as ``(rows, c)`` without copying, or None if its strides forbid it."""
+    if a.flags.c_contiguous:
+        return a.reshape(-1, a.shape[-1])
     shape, strides = a.shape[:-1], a.strides[:-1]
-    n = int(np.prod(shape, dtype=np.int64))
+    n = math.prod(shape)
     kept = [(size, stride) for size, stride in zip(shape, strides, strict=True) if size != 1]
     for (_, outer), (size, inner) in itertools.pairwise(kept):
         if outer != inner * size:
@@ -268,7 +271,7 @@ def gram(
     n_in, n_out = s.shape[-1], d.shape[-1]
     batch = np.broadcast_shapes(s.shape[:-1], d.shape[:-1], () if w is None else w.shape)
     lead, samples = batch[: len(batch) - n_sample_axes], batch[len(batch) - n_sample_axes :]
-    n_lead, n = int(np.prod(lead, dtype=np.int64)), int(np.prod(samples, dtype=np.int64))
+    n_lead, n = math.prod(lead), math.prod(samples)
     s = xp.broadcast_to(s, (*batch, n_in)).reshape((n_lead, n, n_in))
     d = xp.broadcast_to(xp.asarray(d), (*batch, n_out)).reshape((n_lead, n, n_out))
     weight = None if w is None else _check_weights(w, batch, xp).reshape((n_lead, n))
