@@ -38,6 +38,32 @@ def _apply33(x, up, off, out):
         out[i, 2] = o2 + a * m02 + b * m12 + c * m22
 
 
+def _apply33_interleaved(x, up, off, out):
+    """:func:`_apply33` on flat C-ordered ``(rows * 3,)`` data: constant strides vectorise."""
+    m00, m01, m02 = up[0, 0], up[0, 1], up[0, 2]
+    m10, m11, m12 = up[1, 0], up[1, 1], up[1, 2]
+    m20, m21, m22 = up[2, 0], up[2, 1], up[2, 2]
+    o0, o1, o2 = off[0], off[1], off[2]
+    for i in numba.prange(x.shape[0] // 3):
+        a, b, c = x[3 * i], x[3 * i + 1], x[3 * i + 2]
+        out[3 * i] = o0 + a * m00 + b * m10 + c * m20
+        out[3 * i + 1] = o1 + a * m01 + b * m11 + c * m21
+        out[3 * i + 2] = o2 + a * m02 + b * m12 + c * m22
+
+
+def _apply33_planar(x, up, off, out):
+    """:func:`_apply33` on C-ordered planes ``(3, rows)`` (channel-first data)."""
+    m00, m01, m02 = up[0, 0], up[0, 1], up[0, 2]
+    m10, m11, m12 = up[1, 0], up[1, 1], up[1, 2]
+    m20, m21, m22 = up[2, 0], up[2, 1], up[2, 2]
+    o0, o1, o2 = off[0], off[1], off[2]
+    for i in numba.prange(x.shape[1]):
+        a, b, c = x[0, i], x[1, i], x[2, i]
+        out[0, i] = o0 + a * m00 + b * m10 + c * m20
+        out[1, i] = o1 + a * m01 + b * m11 + c * m21
+        out[2, i] = o2 + a * m02 + b * m12 + c * m22
+
+
 def _apply_any(x, up, off, out):
     n_in, n_out = up.shape
     for i in numba.prange(x.shape[0]):
@@ -170,6 +196,8 @@ def _compile(func):
 
 
 _APPLY33 = _compile(_apply33)
+_APPLY33_INTERLEAVED = _compile(_apply33_interleaved)
+_APPLY33_PLANAR = _compile(_apply33_planar)
 _APPLY_ANY = _compile(_apply_any)
 _GRAM = _compile(_gram)
 _GRAM33 = _compile(_gram33)
@@ -184,8 +212,14 @@ def _launch(kernels, parallel, *args):
 
 def apply_rows(x, up, off, out, parallel=True) -> None:
     """``out[i] = x[i] @ up + off`` for 2-D ``x (rows, n_in)`` and ``out (rows, n_out)``."""
-    kernels = _APPLY33 if up.shape == (3, 3) else _APPLY_ANY
-    _launch(kernels, parallel, x, up, off, out)
+    if up.shape != (3, 3):
+        _launch(_APPLY_ANY, parallel, x, up, off, out)
+    elif x.flags.c_contiguous and out.flags.c_contiguous:  # interleaved RGB
+        _launch(_APPLY33_INTERLEAVED, parallel, x.reshape(-1), up, off, out.reshape(-1))
+    elif x.T.flags.c_contiguous and out.T.flags.c_contiguous:  # planar RGB
+        _launch(_APPLY33_PLANAR, parallel, x.T, up, off, out.T)
+    else:
+        _launch(_APPLY33, parallel, x, up, off, out)
 
 
 def gram_rows(s, d, w, parallel=True) -> np.ndarray:
