@@ -25,11 +25,11 @@ from __future__ import annotations
 import argparse
 import gc
 import os
-import timeit
 
 import dask
 import numpy as np
 import xarray as xr
+from _timing import best_time
 
 import xccm
 
@@ -70,11 +70,6 @@ def main() -> None:
 
     n_tasks = len(xccm.apply(lazy, m).__dask_graph__())
 
-    def best(f) -> float:
-        f()  # warm-up (also checks it runs)
-        gc.collect()
-        return min(timeit.repeat(f, number=1, repeat=args.repeat))
-
     rows = [
         ("`arr.copy()` (baseline)", lambda: arr.copy()),
         ("`xccm.apply(img, m)` (numpy)", lambda: xccm.apply(img, m)),
@@ -93,7 +88,7 @@ def main() -> None:
     # Results are discarded by timeit, so at most one output (plus a warm-up's) is alive.
     times = []
     for name, f in rows:
-        times.append((name, best(f)))
+        times.append((name, best_time(f, args.repeat).best))  # after a warm-up call
         gc.collect()
 
     base = times[0][1]

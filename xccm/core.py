@@ -8,6 +8,7 @@ axis last ("numpy in, numpy out").
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Hashable, Iterable
 from typing import Any, Literal, TypeVar, get_args
 
@@ -400,16 +401,13 @@ def apply(
     in_dim = matrix_in_dim(dim)
     n_out = matrix.sizes[dim]
     result = xr.apply_ufunc(
-        _kernels.apply_matrix,
+        _apply_blocks,
         image.rename({dim: _IN}),
         matrix.rename({dim: _OUT}),
         input_core_dims=[[_IN], [in_dim, _OUT]],
         output_core_dims=[[_OUT]],
-        # One Dask block per scheduler thread: the kernel then runs serially on each.
-        kwargs={"dtype": dtype, "parallel": image.chunks is None},
-        dask="parallelized",
-        output_dtypes=[dtype],
-        dask_gufunc_kwargs={"output_sizes": {_OUT: n_out}},
+        kwargs={"dtype": dtype},
+        dask="allowed",
         keep_attrs=keep_attrs,
         join="exact",
     )
@@ -425,6 +423,33 @@ def apply(
         )
     result.name = image.name
     return result
+
+
+def _apply_blocks(x, m, *, dtype):
+    """Apply ``m (..., k, n_out)`` to ``x (..., n_in)``: eagerly, or block by block for Dask.
+
+    For Dask this is one ``blockwise`` layer in which each task gets its image block as it
+    is (``apply_gufunc`` would copy every block to merge the single-chunk channel dim) and
+    runs the serial kernel, one block per scheduler thread.
+    """
+    if not _is_dask(x) and not _is_dask(m):
+        return _kernels.apply_matrix(x, m, dtype, parallel=True)
+    import dask.array as dsa
+
+    x, m = dsa.asarray(x), dsa.asarray(m)
+    lead = tuple(f"a{i}" for i in range(x.ndim - 1))
+    m_lead = lead[len(lead) - (m.ndim - 2) :]  # apply_ufunc aligned m's batch axes with x's
+    return dsa.blockwise(
+        functools.partial(_kernels.apply_matrix, dtype=dtype, parallel=False),
+        (*lead, "channel"),
+        x,
+        (*lead, "channel"),
+        m,
+        (*m_lead, "rows", "cols"),
+        adjust_chunks={"channel": m.shape[-1]},
+        concatenate=True,  # only the small matrix's core axes are merged
+        meta=x._meta.astype(dtype),
+    )
 
 
 def inverse(
