@@ -8,13 +8,8 @@ import pytest
 from conftest import lstsq
 from xccm import _kernels
 
-BACKENDS = [
-    "numpy",
-    pytest.param(
-        "numba",
-        marks=pytest.mark.skipif(_kernels._numba() is None, reason="numba is not installed"),
-    ),
-]
+needs_numba = pytest.mark.skipif(_kernels._numba() is None, reason="numba is not installed")
+BACKENDS = ["numpy", pytest.param("numba", marks=needs_numba)]
 
 
 @pytest.fixture(params=BACKENDS)
@@ -181,10 +176,10 @@ def test_solve_gram_marks_underdetermined_batches_nan(rng):
     np.testing.assert_allclose(m[0], lstsq(s[0], d[0]), rtol=1e-10)
 
 
+@needs_numba
 @pytest.mark.parametrize("parallel", [False, True])
 @pytest.mark.parametrize(("n_in", "n_out"), [(3, 3), (4, 3), (3, 2)])
 def test_gram_backends_agree_on_batches_and_broadcasts(rng, parallel, n_in, n_out):
-    pytest.importorskip("numba")
     s = rng.random((3, 40_000, n_in)).astype(np.float32)  # long enough to split across threads
     d, w = rng.random((40_000, n_out)), rng.random((3, 40_000))
     w[0, ::5] = 0.0
