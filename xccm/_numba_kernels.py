@@ -26,42 +26,32 @@ _OPTS = {"nogil": True, "cache": True, "fastmath": {"contract"}, "error_model": 
 _PARALLEL_LOCK = threading.Lock()
 
 
+@numba.njit(inline="always", **_OPTS)
+def _mix3(a, b, c, up, off):
+    """One pixel through a 3x3 matrix and offset (the matrix loads hoist out of the loops)."""
+    return (
+        off[0] + a * up[0, 0] + b * up[1, 0] + c * up[2, 0],
+        off[1] + a * up[0, 1] + b * up[1, 1] + c * up[2, 1],
+        off[2] + a * up[0, 2] + b * up[1, 2] + c * up[2, 2],
+    )
+
+
 def _apply33(x, up, off, out):
-    m00, m01, m02 = up[0, 0], up[0, 1], up[0, 2]
-    m10, m11, m12 = up[1, 0], up[1, 1], up[1, 2]
-    m20, m21, m22 = up[2, 0], up[2, 1], up[2, 2]
-    o0, o1, o2 = off[0], off[1], off[2]
     for i in numba.prange(x.shape[0]):
-        a, b, c = x[i, 0], x[i, 1], x[i, 2]
-        out[i, 0] = o0 + a * m00 + b * m10 + c * m20
-        out[i, 1] = o1 + a * m01 + b * m11 + c * m21
-        out[i, 2] = o2 + a * m02 + b * m12 + c * m22
+        out[i, 0], out[i, 1], out[i, 2] = _mix3(x[i, 0], x[i, 1], x[i, 2], up, off)
 
 
 def _apply33_interleaved(x, up, off, out):
     """:func:`_apply33` on flat C-ordered ``(rows * 3,)`` data: constant strides vectorise."""
-    m00, m01, m02 = up[0, 0], up[0, 1], up[0, 2]
-    m10, m11, m12 = up[1, 0], up[1, 1], up[1, 2]
-    m20, m21, m22 = up[2, 0], up[2, 1], up[2, 2]
-    o0, o1, o2 = off[0], off[1], off[2]
     for i in numba.prange(x.shape[0] // 3):
-        a, b, c = x[3 * i], x[3 * i + 1], x[3 * i + 2]
-        out[3 * i] = o0 + a * m00 + b * m10 + c * m20
-        out[3 * i + 1] = o1 + a * m01 + b * m11 + c * m21
-        out[3 * i + 2] = o2 + a * m02 + b * m12 + c * m22
+        j = 3 * i
+        out[j], out[j + 1], out[j + 2] = _mix3(x[j], x[j + 1], x[j + 2], up, off)
 
 
 def _apply33_planar(x, up, off, out):
     """:func:`_apply33` on C-ordered planes ``(3, rows)`` (channel-first data)."""
-    m00, m01, m02 = up[0, 0], up[0, 1], up[0, 2]
-    m10, m11, m12 = up[1, 0], up[1, 1], up[1, 2]
-    m20, m21, m22 = up[2, 0], up[2, 1], up[2, 2]
-    o0, o1, o2 = off[0], off[1], off[2]
     for i in numba.prange(x.shape[1]):
-        a, b, c = x[0, i], x[1, i], x[2, i]
-        out[0, i] = o0 + a * m00 + b * m10 + c * m20
-        out[1, i] = o1 + a * m01 + b * m11 + c * m21
-        out[2, i] = o2 + a * m02 + b * m12 + c * m22
+        out[0, i], out[1, i], out[2, i] = _mix3(x[0, i], x[1, i], x[2, i], up, off)
 
 
 def _apply_any(x, up, off, out):

@@ -388,16 +388,8 @@ def apply(
     if isinstance(image, xr.Dataset):
         return _map_dataset(apply, image, matrix, dim=dim, scale=scale, keep_attrs=keep_attrs)
     if not isinstance(image, xr.DataArray):
-        return _apply_arrays(apply, image, matrix, dim, scale=scale)
-    _check_data(image, "image", dim, allow_empty=True)
-    _require_one_chunk(image, dim, "image")
-    matrix = _as_matrix(matrix, dim, image)
-    if scale is not None:
-        n_in, in_dim = image.sizes[dim], matrix_in_dim(dim)
-        factor = np.ones(matrix.sizes[in_dim])
-        factor[:n_in] = scale
-        matrix = matrix * xr.DataArray(factor, dims=in_dim)
-    dtype = image.dtype if image.dtype.kind == "f" else np.dtype(np.float32)
+        return _apply_arrays(image, matrix, dim, scale)
+    matrix, dtype = _prepare_apply(image, matrix, dim, scale)
     in_dim = matrix_in_dim(dim)
     n_out = matrix.sizes[dim]
     result = xr.apply_ufunc(
@@ -553,8 +545,21 @@ def invert(
     return result
 
 
-def _apply_arrays(func: Callable, image, matrix, dim, **kwargs) -> np.ndarray:
-    """Run ``func`` on a plain array with the channel axis last."""
+def _prepare_apply(image: xr.DataArray, matrix, dim: Hashable, scale: float | None):
+    """Validate ``image`` and ``matrix``; return the matrix (scale folded in) and the dtype."""
+    _check_data(image, "image", dim, allow_empty=True)
+    _require_one_chunk(image, dim, "image")
+    matrix = _as_matrix(matrix, dim, image)
+    if scale is not None:
+        factor = np.ones(matrix.sizes[matrix_in_dim(dim)])
+        factor[: image.sizes[dim]] = scale
+        matrix = matrix * xr.DataArray(factor, dims=matrix_in_dim(dim))
+    dtype = image.dtype if image.dtype.kind == "f" else np.dtype(np.float32)
+    return matrix, dtype
+
+
+def _apply_arrays(image, matrix, dim: Hashable, scale: float | None):
+    """:func:`apply` on a plain array with the channel axis last, straight to the kernel."""
     if isinstance(matrix, xr.DataArray):
         extra = [d for d in matrix.dims if d not in (matrix_in_dim(dim), dim)]
         if extra:
@@ -575,7 +580,11 @@ def _apply_arrays(func: Callable, image, matrix, dim, **kwargs) -> np.ndarray:
                 f"do not match the leading axes of image {image.shape}"
             )
         matrix = xr.DataArray(matrix, dims=(*names[:n_batch], matrix_in_dim(dim), dim))
-    return func(xr.DataArray(image, dims=(*names, dim)), matrix, dim=dim, **kwargs).data
+    labelled = xr.DataArray(image, dims=(*names, dim))
+    matrix, dtype = _prepare_apply(labelled, matrix, dim, scale)
+    m = matrix.data  # batch axes lead; pad them to the image's leading axes
+    m = m.reshape((*m.shape[:-2], *(1,) * (image.ndim - 1 - (m.ndim - 2)), *m.shape[-2:]))
+    return _apply_blocks(image, m, dtype=dtype)
 
 
 def _map_dataset(func: Callable, ds: xr.Dataset, *args, dim: Hashable, **kwargs) -> xr.Dataset:
