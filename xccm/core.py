@@ -511,8 +511,7 @@ def invert(
             )
         return _kernels.invert_matrix(arr)
     in_dim = matrix_in_dim(dim)
-    _check_matrix_dims(matrix, dim)
-    _require_real(matrix, "matrix")
+    matrix = _checked_matrix(matrix, dim)
     rows, cols = matrix.sizes[in_dim], matrix.sizes[dim]
     allowed = {"linear": (cols,), "affine": (cols + 1,)}.get(
         matrix.attrs.get("model"), (cols, cols + 1)
@@ -523,7 +522,6 @@ def invert(
             f"has {rows} {in_dim!r} rows and {cols} {dim!r} columns"
             + (f" and model {matrix.attrs['model']!r}" if "model" in matrix.attrs else "")
         )
-    matrix = matrix.chunk({in_dim: -1, dim: -1}) if matrix.chunks is not None else matrix
     result = xr.apply_ufunc(
         _kernels.invert_matrix,
         matrix,
@@ -641,13 +639,16 @@ def _require_one_chunk(obj: xr.DataArray, dim: Hashable, argname: str) -> None:
         )
 
 
-def _check_matrix_dims(matrix: xr.DataArray, dim: Hashable) -> None:
+def _checked_matrix(matrix: xr.DataArray, dim: Hashable) -> xr.DataArray:
+    """Check a matrix's dims and dtype; return it with its (small) core dims in one chunk."""
     in_dim = matrix_in_dim(dim)
     if in_dim not in matrix.dims or dim not in matrix.dims:
         raise ValueError(
             f"matrix must have dims ({in_dim!r}, {dim!r}) (rows: input channels, columns: "
             f"output channels); its dims are {tuple(matrix.dims)}. Was it fitted with another dim=?"
         )
+    _require_real(matrix, "matrix")
+    return matrix.chunk({in_dim: -1, dim: -1}) if matrix.chunks is not None else matrix
 
 
 def _as_matrix(matrix, dim: Hashable, image: xr.DataArray) -> xr.DataArray:
@@ -661,8 +662,7 @@ def _as_matrix(matrix, dim: Hashable, image: xr.DataArray) -> xr.DataArray:
                 f"{arr.shape}. For per-frame matrices pass a DataArray with named batch dims."
             )
         matrix = xr.DataArray(arr, dims=(in_dim, dim))
-    _check_matrix_dims(matrix, dim)
-    _require_real(matrix, "matrix")
+    matrix = _checked_matrix(matrix, dim)
     n_in, rows = image.sizes[dim], matrix.sizes[in_dim]
     if rows not in (n_in, n_in + 1):
         raise ValueError(
@@ -675,8 +675,6 @@ def _as_matrix(matrix, dim: Hashable, image: xr.DataArray) -> xr.DataArray:
             f"matrix has model {model!r} and {rows} rows along {in_dim!r}, so it was fitted on "
             f"{rows - (model == 'affine')} channels, but image has {n_in} channels along {dim!r}"
         )
-    if matrix.chunks is not None:
-        matrix = matrix.chunk({in_dim: -1, dim: -1})
     return _match_rows(matrix, image, dim)
 
 
