@@ -12,6 +12,7 @@ from . import accessor as _accessor  # noqa: F401  (registers .ccm)
 from ._kernels import InsufficientSamplesWarning
 from .charts import available_charts, chart
 from .core import Init, Model, apply, fit, inverse, invert
+from .patches import extract_patches, grid_boxes
 
 try:
     __version__ = version("xccm")
@@ -26,7 +27,9 @@ __all__ = [
     "apply",
     "available_charts",
     "chart",
+    "extract_patches",
     "fit",
+    "grid_boxes",
     "inverse",
     "invert",
 ]

@@ -332,6 +332,7 @@ def solve_gram(
     *,
     model: str = "linear",
     init: str = "least_squares",
+    min_samples: int = 0,
 ) -> np.ndarray:
     """Solve packed statistics from :func:`gram` for a matrix.
 
@@ -343,12 +344,16 @@ def solve_gram(
         Number of input channels.
     model : {"linear", "affine"}
     init : {"least_squares", "white_balance"}
+    min_samples : int, default 0
+        Batch elements with fewer valid samples than this (or than the unknowns per column)
+        are not fitted.
 
     Returns
     -------
     ndarray, shape (..., n_in, n_out) or (..., n_in + 1, n_out)
-        A batch element with fewer valid samples than unknowns per column, or a singular
-        system, is NaN, and an :class:`InsufficientSamplesWarning` says how many.
+        A batch element with fewer valid samples than unknowns per column (or than
+        ``min_samples``), or a singular system, is NaN, and an
+        :class:`InsufficientSamplesWarning` says how many.
 
     Raises
     ------
@@ -375,7 +380,7 @@ def solve_gram(
                 f"got {n_in} in and {n_out} out"
             )
         sum_s, sum_d = stats[..., n_in, :n_in], stats[..., n_in, n_in + 1 :]
-        needed = 1
+        needed = max(1, min_samples)
         with np.errstate(divide="ignore", invalid="ignore"):
             gains = sum_d / sum_s
         bad = (count < needed) | ~np.isfinite(gains).all(axis=-1)
@@ -387,7 +392,7 @@ def solve_gram(
         # columns of the statistics are S^T W S (linear) or S+^T W S+ (affine).
         a = stats[..., :k, :k]
         b = stats[..., :k, n_in + 1 :]
-        needed = k
+        needed = max(k, min_samples)
         bad = (count < needed) | singular_mask(a, MAX_GRAM_CONDITION)
         eye = np.broadcast_to(np.eye(k), a.shape)
         a = np.where(bad[..., None, None], eye, a)

@@ -11,7 +11,7 @@ from typing import Any
 
 import xarray as xr
 
-from . import core
+from . import core, patches
 
 __all__ = ["CCMAccessor"]
 
@@ -19,7 +19,7 @@ __all__ = ["CCMAccessor"]
 @xr.register_dataarray_accessor("ccm")
 @xr.register_dataset_accessor("ccm")
 class CCMAccessor:
-    """Colour-correction matrices: ``obj.ccm.fit``, ``.apply``, ``.inverse``, ``.invert``.
+    """Colour-correction matrices: ``obj.ccm.fit``, ``.apply``, ``.inverse`` and friends.
 
     Examples
     --------
@@ -56,3 +56,9 @@ class CCMAccessor:
         if not isinstance(self._obj, xr.DataArray):
             raise TypeError("invert needs a matrix DataArray, not a Dataset")
         return core.invert(self._obj, dim=dim)
+
+    def extract_patches(self, **kwargs: Any) -> xr.DataArray:
+        """Chart patch colours of these images; see :func:`xccm.extract_patches`."""
+        if not isinstance(self._obj, xr.DataArray):
+            raise TypeError("extract_patches needs an image DataArray, e.g. ds['image'].ccm...")
+        return patches.extract_patches(self._obj, **kwargs)

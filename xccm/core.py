@@ -52,6 +52,7 @@ def fit(
     init: Init = "least_squares",
     weights: xr.DataArray | np.ndarray | None = None,
     sample_dims: Hashable | Iterable[Hashable] | None = None,
+    min_samples: int | None = None,
 ) -> xr.DataArray | np.ndarray:
     r"""Fit a colour-correction matrix mapping ``measured`` colours onto ``reference``.
 
@@ -87,6 +88,11 @@ def fit(
         dims. Samples with zero weight are left out.
     sample_dims : hashable or sequence of hashable, optional
         The dims summed over. Defaults to the dims of ``reference`` other than ``dim``.
+    min_samples : int, optional
+        Fewest valid samples a batch element needs to be fitted; fewer gives a NaN matrix
+        (with a warning). Use it to reject frames where the chart is partly occluded or many
+        patches are masked, e.g. ``min_samples=18`` of 24 patches. The floor, and the default,
+        is the number of unknowns per column.
 
     Returns
     -------
@@ -101,7 +107,8 @@ def fit(
     -----
     InsufficientSamplesWarning
         If some, but not all, batch elements have fewer valid samples than unknowns per
-        column (``n_in`` linear, ``n_in + 1`` affine, 1 for white balance) or a singular
+        column (``n_in`` linear, ``n_in + 1`` affine, 1 for white balance) or than
+        ``min_samples``, or a singular
         system: their matrices are NaN. A sample is valid when all its ``measured`` and
         ``reference`` channels are finite and its weight is positive.
 
@@ -125,9 +132,15 @@ def fit(
     (('channel_in', 'channel'), True)
     """
     if not isinstance(measured, xr.DataArray):
-        return _fit_arrays(measured, reference, dim, model, init, weights)
+        return _fit_arrays(measured, reference, dim, model, init, weights, min_samples)
     _check_choice("model", model, Model)
     _check_choice("init", init, Init)
+    if min_samples is not None and (
+        isinstance(min_samples, bool)
+        or not isinstance(min_samples, int | np.integer)
+        or min_samples < 0
+    ):
+        raise ValueError(f"min_samples must be a non-negative integer; got {min_samples!r}")
     _check_data(measured, "measured", dim)
     reference = _as_dataarray(reference, "reference", dim)
     _check_data(reference, "reference", dim)
@@ -162,7 +175,7 @@ def fit(
         stats,
         input_core_dims=[[_STAT_ROWS, _STAT_COLS]],
         output_core_dims=[[in_dim, _OUT]],
-        kwargs={"n_in": n_in, "model": model, "init": init},
+        kwargs={"n_in": n_in, "model": model, "init": init, "min_samples": int(min_samples or 0)},
         dask="parallelized",
         output_dtypes=[np.float64],
         dask_gufunc_kwargs={"output_sizes": {in_dim: k, _OUT: n_out}},
@@ -177,7 +190,7 @@ def fit(
     return matrix
 
 
-def _fit_arrays(measured, reference, dim, model, init, weights) -> np.ndarray:
+def _fit_arrays(measured, reference, dim, model, init, weights, min_samples) -> np.ndarray:
     """Fit on plain arrays: ``(*batch, n_samples, n_channels)``, batch aligned from the right."""
     measured, reference = np.asarray(measured), np.asarray(reference)
     for name, arr in (("measured", measured), ("reference", reference)):
@@ -209,6 +222,7 @@ def _fit_arrays(measured, reference, dim, model, init, weights) -> np.ndarray:
         init=init,
         weights=weights,
         sample_dims=(_SAMPLE,),
+        min_samples=min_samples,
     )
     return result.data
 

@@ -1,0 +1,236 @@
+"""Patch extraction: boxes and label images, median and mean, lazily, against plain loops."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import xarray as xr
+
+import xccm
+from conftest import raise_if_dask_computes
+from xccm.patches import extract_patches, grid_boxes
+
+BOXES = {"a": (1, 5, 2, 6), "b": (8, 12, 3, 9), "c": (0, 3, 12, 16)}
+
+
+@pytest.fixture
+def stack(rng) -> xr.DataArray:
+    data = rng.random((5, 14, 16, 3))
+    return xr.DataArray(
+        data,
+        dims=("time", "y", "x", "channel"),
+        coords={"time": np.arange(5) * 10, "channel": ["R", "G", "B"]},
+        name="image",
+        attrs={"camera": "synthetic"},
+    )
+
+
+def _by_loop(data: np.ndarray, boxes: dict, func) -> np.ndarray:
+    """Independent reference: one crop and one numpy reduction per frame and patch."""
+    out = np.empty((data.shape[0], len(boxes), data.shape[-1]))
+    for t in range(data.shape[0]):
+        for p, (y0, y1, x0, x1) in enumerate(boxes.values()):
+            out[t, p] = func(data[t, y0:y1, x0:x1].reshape(-1, data.shape[-1]), axis=0)
+    return out
+
+
+def _labels_for(boxes: dict, shape) -> np.ndarray:
+    lab = np.zeros(shape, dtype=np.int32)
+    for k, (y0, y1, x0, x1) in enumerate(boxes.values(), start=1):
+        lab[y0:y1, x0:x1] = k
+    return lab
+
+
+@pytest.mark.parametrize(("reduce", "func"), [("median", np.median), ("mean", np.mean)])
+def test_boxes_match_loop(stack, reduce, func):
+    p = extract_patches(stack, boxes=BOXES, reduce=reduce)
+    assert p.dims == ("time", "patch", "channel")
+    assert p.patch.values.tolist() == list(BOXES)
+    assert p.channel.values.tolist() == ["R", "G", "B"]
+    np.testing.assert_array_equal(p.time, stack.time)
+    np.testing.assert_allclose(p.values, _by_loop(stack.values, BOXES, func), rtol=1e-14)
+    assert p.attrs == {"camera": "synthetic", "patch_reduce": reduce}
+    assert p.name == "image"
+
+
+@pytest.mark.parametrize(("reduce", "func"), [("median", np.median), ("mean", np.mean)])
+def test_labels_match_boxes(stack, reduce, func):
+    lab = xr.DataArray(_labels_for(BOXES, (14, 16)), dims=("y", "x"))
+    p = extract_patches(stack, labels=lab, names=list(BOXES), reduce=reduce)
+    np.testing.assert_allclose(p.values, _by_loop(stack.values, BOXES, func), rtol=1e-14)
+    assert p.patch.values.tolist() == list(BOXES)
+    unnamed = extract_patches(stack, labels=lab, reduce=reduce)
+    assert unnamed.patch.size == 3
+    np.testing.assert_allclose(unnamed.values, p.values)
+
+
+def test_irregular_labels_match_masks(stack, rng):
+    lab = rng.integers(0, 5, size=(14, 16))
+    p = extract_patches(stack, labels=xr.DataArray(lab, dims=("y", "x")), reduce="mean")
+    for k in range(1, 5):
+        expected = stack.values[:, lab == k].mean(axis=1)
+        np.testing.assert_allclose(p.values[:, k - 1], expected, rtol=1e-13)
+
+
+def test_median_is_robust_to_outlier_pixels(stack):
+    flat = stack.copy()
+    flat[:, 1:5, 2:6] = 0.25
+    flat[:, 1, 2] = 100.0  # a glint
+    flat[:, 4, 5] = np.nan  # a dead pixel
+    p = extract_patches(flat, boxes=BOXES)
+    np.testing.assert_allclose(p.sel(patch="a").values, 0.25)
+
+
+def test_nan_pixels_are_skipped_and_all_nan_patch_is_nan(stack):
+    holey = stack.copy()
+    holey[0, 1:3] = np.nan
+    holey[2, 8:12, 3:9] = np.nan
+    p = extract_patches(holey, boxes=BOXES, reduce="mean")
+    expected = np.nanmean(holey.values[0, 1:5, 2:6].reshape(-1, 3), axis=0)
+    np.testing.assert_allclose(p.values[0, 0], expected)
+    assert np.isnan(p.values[2, 1]).all()
+    assert np.isfinite(p.values[3]).all()
+
+
+def test_dask_is_lazy_and_chunked_per_frame(stack):
+    lazy = stack.chunk(time=2)
+    lab = xr.DataArray(_labels_for(BOXES, (14, 16)), dims=("y", "x"))
+    with raise_if_dask_computes():
+        by_box = extract_patches(lazy, boxes=BOXES)
+        by_label = extract_patches(lazy, labels=lab, names=list(BOXES))
+    for p in (by_box, by_label):
+        assert p.chunks == ((2, 2, 1), (3,), (3,))
+        xr.testing.assert_allclose(p.compute(), extract_patches(stack, boxes=BOXES))
+
+
+def test_spatially_chunked_image_is_refused(stack):
+    with pytest.raises(ValueError, match=r"image dim 'x' is split into 2 chunks.*chunk\("):
+        extract_patches(stack.chunk(x=8), boxes=BOXES)
+
+
+def test_boxes_varying_over_time(stack):
+    base = xr.DataArray(np.array(list(BOXES.values())), dims=("patch", "bound"))
+    shift = xr.DataArray(np.arange(5) % 2, dims="time", coords={"time": stack.time})
+    moving = base + shift * xr.DataArray([1, 1, 0, 0], dims="bound")
+    p = extract_patches(stack.chunk(time=2), boxes=moving, reduce="mean").compute()
+    for t in range(5):
+        frame_boxes = {k: tuple(v) for k, v in enumerate(moving.isel(time=t).values)}
+        expected = _by_loop(stack.values[t : t + 1], frame_boxes, np.mean)[0]
+        np.testing.assert_allclose(p.values[t], expected)
+
+
+def test_labels_varying_over_time(stack):
+    frames = [_labels_for(BOXES, (14, 16)) for _ in range(5)]
+    frames[3] = np.roll(frames[3], 1, axis=0)
+    lab = xr.DataArray(np.stack(frames), dims=("time", "y", "x"), coords={"time": stack.time})
+    p = extract_patches(stack.chunk(time=2), labels=lab.chunk(time=2), names=list(BOXES))
+    p = p.compute()
+    for t in range(5):
+        for k in range(1, 4):
+            expected = np.median(stack.values[t][frames[t] == k], axis=0)
+            np.testing.assert_allclose(p.values[t, k - 1], expected)
+
+
+def test_channel_first_and_integer_images(stack):
+    as_uint8 = (stack * 255).round().astype(np.uint8)
+    p = extract_patches(as_uint8.transpose("channel", "time", "x", "y"), boxes=BOXES)
+    assert p.dtype == np.float64
+    assert p.dims == ("time", "patch", "channel")
+    expected = _by_loop(as_uint8.values.astype(float), BOXES, np.median)
+    np.testing.assert_allclose(p.values, expected)
+    assert extract_patches(stack.astype(np.float32), boxes=BOXES).dtype == np.float32
+
+
+def test_input_not_mutated(stack):
+    before = stack.copy(deep=True)
+    extract_patches(stack, boxes=BOXES)
+    xr.testing.assert_identical(stack, before)
+
+
+def test_grid_boxes_cover_a_chart():
+    names = xccm.chart("colorchecker24").patch.values
+    b = grid_boxes((100.4, 50), (10, 12), (30, 31), names=names)
+    assert b.dims == ("patch", "bound") and b.sizes["patch"] == 24
+    assert b.patch.values.tolist() == names.tolist()
+    last = b.isel(patch=-1).values.tolist()
+    assert last == [100 + 3 * 30, 100 + 3 * 30 + 10, 50 + 5 * 31, 50 + 5 * 31 + 12]
+
+
+def test_accessor_forwards(stack):
+    xr.testing.assert_identical(
+        stack.ccm.extract_patches(boxes=BOXES), extract_patches(stack, boxes=BOXES)
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# the per-frame workflow on top: fit per frame, reject bad frames, fill and smooth
+
+
+def test_per_frame_fit_rejects_occluded_frames_and_fills_them():
+    true_matrix = np.array([[1.3, -0.2, 0.0], [-0.25, 1.2, -0.1], [0.0, -0.15, 1.25]])
+    ref = xccm.chart("colorchecker24")
+    measured = ref.values @ np.linalg.inv(true_matrix)
+    times = np.arange(6)
+    gains = 1 + 0.05 * times  # exposure drifts over time
+    patches = xr.DataArray(
+        measured[None] * gains[:, None, None],
+        dims=("time", "patch", "channel"),
+        coords={"time": times, "patch": ref.patch, "channel": ref.channel},
+    ).copy()
+    patches[2, :10] = np.nan  # a person in front of the chart
+    with pytest.warns(xccm.InsufficientSamplesWarning, match="1 of 6"):
+        m = patches.ccm.fit(ref, min_samples=18)
+    assert np.isnan(m.sel(time=2)).all() and np.isfinite(m.drop_sel(time=2)).all()
+    np.testing.assert_allclose(m.sel(time=4), true_matrix / gains[4], atol=1e-10)
+
+    filled = m.interpolate_na("time")  # the documented one-liner
+    np.testing.assert_allclose(filled.sel(time=2), (m.sel(time=1) + m.sel(time=3)) / 2)
+    assert np.isfinite(m.ffill("time")).all()
+    smooth = filled.rolling(time=3, center=True, min_periods=1).mean()
+    assert smooth.dims == m.dims and np.isfinite(smooth).all()
+
+
+# ---------------------------------------------------------------------------------------------
+# bad geometry
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"boxes": {"a": (10, 15, 0, 4)}}, ValueError, r"patch 'a' spans y = 10 to 15, outside"),
+        ({"boxes": {"a": (0, 4, -1, 4)}}, ValueError, r"patch 'a' spans x = -1 to 4, outside"),
+        ({"boxes": {"a": (0, 4, 0, 4), "b": (3, 3, 0, 4)}}, ValueError, r"'b' is empty: y1=3"),
+        ({"boxes": np.zeros((2, 3), int)}, ValueError, r"'bound' must have 4 entries"),
+        ({"boxes": np.full((1, 4), 1.5)}, TypeError, r"integer pixel indices"),
+        ({}, ValueError, r"exactly one of boxes= or labels="),
+        ({"boxes": BOXES, "labels": np.ones((14, 16))}, ValueError, r"exactly one"),
+        ({"boxes": BOXES, "reduce": "mode"}, ValueError, r"unknown reduce 'mode'"),
+        ({"boxes": BOXES, "spatial_dims": ("row", "col")}, ValueError, r"no spatial dim 'row'"),
+    ],
+)
+def test_bad_boxes(stack, kwargs, error, match):
+    with pytest.raises(error, match=match):
+        extract_patches(stack, **kwargs)
+
+
+def test_bad_bound_coords(stack):
+    boxes = xr.DataArray([[0, 1, 0, 1]], dims=("patch", "bound"), coords={"bound": list("abcd")})
+    with pytest.raises(ValueError, match=r"coords 'bound' must be \['y0', 'y1', 'x0', 'x1'\]"):
+        extract_patches(stack, boxes=boxes)
+
+
+def test_bad_labels(stack):
+    lab = _labels_for(BOXES, (14, 16))
+    missing = np.where(lab == 2, 0, lab)
+    with pytest.raises(ValueError, match=r"no pixel for patch 2 \('b'\); 1 of 3 patches"):
+        extract_patches(stack, labels=xr.DataArray(missing, dims=("y", "x")), names=list(BOXES))
+    with pytest.raises(ValueError, match=r"label 3 but names has only 2 patches"):
+        extract_patches(stack, labels=xr.DataArray(lab, dims=("y", "x")), names=["a", "b"])
+    with pytest.raises(ValueError, match=r"every pixel is background"):
+        extract_patches(stack, labels=xr.DataArray(lab * 0, dims=("y", "x")))
+    with pytest.raises(TypeError, match=r"labels must be an integer image; got dtype float64"):
+        extract_patches(stack, labels=xr.DataArray(lab * 1.0, dims=("y", "x")))
+    with pytest.raises(ValueError, match=r"Dask-backed labels need names="):
+        extract_patches(stack, labels=xr.DataArray(lab, dims=("y", "x")).chunk())
+    with pytest.raises(ValueError, match=r"labels must have the image's spatial dims"):
+        extract_patches(stack, labels=xr.DataArray(lab, dims=("row", "x")))

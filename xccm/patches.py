@@ -1,0 +1,357 @@
+"""Chart patch colours from image stacks: boxes or a label image, one value per patch.
+
+:func:`extract_patches` reduces an image ``(..., y, x, channel)`` to patch colours
+``(..., patch, channel)`` (the mean or the median of each patch's pixels), ready for
+:func:`xccm.fit`. It runs once per chunk of whole frames, so a Dask-backed stack is read once,
+lazily; :func:`grid_boxes` builds the boxes of a regular chart grid.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Hashable, Mapping, Sequence
+from typing import Literal
+
+import numpy as np
+import xarray as xr
+
+from .core import _check_choice, _check_data, _require_one_chunk
+
+__all__ = ["BOUND", "BOUNDS", "Reduce", "extract_patches", "grid_boxes"]
+
+Reduce = Literal["median", "mean"]
+
+#: The dim of a boxes array holding the half-open pixel ranges ``y0, y1, x0, x1``.
+BOUND = "bound"
+BOUNDS = ("y0", "y1", "x0", "x1")
+
+
+def grid_boxes(
+    top_left: tuple[float, float],
+    patch_size: float | tuple[float, float],
+    pitch: float | tuple[float, float],
+    shape: tuple[int, int] = (4, 6),
+    *,
+    names: Sequence[Hashable] | None = None,
+    patch_dim: Hashable = "patch",
+) -> xr.DataArray:
+    """Boxes of a regular grid of patches, row by row, as :func:`extract_patches` takes them.
+
+    Parameters
+    ----------
+    top_left : (float, float)
+        Pixel ``(y, x)`` of the top-left corner of the first patch.
+    patch_size : float or (float, float)
+        Height and width of the box sampled in each patch, in pixels (keep it inside the
+        patch, away from its edges).
+    pitch : float or (float, float)
+        Distance between the top-left corners of neighbouring patches, ``(dy, dx)``.
+    shape : (int, int), default (4, 6)
+        Rows and columns of the grid (a ColorChecker Classic is 4 x 6).
+    names : sequence, optional
+        Patch names, row by row (e.g. ``xccm.chart("colorchecker24").patch.values``);
+        default ``0 .. n - 1``.
+    patch_dim : hashable, default "patch"
+
+    Returns
+    -------
+    DataArray
+        Integer boxes, dims ``(patch_dim, "bound")``, ``bound`` coords ``y0, y1, x0, x1``
+        (half-open: rows ``y0 <= y < y1``).
+
+    Examples
+    --------
+    >>> b = grid_boxes((10, 20), 4, 10, shape=(2, 3))
+    >>> b.sizes["patch"], b.sel(bound=["y0", "y1", "x0", "x1"]).values[4].tolist()
+    (6, [20, 24, 30, 34])
+    """
+    (h, w), (dy, dx) = _pair(patch_size), _pair(pitch)
+    rows, cols = shape
+    n = rows * cols
+    if names is not None and len(names) != n:
+        raise ValueError(f"names has {len(names)} entries but the {rows}x{cols} grid has {n}")
+    i, j = np.divmod(np.arange(n), cols)
+    y0 = np.rint(top_left[0] + i * dy).astype(np.int64)
+    x0 = np.rint(top_left[1] + j * dx).astype(np.int64)
+    data = np.stack([y0, y0 + round(h), x0, x0 + round(w)], axis=-1)
+    return xr.DataArray(
+        data,
+        dims=(patch_dim, BOUND),
+        coords={patch_dim: list(names) if names is not None else np.arange(n), BOUND: list(BOUNDS)},
+        name="boxes",
+    )
+
+
+def extract_patches(
+    image: xr.DataArray,
+    *,
+    boxes: xr.DataArray | Mapping[Hashable, Sequence[int]] | np.ndarray | None = None,
+    labels: xr.DataArray | None = None,
+    names: Sequence[Hashable] | None = None,
+    dim: Hashable = "channel",
+    spatial_dims: tuple[Hashable, Hashable] = ("y", "x"),
+    reduce: Reduce = "median",
+    patch_dim: Hashable = "patch",
+) -> xr.DataArray:
+    """Colour of each chart patch in every frame: the median or mean of its pixels.
+
+    Give the patch geometry as ``boxes`` or as ``labels`` (exactly one):
+
+    - ``boxes``: half-open pixel ranges ``y0, y1, x0, x1`` per patch, a DataArray with dims
+      ``(..., patch_dim, "bound")`` (``bound`` coords name the four values; without coords
+      they are in that order), a mapping ``{name: (y0, y1, x0, x1)}`` or an ``(n, 4)`` array.
+      Extra dims (e.g. ``time``) give boxes that move from frame to frame.
+    - ``labels``: an integer image over ``spatial_dims`` (plus e.g. ``time`` if it varies),
+      ``k`` for the pixels of patch ``k`` (1 to n) and 0 (or negative) for background.
+
+    Non-finite pixels are left out; a patch with none left is NaN, which :func:`xccm.fit`
+    skips (see its ``min_samples`` to reject frames with too few patches).
+
+    Parameters
+    ----------
+    image : DataArray
+        Images with ``spatial_dims`` and channel dim ``dim``; any other dims (``time``,
+        ``camera``...) are kept. A Dask-backed image needs each frame in one chunk along
+        ``spatial_dims`` (chunk along time); the result is then Dask-backed, one task per
+        chunk, and nothing is computed.
+    boxes, labels : see above
+    names : sequence, optional
+        With ``labels``: the name of patch ``k`` is ``names[k - 1]``; the number of patches is
+        ``len(names)``, else the largest label (which needs in-memory labels).
+    dim : hashable, default "channel"
+    spatial_dims : (hashable, hashable), default ("y", "x")
+        The row and column dims of the images.
+    reduce : {"median", "mean"}
+        ``"median"`` (default) is robust to a few outlier pixels (dust, a specular glint);
+        ``"mean"`` is faster.
+    patch_dim : hashable, default "patch"
+        The name of the patch dim of the result (with boxes, taken from the boxes' dims).
+
+    Returns
+    -------
+    DataArray
+        Dims ``(*other_dims, patch_dim, dim)``, the image's coords (minus spatial ones), its
+        name and attrs plus ``attrs["patch_reduce"]``; dtype the image's float dtype
+        (float64 for integer images).
+
+    Raises
+    ------
+    ValueError
+        If boxes are empty or outside the frame, labels name a patch that has no pixel (for
+        fixed in-memory labels) or one beyond ``names``, a spatial dim is split across chunks,
+        or both or neither of ``boxes`` and ``labels`` are given.
+
+    Examples
+    --------
+    >>> img = xr.DataArray(np.zeros((1, 8, 8, 3)), dims=("time", "y", "x", "channel"))
+    >>> img[0, 4:, 4:] = [0.2, 0.4, 0.6]
+    >>> boxes = {"dark": (0, 4, 0, 4), "grey": (5, 8, 5, 8)}
+    >>> p = extract_patches(img, boxes=boxes)
+    >>> p.dims, p.sel(patch="grey").values.round(3).tolist()
+    (('time', 'patch', 'channel'), [[0.2, 0.4, 0.6]])
+    """
+    _check_choice("reduce", reduce, Reduce)
+    if (boxes is None) == (labels is None):
+        raise ValueError("give the patch geometry as exactly one of boxes= or labels=")
+    if not isinstance(image, xr.DataArray):
+        raise TypeError(f"image must be a DataArray; got {type(image).__name__}")
+    _check_data(image, "image", dim)
+    ydim, xdim = spatial_dims
+    for d in spatial_dims:
+        if d not in image.dims:
+            raise ValueError(
+                f"image has no spatial dim {d!r}; its dims are {tuple(image.dims)}. "
+                "Use spatial_dims= to name its row and column dims."
+            )
+        _require_one_chunk(image, d, "image")
+    frame = (image.sizes[ydim], image.sizes[xdim])
+    out_dtype = image.dtype if image.dtype.kind == "f" else np.dtype(np.float64)
+
+    if boxes is not None:
+        geometry = _as_boxes(boxes, patch_dim)
+        patch_dim = geometry.dims[-2]
+        _check_boxes(geometry, frame, patch_dim)
+        geometry_core = [patch_dim, BOUND]
+        kernel, names_out = _reduce_boxes, geometry.indexes.get(patch_dim)
+        n = geometry.sizes[patch_dim]
+    else:
+        geometry = labels
+        if not isinstance(geometry, xr.DataArray):
+            raise TypeError(f"labels must be a DataArray over {spatial_dims}")
+        n = _n_labels(geometry, names, spatial_dims)
+        geometry_core = list(spatial_dims)
+        kernel, names_out = _reduce_labels, names
+
+    out = xr.apply_ufunc(
+        kernel,
+        image,
+        geometry,
+        input_core_dims=[[ydim, xdim, dim], geometry_core],
+        output_core_dims=[["__patch", dim]],
+        kwargs={"n": n, "reduce": reduce, "dtype": out_dtype},
+        dask="parallelized",
+        output_dtypes=[out_dtype],
+        dask_gufunc_kwargs={"output_sizes": {"__patch": n}},
+        keep_attrs="drop",
+    ).rename({"__patch": patch_dim})
+    if names_out is not None:
+        out = out.assign_coords({patch_dim: list(names_out)})
+    out.name = image.name
+    out.attrs = {**image.attrs, "patch_reduce": reduce}
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# geometry checks
+
+
+def _pair(v) -> tuple[float, float]:
+    return (v, v) if np.ndim(v) == 0 else (v[0], v[1])
+
+
+def _as_boxes(boxes, patch_dim: Hashable) -> xr.DataArray:
+    if isinstance(boxes, Mapping):
+        boxes = xr.DataArray(
+            np.array([list(b) for b in boxes.values()]).reshape(len(boxes), -1),
+            dims=(patch_dim, BOUND),
+            coords={patch_dim: list(boxes)},
+        )
+    elif not isinstance(boxes, xr.DataArray):
+        boxes = xr.DataArray(np.asarray(boxes), dims=(patch_dim, BOUND)[-np.ndim(boxes) :])
+    if boxes.ndim < 2 or BOUND not in boxes.dims:
+        raise ValueError(
+            f"boxes must have dims (..., patch, {BOUND!r}) holding y0, y1, x0, x1; "
+            f"got dims {tuple(boxes.dims)}"
+        )
+    if patch_dim not in boxes.dims:
+        if boxes.ndim != 2:
+            raise ValueError(
+                f"boxes has no patch dim {patch_dim!r}; its dims are {tuple(boxes.dims)}. "
+                "Use patch_dim= to name it."
+            )
+        patch_dim = next(d for d in boxes.dims if d != BOUND)
+    others = [d for d in boxes.dims if d not in (BOUND, patch_dim)]
+    boxes = boxes.transpose(*others, patch_dim, BOUND)
+    if boxes.sizes[BOUND] != 4:
+        raise ValueError(
+            f"boxes dim {BOUND!r} must have 4 entries y0, y1, x0, x1; got {boxes.sizes[BOUND]}"
+        )
+    if BOUND in boxes.coords:
+        if sorted(map(str, boxes[BOUND].values)) != sorted(BOUNDS):
+            raise ValueError(
+                f"boxes coords {BOUND!r} must be {list(BOUNDS)}; got {boxes[BOUND].values.tolist()}"
+            )
+        boxes = boxes.sel({BOUND: list(BOUNDS)})
+    if boxes.chunks is not None:
+        raise TypeError("boxes must be in memory (a few numbers per patch), not Dask-backed")
+    if boxes.dtype.kind not in "iu" and not (
+        boxes.dtype.kind == "f" and np.array_equal(boxes.values, np.round(boxes.values))
+    ):
+        raise TypeError(f"boxes must hold integer pixel indices; got dtype {boxes.dtype}")
+    return boxes.astype(np.int64)
+
+
+def _check_boxes(boxes: xr.DataArray, frame: tuple[int, int], patch_dim: Hashable) -> None:
+    b = boxes.values.reshape(-1, boxes.sizes[patch_dim], 4)
+    names = boxes.indexes[patch_dim] if patch_dim in boxes.indexes else range(b.shape[1])
+    for label, lo, hi, size in (("y", 0, 1, frame[0]), ("x", 2, 3, frame[1])):
+        start, stop = b[..., lo], b[..., hi]
+        empty = np.argwhere(stop <= start)
+        if empty.size:
+            p = empty[0][1]
+            raise ValueError(
+                f"boxes patch {names[p]!r} is empty: {label}1={stop[tuple(empty[0])]} <= "
+                f"{label}0={start[tuple(empty[0])]}"
+            )
+        out = np.argwhere((start < 0) | (stop > size))
+        if out.size:
+            p = out[0][1]
+            raise ValueError(
+                f"boxes patch {names[p]!r} spans {label} = {start[tuple(out[0])]} to "
+                f"{stop[tuple(out[0])]}, outside the frame (0 to {size})"
+            )
+
+
+def _n_labels(labels: xr.DataArray, names, spatial_dims) -> int:
+    missing = [d for d in spatial_dims if d not in labels.dims]
+    if missing:
+        raise ValueError(
+            f"labels must have the image's spatial dims {spatial_dims}; got {labels.dims}"
+        )
+    if labels.dtype.kind not in "iu":
+        raise TypeError(f"labels must be an integer image; got dtype {labels.dtype}")
+    if labels.chunks is not None:
+        if names is None:
+            raise ValueError(
+                "Dask-backed labels need names= (one per patch, label k -> names[k-1])"
+            )
+        return len(names)
+    values = labels.values
+    n = len(names) if names is not None else int(values.max(initial=0))
+    if n == 0:
+        raise ValueError("labels has no patch: every pixel is background (<= 0)")
+    if values.max(initial=0) > n:
+        raise ValueError(
+            f"labels holds label {int(values.max())} but names has only {n} patches (1 to {n})"
+        )
+    present = np.zeros(n + 1, dtype=bool)
+    present[values[values > 0]] = True
+    absent = np.flatnonzero(~present[1:]) + 1
+    if absent.size:
+        k = int(absent[0])
+        name = f" ({names[k - 1]!r})" if names is not None else ""
+        raise ValueError(
+            f"labels has no pixel for patch {k}{name}; {absent.size} of {n} patches are missing. "
+            "Every label from 1 to the number of patches must mark at least one pixel."
+        )
+    return n
+
+
+# ---------------------------------------------------------------------------------------------
+# per-block kernels: x (..., y, x, channel)
+
+
+def _reduce_pixels(values: np.ndarray, reduce: str) -> np.ndarray:
+    """Reduce ``(..., n_pixels, channel)`` over pixels, ignoring NaN; all-NaN gives NaN."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN / empty patches give NaN
+        if reduce == "median":
+            return np.nanmedian(values, axis=-2)
+        return np.nanmean(values, axis=-2)
+
+
+def _reduce_boxes(x: np.ndarray, boxes: np.ndarray, *, n: int, reduce: str, dtype) -> np.ndarray:
+    lead, c = x.shape[:-3], x.shape[-1]
+    out = np.empty((*lead, n, c), dtype=dtype)
+    if boxes.ndim == 2 or all(s == 1 for s in boxes.shape[:-2]):
+        frames = [(..., boxes.reshape(n, 4))]
+    else:
+        b = np.broadcast_to(boxes, (*lead, n, 4))
+        frames = [(idx, b[idx]) for idx in np.ndindex(lead)]
+    for idx, bb in frames:
+        for p, (y0, y1, x0, x1) in enumerate(bb):
+            crop = x[idx][..., y0:y1, x0:x1, :].astype(dtype, copy=False)
+            out[idx][..., p, :] = _reduce_pixels(crop.reshape(*crop.shape[:-3], -1, c), reduce)
+    return out
+
+
+def _reduce_labels(x: np.ndarray, labels: np.ndarray, *, n: int, reduce: str, dtype):
+    lead, c = x.shape[:-3], x.shape[-1]
+    flat = x.reshape(*lead, -1, c)
+    out = np.empty((*lead, n, c), dtype=dtype)
+    if labels.ndim == 2 or all(s == 1 for s in labels.shape[:-2]):
+        frames = [(..., labels.reshape(labels.shape[-2:]))]
+    else:
+        lab = np.broadcast_to(labels, (*lead, *labels.shape[-2:]))
+        frames = [(idx, lab[idx]) for idx in np.ndindex(lead)]
+    for idx, lab in frames:
+        ravel = lab.ravel()
+        if ravel.max(initial=0) > n:
+            raise ValueError(f"labels holds label {int(ravel.max())} but there are {n} patches")
+        inside = np.flatnonzero(ravel > 0)  # sort only the patch pixels, not the frame
+        order = inside[np.argsort(ravel[inside], kind="stable")]
+        edges = np.searchsorted(ravel[order], np.arange(1, n + 2))
+        for p in range(n):
+            pixels = flat[idx][..., order[edges[p] : edges[p + 1]], :].astype(dtype, copy=False)
+            out[idx][..., p, :] = _reduce_pixels(pixels, reduce)
+    return out
