@@ -362,7 +362,8 @@ def apply(
     image : DataArray, Dataset or ndarray
         Colours with channel dim ``dim`` (anywhere: channel-last and channel-first stacks
         both work). For a Dataset every data variable with ``dim`` is corrected and the
-        others are copied. An ndarray has its channel axis last.
+        others (including matrices stored alongside, which have ``f"{dim}_in"``) are copied.
+        An ndarray has its channel axis last.
     matrix : DataArray or ndarray
         A matrix from :func:`fit`: dims ``(*batch, f"{dim}_in", dim)``, its batch dims
         matched to the image's by name (a per-frame matrix corrects each frame). A plain
@@ -600,8 +601,12 @@ def _apply_arrays(image, matrix, dim: Hashable, scale: float | None):
 
 
 def _map_dataset(func: Callable, ds: xr.Dataset, *args, dim: Hashable, **kwargs) -> xr.Dataset:
-    """Apply ``func`` to every data variable with ``dim``; copy the others."""
-    names = [k for k, v in ds.data_vars.items() if dim in v.dims]
+    """Apply ``func`` to every data variable with ``dim``; copy the others.
+
+    Matrices stored next to the images (variables with ``f"{dim}_in"``) are copied, not mapped.
+    """
+    in_dim = matrix_in_dim(dim)
+    names = [k for k, v in ds.data_vars.items() if dim in v.dims and in_dim not in v.dims]
     if not names:
         raise ValueError(
             f"no data variable has the channel dim {dim!r}; variables and their dims: "

@@ -1,0 +1,253 @@
+"""Store to store: lazy zarr/netCDF in, chunk-aligned zarr out, resume, completeness, clusters."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import signal
+import time
+from pathlib import Path
+
+import dask
+import numpy as np
+import pytest
+import xarray as xr
+from dask.delayed import Delayed
+
+import xccm
+from conftest import raise_if_dask_computes
+from xccm.io import COMPLETE, IncompleteStoreError, is_complete, open_zarr, to_zarr
+
+zarr = pytest.importorskip("zarr", minversion="3")
+
+MATRIX = np.array([[1.3, -0.2, 0.0], [-0.25, 1.2, -0.1], [0.0, -0.15, 1.25]])
+
+
+def _stack(n_time=12, chunk=2) -> xr.Dataset:
+    rng = np.random.default_rng(1)
+    image = xr.DataArray(
+        rng.random((n_time, 16, 20, 3), dtype=np.float32),
+        dims=("time", "y", "x", "channel"),
+        coords={"time": np.arange(n_time) * 60.0, "channel": ["R", "G", "B"]},
+        attrs={"units": "1"},
+    )
+    return xr.Dataset({"image": image}, attrs={"site": "greenhouse 3"}).chunk(time=chunk)
+
+
+@pytest.fixture
+def source(tmp_path) -> Path:
+    path = tmp_path / "source.zarr"
+    _stack().to_zarr(path)
+    return path
+
+
+def _per_frame_matrix(ds: xr.Dataset) -> xr.DataArray:
+    gains = xr.DataArray(1 + 0.01 * np.arange(ds.sizes["time"]), dims="time", coords=ds.time.coords)
+    return (gains * xr.DataArray(MATRIX, dims=("channel_in", "channel"))).rename("ccm")
+
+
+def _pipeline(source: Path) -> xr.Dataset:
+    """What a user runs: open lazily, correct with per-frame matrices, keep the matrices."""
+    ds = xr.open_zarr(source)
+    m = _per_frame_matrix(ds)
+    return ds.ccm.apply(m).assign(ccm=m)
+
+
+def _files(path: Path) -> dict[str, bytes]:
+    return {
+        str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()
+    }
+
+
+def test_zarr_to_zarr_is_lazy_chunk_aligned_and_complete(source, tmp_path):
+    out = tmp_path / "out.zarr"
+    with raise_if_dask_computes():
+        corrected = _pipeline(source)
+        write = to_zarr(corrected, out, compute=False, attrs={"source": str(source)})
+    assert isinstance(write, Delayed)
+    assert not is_complete(out)
+    with pytest.raises(IncompleteStoreError, match="mode='resume'"):
+        open_zarr(out)
+    assert open_zarr(out, allow_incomplete=True).image.isnull().all()
+
+    write.compute()
+    assert is_complete(out)
+    result = open_zarr(out)
+    expected = xccm.apply(_stack().compute(), _per_frame_matrix(_stack()))
+    xr.testing.assert_allclose(result.image.compute(), expected.image, rtol=1e-6)
+    assert result.image.chunks == xr.open_zarr(source).image.chunks
+    assert result.image.dtype == np.float32
+    assert result.image.attrs == {"units": "1"}
+    np.testing.assert_allclose(
+        result["ccm"].transpose("time", ...).values, _per_frame_matrix(_stack()).values
+    )
+    assert result.attrs["site"] == "greenhouse 3"
+    assert result.attrs["source"] == str(source)
+    assert result.attrs[COMPLETE] is True
+    assert "consolidated_metadata" in (out / "zarr.json").read_text()
+
+
+def test_netcdf_source_gives_chunks_aligned_to_the_file(tmp_path):
+    pytest.importorskip("h5netcdf")
+    nc = tmp_path / "source.nc"
+    _stack().compute().to_netcdf(
+        nc, engine="h5netcdf", encoding={"image": {"chunksizes": (3, 16, 20, 3)}}
+    )
+    ds = xr.open_dataset(nc, engine="h5netcdf", chunks={})
+    assert ds.image.chunks[0] == (3, 3, 3, 3)
+    out = tmp_path / "out.zarr"
+    to_zarr(ds.ccm.apply(MATRIX), out)
+    assert zarr.open_array(out, path="image").chunks == (3, 16, 20, 3)
+    xr.testing.assert_allclose(
+        open_zarr(out).image.compute(), xccm.apply(_stack().compute(), MATRIX).image, rtol=1e-6
+    )
+
+
+class _Flaky:
+    """Fails on one frame until told not to: an interrupted run, reproducibly."""
+
+    fail_at: int | None = None
+    seen: list[int] = []  # noqa: RUF012
+
+    @classmethod
+    def block(cls, x, block_info=None):
+        if block_info is None:  # Dask probing the output type, not computing
+            return x
+        cls.seen.append(block_info[0]["chunk-location"][0])
+        if cls.seen[-1] == cls.fail_at:
+            raise RuntimeError("interrupted")
+        return x
+
+
+def _flaky_pipeline(source: Path) -> xr.Dataset:
+    corrected = _pipeline(source)
+    image = corrected.image.copy(
+        data=corrected.image.data.map_blocks(_Flaky.block, dtype=np.float32)
+    )
+    return corrected.assign(image=image)
+
+
+def test_interrupted_write_resumes_only_missing_chunks(source, tmp_path):
+    reference = tmp_path / "reference.zarr"
+    to_zarr(_pipeline(source), reference, attrs={"run": 1})
+
+    out = tmp_path / "out.zarr"
+    _Flaky.fail_at, _Flaky.seen = 3, []
+    # synchronous, so that no task of the failed run is still writing when we look
+    with pytest.raises(RuntimeError, match="interrupted"), dask.config.set(scheduler="sync"):
+        to_zarr(_flaky_pipeline(source), out, attrs={"run": 1})
+    assert not is_complete(out)
+    done = zarr.open_array(out, path="xccm_progress/image")[...]
+    assert 0 < done.sum() < done.size and not done[3]
+    with pytest.raises(FileExistsError, match="mode='resume'"):
+        to_zarr(_flaky_pipeline(source), out, attrs={"run": 1})
+
+    # A fresh process would rebuild the same pipeline from the same source: that resumes.
+    _Flaky.fail_at, _Flaky.seen = None, []
+    to_zarr(_flaky_pipeline(source), out, mode="resume", attrs={"run": 1})
+    assert sorted(_Flaky.seen) == np.flatnonzero(~done).tolist()  # only chunks not yet written
+    assert is_complete(out)
+    mine, theirs = open_zarr(out).compute(), open_zarr(reference).compute()
+    assert mine.attrs.pop("xccm_token") != theirs.attrs.pop("xccm_token")  # not the same graph
+    xr.testing.assert_identical(mine, theirs)
+    mine, theirs = _files(out), _files(reference)
+    assert mine.keys() == theirs.keys()
+    assert all(mine[k] == theirs[k] for k in mine if not k.startswith("zarr.json"))
+
+    _Flaky.seen = []  # a complete store: resuming writes nothing
+    to_zarr(_flaky_pipeline(source), out, mode="resume", attrs={"run": 1})
+    assert _Flaky.seen == []
+
+
+def test_resume_refuses_another_computation(source, tmp_path):
+    out = tmp_path / "out.zarr"
+    to_zarr(_pipeline(source), out, compute=False)
+    other = xr.open_zarr(source).ccm.apply(MATRIX * 2)
+    with pytest.raises(ValueError, match="different computation"):
+        to_zarr(other, out, mode="resume")
+    with pytest.raises(ValueError, match=r"chunks \(2, 16, 20, 3\).*obj.chunk\(\{'time': 2"):
+        to_zarr(_pipeline(source).chunk(time=4), out, mode="resume")
+    plain = tmp_path / "plain.zarr"
+    _stack().to_zarr(plain)
+    with pytest.raises(ValueError, match="not written by xccm"):
+        to_zarr(_pipeline(source), plain, mode="resume")
+    to_zarr(other, out, mode="w")  # overwriting is explicit
+    assert is_complete(out)
+
+
+def test_irregular_chunks_say_how_to_rechunk(source, tmp_path):
+    ds = _pipeline(source).chunk(time=(3, 3, 2, 4))
+    with pytest.raises(ValueError, match=r"irregular chunks \(3, 3, 2, 4\) along dim 'time'"):
+        to_zarr(ds, tmp_path / "out.zarr")
+    assert not (tmp_path / "out.zarr").exists()  # nothing half-written
+
+
+def test_graph_grows_by_a_small_task_per_chunk(tmp_path):
+    def graph(n_time):
+        _stack(n_time, chunk=1).to_zarr(tmp_path / f"source{n_time}.zarr")
+        ds = xr.open_zarr(tmp_path / f"source{n_time}.zarr")
+        m = xr.DataArray(
+            np.tile(MATRIX, (n_time, 1, 1)), dims=("time", "channel_in", "channel")
+        ).chunk(time=1)
+        write = to_zarr(ds.ccm.apply(m), tmp_path / f"{n_time}.zarr", compute=False)
+        (optimized,) = dask.optimize(write)  # what the scheduler runs
+        g = dict(optimized.__dask_graph__())
+        return len(g), len(pickle.dumps(g))
+
+    (n1, b1), (n2, b2) = graph(20), graph(40)
+    per_chunk = (n2 - n1) / 20
+    assert per_chunk <= 6  # read, matrix slice (2), apply fused with the write, alias
+    assert (b2 - b1) / 20 < 4000  # bytes per chunk: no frame data or matrix stack per task
+
+
+def test_dataarray_and_bad_arguments(tmp_path):
+    img = _stack().image
+    to_zarr(img.rename(None), tmp_path / "a.zarr")
+    assert list(open_zarr(tmp_path / "a.zarr").data_vars) == ["image"]
+    with pytest.raises(ValueError, match="unknown mode 'a'"):
+        to_zarr(img, tmp_path / "b.zarr", mode="a")
+    with pytest.raises(TypeError, match="Dataset or DataArray"):
+        to_zarr(img.values, tmp_path / "c.zarr")
+    assert not is_complete(tmp_path / "missing.zarr")
+
+
+# ---------------------------------------------------------------------------------------------
+# a cluster that loses a worker mid-write
+
+
+def _slow(x):
+    time.sleep(0.05)
+    return x
+
+
+def test_killed_worker_still_gives_an_identical_store(source, tmp_path):
+    distributed = pytest.importorskip("distributed")
+    reference = tmp_path / "reference.zarr"
+    slow = _pipeline(source).chunk(time=1)
+    slow = slow.assign(
+        image=slow.image.copy(data=slow.image.data.map_blocks(_slow, dtype=np.float32))
+    )
+    to_zarr(slow, reference, attrs={"source": "s"})
+
+    out = tmp_path / "out.zarr"
+    with (
+        distributed.LocalCluster(
+            n_workers=2,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=None,
+            env={"PYTHONPATH": str(Path(__file__).parent)},  # workers import _slow from here
+        ) as cluster,
+        distributed.Client(cluster) as client,
+    ):
+        future = client.compute(to_zarr(slow, out, attrs={"source": "s"}, compute=False))
+        progress = zarr.open_array(out, path="xccm_progress/image")
+        deadline = time.monotonic() + 30
+        while progress[...].sum() < 3 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert not future.done()
+        pid = next(iter(client.run(os.getpid).values()))
+        os.kill(pid, signal.SIGKILL)
+        future.result(timeout=120)
+    assert is_complete(out)
+    assert _files(out) == _files(reference)

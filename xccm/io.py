@@ -1,0 +1,372 @@
+"""Store to store: write corrected stacks to zarr chunk by chunk, resumable and marked complete.
+
+:func:`to_zarr` writes a Dataset or DataArray whose data is Dask-backed into a zarr (v3) store
+with one zarr chunk per Dask chunk. Each chunk, once written, is recorded in a small progress
+array (``xccm_progress/<variable>`` in the store), so a run that was interrupted (a crash, a
+killed job, a lost worker) is finished with ``mode="resume"``, which writes only the chunks not
+yet recorded. The store's attribute ``xccm_complete`` turns true, and its metadata is
+consolidated, only after every chunk is written; :func:`open_zarr` refuses a store that is not
+complete, so a half-written store is never mistaken for a finished one.
+
+Reading needs nothing special: ``xr.open_zarr(path)`` for zarr, ``xr.open_dataset(path,
+engine="h5netcdf", chunks={})`` for netCDF; both give Dask chunks aligned to the file's own.
+Needs the ``io`` extra (zarr).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import warnings
+from collections.abc import Hashable, Mapping
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any, Literal
+
+import dask
+import dask.array as da
+import numpy as np
+import xarray as xr
+
+__all__ = ["COMPLETE", "PROGRESS", "IncompleteStoreError", "is_complete", "open_zarr", "to_zarr"]
+
+#: Root attribute that is true once every chunk of the store is written.
+COMPLETE = "xccm_complete"
+#: Group holding one boolean array per variable, one element per chunk written.
+PROGRESS = "xccm_progress"
+_TOKEN = "xccm_token"
+
+Mode = Literal["w-", "w", "resume"]
+
+
+class IncompleteStoreError(ValueError):
+    """A store that xccm started writing but has not finished."""
+
+
+def to_zarr(
+    obj: xr.Dataset | xr.DataArray,
+    store: str | os.PathLike,
+    *,
+    mode: Mode = "w-",
+    compute: bool = True,
+    progress: bool = False,
+    attrs: Mapping[str, Any] | None = None,
+    encoding: Mapping[Hashable, Mapping[str, Any]] | None = None,
+) -> Any:
+    """Write ``obj`` to a zarr store chunk by chunk, resumably, marking it complete at the end.
+
+    Every Dask-backed variable is written with zarr chunks equal to its Dask chunks (so each
+    task writes whole chunks of its own and no two tasks touch the same one). In-memory
+    variables (coords, fitted matrices) are written at once when the store is created, with
+    the attrs.
+
+    Parameters
+    ----------
+    obj : Dataset or DataArray
+        What to write; a DataArray is written as a Dataset with one variable named after it
+        (``"image"`` if unnamed). Dask chunks must be regular along each dim (all equal but
+        the last), as zarr chunks are.
+    store : str or path
+        A path (or an fsspec URL) of the zarr store.
+    mode : {"w-", "w", "resume"}, default "w-"
+        ``"w-"`` creates the store and fails if it exists; ``"w"`` overwrites; ``"resume"``
+        finishes an unfinished store written from the same computation (it writes only the
+        chunks not yet recorded, and nothing if the store is complete) or creates it.
+    compute : bool, default True
+        If False, create the store (metadata, in-memory variables) now and return a
+        :class:`dask.delayed.Delayed` that writes the chunks and marks the store complete, to
+        compute when you like (e.g. under one progress bar, or with ``distributed``).
+    progress : bool, default False
+        Show Dask's progress bar while computing (local schedulers; with a
+        ``distributed.Client`` use its dashboard or ``distributed.progress``).
+    attrs : mapping, optional
+        Extra attributes for the store, e.g. provenance (source store, model, loss). They
+        must be JSON-serialisable.
+    encoding : mapping, optional
+        Per-variable zarr encoding (e.g. compressors), as in :meth:`xarray.Dataset.to_zarr`;
+        chunks are always the Dask chunks.
+
+    Returns
+    -------
+    None or Delayed
+        ``None`` once written (``compute=True``), else the Delayed write.
+
+    Raises
+    ------
+    FileExistsError
+        If the store exists and ``mode="w-"``.
+    ValueError
+        If a variable's Dask chunks are irregular (the message says how to rechunk), or
+        ``mode="resume"`` meets a store written from another computation, other variables,
+        shapes or chunks.
+
+    Examples
+    --------
+    >>> import tempfile, dask.array as da
+    >>> img = xr.DataArray(da.ones((4, 2, 2, 3), chunks=(1, 2, 2, 3)),
+    ...                    dims=("time", "y", "x", "channel"), name="image")
+    >>> path = tempfile.mkdtemp() + "/out.zarr"
+    >>> to_zarr(img, path)
+    >>> is_complete(path), open_zarr(path).image.chunks[0]
+    (True, (1, 1, 1, 1))
+    """
+    import zarr
+
+    if mode not in ("w-", "w", "resume"):
+        raise ValueError(f"unknown mode {mode!r}; expected 'w-', 'w' or 'resume'")
+    ds = _as_dataset(obj)
+    store = os.fspath(store)
+    lazy = {name: var for name, var in ds.variables.items() if var.chunks is not None}
+    chunks = {name: _regular_chunks(var, name) for name, var in lazy.items()}
+    token = dask.base.tokenize(ds, attrs)
+    exists = _exists(store)
+
+    if mode == "w-" and exists:
+        raise FileExistsError(
+            f"store {store!r} exists; pass mode='resume' to finish writing it, or mode='w' to "
+            "overwrite it"
+        )
+    if mode == "resume" and exists:
+        _check_resumable(store, ds, chunks, token)
+    else:
+        _create(ds, store, chunks, token, attrs, encoding, overwrite=mode == "w")
+
+    group = zarr.open_group(store, mode="r")
+    sources, targets, regions = [], [], []
+    for name, var in lazy.items():
+        done = np.asarray(group[f"{PROGRESS}/{name}"][...], dtype=bool)
+        writer = _ChunkWriter(store, str(name), chunks[name])
+        for region, blocks in _missing_runs(done, var.chunks):
+            sources.append(var.data.blocks[blocks])
+            targets.append(writer)
+            regions.append(region)
+    stored = da.store(sources, targets, regions=regions, lock=False, compute=False)
+    final = dask.delayed(_mark_complete, pure=False)(store, stored)
+    if not compute:
+        return final
+    if progress:
+        from dask.diagnostics import ProgressBar
+
+        with ProgressBar():
+            final.compute()
+    else:
+        final.compute()
+    return None
+
+
+def is_complete(store: str | os.PathLike) -> bool:
+    """Whether ``store`` is a zarr store that xccm finished writing.
+
+    A store that xccm did not write (no ``xccm_complete`` attribute) is taken as complete.
+
+    Examples
+    --------
+    >>> is_complete("no/such/store.zarr")
+    False
+    """
+    import zarr
+
+    store = os.fspath(store)
+    if not _exists(store):
+        return False
+    return bool(zarr.open_group(store, mode="r").attrs.get(COMPLETE, True))
+
+
+def open_zarr(
+    store: str | os.PathLike, *, allow_incomplete: bool = False, **kwargs: Any
+) -> xr.Dataset:
+    """Open a zarr store with :func:`xarray.open_zarr`, refusing one that is half-written.
+
+    Parameters
+    ----------
+    store : str or path
+    allow_incomplete : bool, default False
+        Open a store that :func:`to_zarr` has not finished (its unwritten chunks read as NaN).
+    **kwargs
+        Passed to :func:`xarray.open_zarr`.
+
+    Raises
+    ------
+    IncompleteStoreError
+        If the store is unfinished and ``allow_incomplete`` is False.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> path = tempfile.mkdtemp() + "/m.zarr"
+    >>> to_zarr(xr.DataArray(np.eye(3), dims=("channel_in", "channel"), name="ccm"), path)
+    >>> open_zarr(path)["ccm"].values.trace()
+    np.float64(3.0)
+    """
+    store = os.fspath(store)
+    if not allow_incomplete and _exists(store) and not is_complete(store):
+        raise IncompleteStoreError(
+            f"store {store!r} is incomplete: xccm.io.to_zarr did not finish writing it. Run the "
+            "same write again with mode='resume' to finish it, or pass allow_incomplete=True."
+        )
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*[Cc]onsolidated metadata.*")
+        return xr.open_zarr(store, **kwargs)
+
+
+# ---------------------------------------------------------------------------------------------
+# writing
+
+
+class _ChunkWriter:
+    """A Dask store target: writes a block into the zarr array, then records it as written.
+
+    Holds only the store path, so it pickles small; the zarr arrays are opened once per
+    process. The record is written after the data, so a recorded chunk is a written chunk.
+    """
+
+    def __init__(self, store: str, name: str, chunks: tuple[int, ...]) -> None:
+        self.store, self.name, self.chunks = store, name, chunks
+
+    def __setitem__(self, index: tuple[slice, ...], block: np.ndarray) -> None:
+        _open_array(self.store, self.name)[index] = block
+        chunk = tuple((s.start or 0) // c for s, c in zip(index, self.chunks, strict=True))
+        _open_array(self.store, f"{PROGRESS}/{self.name}")[chunk] = True
+
+
+_arrays: dict[tuple[str, str], Any] = {}
+_arrays_lock = threading.Lock()
+
+
+def _open_array(store: str, path: str):
+    import zarr
+
+    key = (store, path)
+    with _arrays_lock:
+        if key not in _arrays:
+            _arrays[key] = zarr.open_array(store, path=path, mode="r+")
+        return _arrays[key]
+
+
+def _create(ds, store, chunks, token, attrs, encoding, *, overwrite: bool) -> None:
+    import zarr
+
+    ds = ds.copy(deep=False)
+    for var in ds.variables.values():
+        var.encoding = {}
+    # Fixed-width strings have no stable zarr v3 encoding; variable-length ones do.
+    fixed = {k: v.astype(object) for k, v in ds.variables.items() if v.dtype.kind == "U"}
+    ds = ds.assign_coords({k: v for k, v in fixed.items() if k in ds.coords})
+    ds = ds.assign({k: v for k, v in fixed.items() if k in ds.data_vars})
+    ds.attrs = {**ds.attrs, **(attrs or {}), COMPLETE: False, _TOKEN: token, **_version()}
+    enc = {name: dict(e) for name, e in (encoding or {}).items()}
+    for name, c in chunks.items():
+        enc.setdefault(name, {})["chunks"] = c
+    with _arrays_lock:  # a store written anew in this process must be reopened
+        for key in [k for k in _arrays if k[0] == store]:
+            del _arrays[key]
+    ds.to_zarr(store, mode="w" if overwrite else "w-", compute=False, consolidated=False,
+               encoding=enc)  # fmt: skip
+    progress = zarr.open_group(store, mode="r+").require_group(PROGRESS)
+    for name, var in ds.variables.items():
+        if name in chunks:
+            n_blocks = tuple(len(c) for c in var.chunks)
+            progress.create_array(
+                str(name), shape=n_blocks, chunks=(1,) * len(n_blocks), dtype=bool,
+                fill_value=False,
+            )  # fmt: skip
+
+
+def _mark_complete(store: str, _stored: Any) -> None:
+    import zarr
+
+    zarr.open_group(store, mode="r+").attrs[COMPLETE] = True
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*[Cc]onsolidated metadata.*")
+        zarr.consolidate_metadata(store)
+
+
+def _missing_runs(done: np.ndarray, chunks: tuple[tuple[int, ...], ...]):
+    """Yield ``(region, block_slices)`` for runs of unwritten blocks along the first axis."""
+    if done.all():
+        return
+    offsets = [np.concatenate([[0], np.cumsum(c)]) for c in chunks]
+    for rest in np.ndindex(done.shape[1:]):
+        column = done[(slice(None), *rest)]
+        missing = np.flatnonzero(~column)
+        if missing.size == 0:
+            continue
+        breaks = np.flatnonzero(np.diff(missing) > 1) + 1
+        for run in np.split(missing, breaks):
+            first, last = int(run[0]), int(run[-1]) + 1
+            blocks = (slice(first, last), *(slice(i, i + 1) for i in rest))
+            region = tuple(
+                slice(int(off[b.start]), int(off[b.stop]))
+                for off, b in zip(offsets, blocks, strict=True)
+            )
+            yield region, blocks
+
+
+# ---------------------------------------------------------------------------------------------
+# checks
+
+
+def _as_dataset(obj) -> xr.Dataset:
+    if isinstance(obj, xr.DataArray):
+        return obj.to_dataset(name=obj.name if obj.name is not None else "image")
+    if isinstance(obj, xr.Dataset):
+        return obj
+    raise TypeError(f"obj must be an xarray Dataset or DataArray; got {type(obj).__name__}")
+
+
+def _regular_chunks(var: xr.Variable, name: Hashable) -> tuple[int, ...]:
+    """Return the zarr chunk shape for ``var``: its Dask chunks, which must be regular."""
+    sizes = []
+    for dim, c in zip(var.dims, var.chunks, strict=True):
+        if len(c) > 1 and (len(set(c[:-1])) > 1 or c[-1] > c[0]):
+            raise ValueError(
+                f"variable {name!r} has irregular chunks {c} along dim {dim!r}; zarr needs "
+                f"equal chunks (the last may be smaller). Rechunk first, e.g. "
+                f"obj.chunk({{{dim!r}: {c[0]}}})"
+            )
+        sizes.append(c[0] if c else 0)
+    return tuple(sizes)
+
+
+def _exists(store: str) -> bool:
+    import zarr
+
+    try:
+        zarr.open_group(store, mode="r")
+    except (FileNotFoundError, zarr.errors.GroupNotFoundError, zarr.errors.NodeTypeValidationError):
+        return False
+    return True
+
+
+def _check_resumable(store, ds, chunks, token) -> None:
+    import zarr
+
+    group = zarr.open_group(store, mode="r")
+    if _TOKEN not in group.attrs:
+        raise ValueError(
+            f"store {store!r} was not written by xccm.io.to_zarr, so it cannot be resumed; "
+            "use mode='w' to overwrite it"
+        )
+    for name, c in chunks.items():
+        key = str(name)
+        if key not in group or f"{PROGRESS}/{key}" not in group:
+            raise ValueError(f"store {store!r} has no variable {key!r} to resume")
+        arr = group[key]
+        if arr.shape != ds[name].shape or tuple(arr.chunks) != c:
+            raise ValueError(
+                f"variable {key!r} in store {store!r} has shape {arr.shape} and chunks "
+                f"{tuple(arr.chunks)}, but the data to write has shape {ds[name].shape} and "
+                f"chunks {c}. Rechunk to the store's chunks, e.g. obj.chunk("
+                f"{dict(zip(ds[name].dims, arr.chunks, strict=True))}), or use mode='w'."
+            )
+    if group.attrs[_TOKEN] != token:
+        raise ValueError(
+            f"store {store!r} was started from a different computation (other inputs, matrix "
+            "or attrs), so finishing it would mix two results; use mode='w' to start over"
+        )
+
+
+def _version() -> dict[str, str]:
+    try:
+        return {"xccm_version": version("xccm")}
+    except PackageNotFoundError:  # pragma: no cover - running from a source tree
+        return {}
