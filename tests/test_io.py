@@ -12,6 +12,7 @@ import dask
 import numpy as np
 import pytest
 import xarray as xr
+from _workers import slow
 from dask.delayed import Delayed
 
 import xccm
@@ -215,19 +216,14 @@ def test_dataarray_and_bad_arguments(tmp_path):
 # a cluster that loses a worker mid-write
 
 
-def _slow(x):
-    time.sleep(0.05)
-    return x
-
-
 def test_killed_worker_still_gives_an_identical_store(source, tmp_path):
     distributed = pytest.importorskip("distributed")
     reference = tmp_path / "reference.zarr"
-    slow = _pipeline(source).chunk(time=1)
-    slow = slow.assign(
-        image=slow.image.copy(data=slow.image.data.map_blocks(_slow, dtype=np.float32))
+    lazy = _pipeline(source).chunk(time=1)
+    lazy = lazy.assign(
+        image=lazy.image.copy(data=lazy.image.data.map_blocks(slow, dtype=np.float32))
     )
-    to_zarr(slow, reference, attrs={"source": "s"})
+    to_zarr(lazy, reference, attrs={"source": "s"})
 
     out = tmp_path / "out.zarr"
     with (
@@ -236,11 +232,10 @@ def test_killed_worker_still_gives_an_identical_store(source, tmp_path):
             threads_per_worker=1,
             processes=True,
             dashboard_address=None,
-            env={"PYTHONPATH": str(Path(__file__).parent)},  # workers import _slow from here
         ) as cluster,
         distributed.Client(cluster) as client,
     ):
-        future = client.compute(to_zarr(slow, out, attrs={"source": "s"}, compute=False))
+        future = client.compute(to_zarr(lazy, out, attrs={"source": "s"}, compute=False))
         progress = zarr.open_array(out, path="xccm_progress/image")
         deadline = time.monotonic() + 30
         while progress[...].sum() < 3 and time.monotonic() < deadline:
