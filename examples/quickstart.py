@@ -5,7 +5,8 @@ sRGB) for ten frames. The camera mixes its channels (crosstalk), adds a black le
 in exposure from frame to frame and adds noise. We
 
 1. render a ``(time, y, x, channel)`` float32 stack with the chart in view, chunked per frame;
-2. measure the mean colour of each patch in each frame (lazily, then compute the small result);
+2. measure the mean colour of each patch in each frame with ``xccm.extract_patches`` (lazily,
+   then compute the small result);
 3. fit one affine 4x3 matrix per frame, ``measured.ccm.fit(reference, model="affine")``
    (and, for comparison, a single 3x3 matrix for all frames, which cannot follow the drift);
 4. correct the stack lazily with ``stack.ccm.apply(m)`` and undo it with ``.ccm.inverse(m)``;
@@ -54,11 +55,8 @@ def synthetic_camera(reference: xr.DataArray, rng: np.random.Generator) -> xr.Da
 
 def patch_means(stack: xr.DataArray, patches: xr.DataArray) -> xr.DataArray:
     """Mean colour of the central 12 x 12 pixels of every patch: ``(time, patch, channel)``."""
-    means = []
-    for i in range(ROWS * COLS):
-        y, x = GAP + (i // COLS) * (PATCH + GAP) + 6, GAP + (i % COLS) * (PATCH + GAP) + 6
-        means.append(stack.isel(y=slice(y, y + 12), x=slice(x, x + 12)).mean(("y", "x")))
-    return xr.concat(means, dim=patches.patch).transpose("time", "patch", "channel")
+    boxes = xccm.grid_boxes((GAP + 6, GAP + 6), 12, PATCH + GAP, (ROWS, COLS), names=patches.patch)
+    return xccm.extract_patches(stack, boxes=boxes, reduce="mean")
 
 
 def rms(a: xr.DataArray, b: xr.DataArray) -> xr.DataArray:

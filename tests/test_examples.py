@@ -5,6 +5,10 @@ from __future__ import annotations
 import runpy
 from pathlib import Path
 
+import pytest
+
+import xccm.io
+
 EXAMPLES = Path(__file__).parents[1] / "examples"
 
 
@@ -20,3 +24,21 @@ def test_quickstart_corrects_every_frame(capsys):
         assert per_frame < single < before  # one matrix for all frames cannot follow the drift
     assert "max |inverse(apply(stack)) - stack| = " in lines[-1]
     assert float(lines[-1].split("= ")[1].split()[0]) < 1e-5
+
+
+def test_timeseries_zarr_corrects_out_of_core(tmp_path, capsys):
+    pytest.importorskip("zarr", minversion="3")
+    module = runpy.run_path(str(EXAMPLES / "timeseries_zarr.py"))
+    module["main"](["--frames", "30", "--height", "140", "--width", "210", "--dir", str(tmp_path)])
+    lines = capsys.readouterr().out.splitlines()
+    assert any("complete=True" in line for line in lines)
+    assert any("2 of 30 batch elements" in line for line in lines)  # the occluded frames
+    rows = [line.split() for line in lines if " 2026-06-" in line]
+    assert len(rows) == 30
+    for row in rows:
+        before, after = float(row[5]), float(row[6])
+        assert before > 0.04  # crosstalk, black level and drifting exposure
+        assert after < (0.02 if "occluded" in " ".join(row) else 0.002)
+    assert xccm.io.is_complete(tmp_path / "corrected.zarr")
+    stored = xccm.io.open_zarr(tmp_path / "corrected.zarr")
+    assert stored["ccm"].sizes["time"] == 30 and stored.attrs["model"] == "affine"

@@ -77,7 +77,10 @@ def grid_boxes(
     return xr.DataArray(
         data,
         dims=(patch_dim, BOUND),
-        coords={patch_dim: list(names) if names is not None else np.arange(n), BOUND: list(BOUNDS)},
+        coords={
+            patch_dim: np.asarray(names) if names is not None else np.arange(n),
+            BOUND: list(BOUNDS),
+        },
         name="boxes",
     )
 
