@@ -246,3 +246,30 @@ def test_killed_worker_still_gives_an_identical_store(source, tmp_path):
         future.result(timeout=120)
     assert is_complete(out)
     assert _files(out) == _files(reference)
+
+
+def test_resume_with_chunks_along_two_dims(source, tmp_path):
+    ds = xr.open_zarr(source).chunk(time=2, y=8).ccm.apply(MATRIX)
+    out = tmp_path / "out.zarr"
+    to_zarr(ds, out, compute=False)
+    progress = zarr.open_array(out, path="xccm_progress/image")
+    assert progress.shape == (6, 2, 1, 1)
+    # pretend an earlier run wrote a scattered subset of chunks
+    written = np.zeros((6, 2, 1, 1), dtype=bool)
+    written[[0, 1, 1, 4, 5], [0, 0, 1, 1, 0]] = True
+    image = zarr.open_array(out, path="image")
+    for t, y in zip(*np.nonzero(written[..., 0, 0]), strict=True):
+        region = (slice(2 * t, 2 * t + 2), slice(8 * y, 8 * y + 8))
+        image[region] = -1.0  # marks what resume must not rewrite
+        progress[t, y, 0, 0] = True
+    to_zarr(ds, out, mode="resume")
+    result = open_zarr(out).image.values
+    expected = xccm.apply(_stack().image.compute(), MATRIX).values
+    for t in range(6):
+        for y in range(2):
+            block = (slice(2 * t, 2 * t + 2), slice(8 * y, 8 * y + 8))
+            if written[t, y, 0, 0]:
+                assert (result[block] == -1.0).all()
+            else:
+                np.testing.assert_allclose(result[block], expected[block], rtol=1e-6)
+    assert zarr.open_array(out, path="xccm_progress/image")[...].all()
