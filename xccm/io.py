@@ -2,11 +2,12 @@
 
 :func:`to_zarr` writes a Dataset or DataArray whose data is Dask-backed into a zarr (v3) store
 with one zarr chunk per Dask chunk. Each chunk, once written, is recorded in a small progress
-array (``xccm_progress/<variable>`` in the store), so a run that was interrupted (a crash, a
-killed job, a lost worker) is finished with ``mode="resume"``, which writes only the chunks not
-yet recorded. The store's attribute ``xccm_complete`` turns true, and its metadata is
-consolidated, only after every chunk is written; :func:`open_zarr` refuses a store that is not
-complete, so a half-written store is never mistaken for a finished one.
+array (``xccm_progress/<variable>`` in the store, one element per chunk in C order), so a run
+that was interrupted (a crash, a killed job, a lost worker) is finished with ``mode="resume"``,
+which writes only the chunks not yet recorded. The store's attribute ``xccm_complete`` turns
+true, and its metadata is consolidated, only after every chunk is written; :func:`open_zarr`
+refuses a store that is not complete, so a half-written store is never mistaken for a finished
+one.
 
 Reading needs nothing special: ``xr.open_zarr(path)`` for zarr, ``xr.open_dataset(path,
 engine="h5netcdf", chunks={})`` for netCDF; both give Dask chunks aligned to the file's own.
@@ -15,6 +16,7 @@ Needs the ``io`` extra (zarr).
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 import warnings
@@ -133,8 +135,9 @@ def to_zarr(
     group = zarr.open_group(store, mode="r")
     sources, targets, regions = [], [], []
     for name, var in lazy.items():
-        done = np.asarray(group[f"{PROGRESS}/{name}"][...], dtype=bool)
-        writer = _ChunkWriter(store, str(name), chunks[name])
+        n_blocks = tuple(len(c) for c in var.chunks)
+        done = np.asarray(group[f"{PROGRESS}/{name}"][...], dtype=bool).reshape(n_blocks)
+        writer = _ChunkWriter(store, str(name), chunks[name], n_blocks)
         for region, blocks in _missing_runs(done, var.chunks):
             sources.append(var.data.blocks[blocks])
             targets.append(writer)
@@ -219,13 +222,16 @@ class _ChunkWriter:
     process. The record is written after the data, so a recorded chunk is a written chunk.
     """
 
-    def __init__(self, store: str, name: str, chunks: tuple[int, ...]) -> None:
-        self.store, self.name, self.chunks = store, name, chunks
+    def __init__(
+        self, store: str, name: str, chunks: tuple[int, ...], n_blocks: tuple[int, ...]
+    ) -> None:
+        self.store, self.name, self.chunks, self.n_blocks = store, name, chunks, n_blocks
 
     def __setitem__(self, index: tuple[slice, ...], block: np.ndarray) -> None:
         _open_array(self.store, self.name)[index] = block
         chunk = tuple((s.start or 0) // c for s, c in zip(index, self.chunks, strict=True))
-        _open_array(self.store, f"{PROGRESS}/{self.name}")[chunk] = True
+        flat = int(np.ravel_multi_index(chunk, self.n_blocks)) if chunk else 0
+        _open_array(self.store, f"{PROGRESS}/{self.name}")[flat] = True
 
 
 _arrays: dict[tuple[str, str], Any] = {}
@@ -264,10 +270,10 @@ def _create(ds, store, chunks, token, attrs, encoding, *, overwrite: bool) -> No
     progress = zarr.open_group(store, mode="r+").require_group(PROGRESS)
     for name, var in ds.variables.items():
         if name in chunks:
-            n_blocks = tuple(len(c) for c in var.chunks)
+            # One flat element (one small object) per chunk, C order: no nested directories.
             progress.create_array(
-                str(name), shape=n_blocks, chunks=(1,) * len(n_blocks), dtype=bool,
-                fill_value=False,
+                str(name), shape=(math.prod(len(c) for c in var.chunks),), chunks=(1,),
+                dtype=bool, fill_value=False,
             )  # fmt: skip
 
 
