@@ -273,3 +273,27 @@ def test_resume_with_chunks_along_two_dims(source, tmp_path):
             else:
                 np.testing.assert_allclose(result[block], expected[block], rtol=1e-6)
     assert zarr.open_array(out, path="xccm_progress/image")[...].all()
+
+
+def test_rewrite_with_another_layout_in_the_same_process(tmp_path):
+    out = tmp_path / "out.zarr"
+    to_zarr(_stack(chunk=2).image, out)
+    again = (_stack(chunk=3).image * 2).astype(np.float64)  # other chunks, other dtype
+    stale = dict(xccm.io._arrays)  # what a long-lived worker still holds from the first write
+    write = to_zarr(again, out, mode="w", compute=False)
+    xccm.io._arrays.update(stale)
+    write.compute()  # arrays opened for the first store must not be written through
+    assert zarr.open_array(out, path="image").chunks == (3, 16, 20, 3)
+    xr.testing.assert_allclose(open_zarr(out).image.compute(), again.compute())
+
+
+def test_encoding_of_lazy_variables_is_codecs_only(tmp_path):
+    with pytest.raises(ValueError, match=r"may only set codecs.*\['dtype', 'scale_factor'\]"):
+        to_zarr(
+            _stack().image,
+            tmp_path / "out.zarr",
+            encoding={"image": {"dtype": "int16", "scale_factor": 0.001}},
+        )
+    assert not (tmp_path / "out.zarr").exists()
+    to_zarr(_stack().image, tmp_path / "ok.zarr", encoding={"image": {"compressors": None}})
+    xr.testing.assert_allclose(open_zarr(tmp_path / "ok.zarr").image.compute(), _stack().image)

@@ -234,3 +234,12 @@ def test_bad_labels(stack):
         extract_patches(stack, labels=xr.DataArray(lab, dims=("y", "x")).chunk())
     with pytest.raises(ValueError, match=r"labels must have the image's spatial dims"):
         extract_patches(stack, labels=xr.DataArray(lab, dims=("row", "x")))
+
+
+@pytest.mark.parametrize("reduce", ["median", "mean"])
+def test_infinite_pixels_are_left_out(stack, reduce):
+    flat = stack.copy()
+    flat[:, 1:5, 2:6] = 0.25
+    flat[:, 2, 3] = np.inf
+    flat[:, 3, 3] = -np.inf
+    np.testing.assert_allclose(extract_patches(flat, boxes=BOXES, reduce=reduce)[:, 0], 0.25)

@@ -84,8 +84,10 @@ def to_zarr(
         Extra attributes for the store, e.g. provenance (source store, model, loss). They
         must be JSON-serialisable.
     encoding : mapping, optional
-        Per-variable zarr encoding (e.g. compressors), as in :meth:`xarray.Dataset.to_zarr`;
-        chunks are always the Dask chunks.
+        Per-variable zarr encoding, as in :meth:`xarray.Dataset.to_zarr`. Dask-backed
+        variables are written block by block as they are, so for them only codecs are
+        accepted (``compressors``, ``filters``, ``serializer``); convert dtypes yourself
+        (e.g. ``.astype("float16")``). Chunks are always the Dask chunks.
 
     Returns
     -------
@@ -118,6 +120,7 @@ def to_zarr(
     ds = _as_dataset(obj)
     store = os.fspath(store)
     lazy = {name: var for name, var in ds.variables.items() if var.chunks is not None}
+    _check_encoding(encoding, lazy)
     chunks = {name: _regular_chunks(var, name) for name, var in lazy.items()}
     token = dask.base.tokenize(ds, attrs)
     exists = _exists(store)
@@ -137,7 +140,7 @@ def to_zarr(
     for name, var in lazy.items():
         n_blocks = tuple(len(c) for c in var.chunks)
         done = np.asarray(group[f"{PROGRESS}/{name}"][...], dtype=bool).reshape(n_blocks)
-        writer = _ChunkWriter(store, str(name), chunks[name], n_blocks)
+        writer = _ChunkWriter(store, str(name), chunks[name], n_blocks, token)
         for region, blocks in _missing_runs(done, var.chunks):
             sources.append(var.data.blocks[blocks])
             targets.append(writer)
@@ -223,27 +226,41 @@ class _ChunkWriter:
     """
 
     def __init__(
-        self, store: str, name: str, chunks: tuple[int, ...], n_blocks: tuple[int, ...]
+        self,
+        store: str,
+        name: str,
+        chunks: tuple[int, ...],
+        n_blocks: tuple[int, ...],
+        token: str,
     ) -> None:
         self.store, self.name, self.chunks, self.n_blocks = store, name, chunks, n_blocks
+        self.token = token
 
     def __setitem__(self, index: tuple[slice, ...], block: np.ndarray) -> None:
-        _open_array(self.store, self.name)[index] = block
+        _open_array(self.store, self.name, self.token)[index] = block
         chunk = tuple((s.start or 0) // c for s, c in zip(index, self.chunks, strict=True))
         flat = int(np.ravel_multi_index(chunk, self.n_blocks)) if chunk else 0
-        _open_array(self.store, f"{PROGRESS}/{self.name}")[flat] = True
+        _open_array(self.store, f"{PROGRESS}/{self.name}", self.token)[flat] = True
 
 
-_arrays: dict[tuple[str, str], Any] = {}
+_arrays: dict[tuple[str, str, str], Any] = {}
 _arrays_lock = threading.Lock()
 
 
-def _open_array(store: str, path: str):
+def _open_array(store: str, path: str, token: str):
+    """Open a zarr array once per process and computation.
+
+    The key includes the token of the computation that created the store, so a long-lived
+    worker never writes through an array opened for an earlier store at the same path (one
+    overwritten with ``mode="w"`` or deleted and written anew with another layout).
+    """
     import zarr
 
-    key = (store, path)
+    key = (store, path, token)
     with _arrays_lock:
         if key not in _arrays:
+            for old in [k for k in _arrays if k[:2] == key[:2]]:
+                del _arrays[old]
             _arrays[key] = zarr.open_array(store, path=path, mode="r+")
         return _arrays[key]
 
@@ -262,9 +279,6 @@ def _create(ds, store, chunks, token, attrs, encoding, *, overwrite: bool) -> No
     enc = {name: dict(e) for name, e in (encoding or {}).items()}
     for name, c in chunks.items():
         enc.setdefault(name, {})["chunks"] = c
-    with _arrays_lock:  # a store written anew in this process must be reopened
-        for key in [k for k in _arrays if k[0] == store]:
-            del _arrays[key]
     ds.to_zarr(store, mode="w" if overwrite else "w-", compute=False, consolidated=False,
                encoding=enc)  # fmt: skip
     progress = zarr.open_group(store, mode="r+").require_group(PROGRESS)
@@ -331,6 +345,20 @@ def _regular_chunks(var: xr.Variable, name: Hashable) -> tuple[int, ...]:
             )
         sizes.append(c[0] if c else 0)
     return tuple(sizes)
+
+
+_CODEC_KEYS = frozenset({"compressors", "filters", "serializer"})
+
+
+def _check_encoding(encoding, lazy) -> None:
+    for name, enc in (encoding or {}).items():
+        extra = set(enc) - _CODEC_KEYS
+        if name in lazy and extra:
+            raise ValueError(
+                f"encoding for Dask-backed variable {name!r} may only set codecs "
+                f"{sorted(_CODEC_KEYS)}; got {sorted(extra)}. Its blocks are written as they "
+                "are, so convert first (e.g. .astype(...)); chunks are always the Dask chunks."
+            )
 
 
 def _exists(store: str) -> bool:

@@ -315,7 +315,8 @@ def _n_labels(labels: xr.DataArray, names, spatial_dims) -> int:
 
 
 def _reduce_pixels(values: np.ndarray, reduce: str) -> np.ndarray:
-    """Reduce ``(..., n_pixels, channel)`` over pixels, ignoring NaN; all-NaN gives NaN."""
+    """Reduce ``(..., n_pixels, channel)`` over pixels, ignoring non-finite values."""
+    values = np.where(np.isfinite(values), values, np.nan)  # +-inf are left out like NaN
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN / empty patches give NaN
         if reduce == "median":
