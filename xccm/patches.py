@@ -324,15 +324,23 @@ def _reduce_pixels(values: np.ndarray, reduce: str) -> np.ndarray:
         return np.nanmean(values, axis=-2)
 
 
+def _frames(geometry: np.ndarray, lead: tuple[int, ...]):
+    """Pair the image's frames (index into the leading axes) with their 2-D geometry.
+
+    Geometry without leading axes (or all of size 1) serves every frame at once, as one
+    ``(..., geometry)`` pair; geometry that varies is broadcast and paired frame by frame.
+    """
+    core = geometry.shape[-2:]
+    if all(s == 1 for s in geometry.shape[:-2]):
+        return [(..., geometry.reshape(core))]
+    per_frame = np.broadcast_to(geometry, (*lead, *core))
+    return [(idx, per_frame[idx]) for idx in np.ndindex(lead)]
+
+
 def _reduce_boxes(x: np.ndarray, boxes: np.ndarray, *, n: int, reduce: str, dtype) -> np.ndarray:
     lead, c = x.shape[:-3], x.shape[-1]
     out = np.empty((*lead, n, c), dtype=dtype)
-    if boxes.ndim == 2 or all(s == 1 for s in boxes.shape[:-2]):
-        frames = [(..., boxes.reshape(n, 4))]
-    else:
-        b = np.broadcast_to(boxes, (*lead, n, 4))
-        frames = [(idx, b[idx]) for idx in np.ndindex(lead)]
-    for idx, bb in frames:
+    for idx, bb in _frames(boxes, lead):
         for p, (y0, y1, x0, x1) in enumerate(bb):
             crop = x[idx][..., y0:y1, x0:x1, :].astype(dtype, copy=False)
             out[idx][..., p, :] = _reduce_pixels(crop.reshape(*crop.shape[:-3], -1, c), reduce)
@@ -343,12 +351,7 @@ def _reduce_labels(x: np.ndarray, labels: np.ndarray, *, n: int, reduce: str, dt
     lead, c = x.shape[:-3], x.shape[-1]
     flat = x.reshape(*lead, -1, c)
     out = np.empty((*lead, n, c), dtype=dtype)
-    if labels.ndim == 2 or all(s == 1 for s in labels.shape[:-2]):
-        frames = [(..., labels.reshape(labels.shape[-2:]))]
-    else:
-        lab = np.broadcast_to(labels, (*lead, *labels.shape[-2:]))
-        frames = [(idx, lab[idx]) for idx in np.ndindex(lead)]
-    for idx, lab in frames:
+    for idx, lab in _frames(labels, lead):
         ravel = lab.ravel()
         if ravel.max(initial=0) > n:
             raise ValueError(f"labels holds label {int(ravel.max())} but there are {n} patches")
