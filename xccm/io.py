@@ -16,6 +16,7 @@ Needs the ``io`` extra (zarr).
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import threading
@@ -123,15 +124,15 @@ def to_zarr(
     _check_encoding(encoding, lazy)
     chunks = {name: _regular_chunks(var, name) for name, var in lazy.items()}
     token = dask.base.tokenize(ds, attrs)
-    exists = _exists(store)
+    existing = _open_group(store)
 
-    if mode == "w-" and exists:
+    if mode == "w-" and existing is not None:
         raise FileExistsError(
             f"store {store!r} exists; pass mode='resume' to finish writing it, or mode='w' to "
             "overwrite it"
         )
-    if mode == "resume" and exists:
-        _check_resumable(store, ds, chunks, token)
+    if mode == "resume" and existing is not None:
+        _check_resumable(existing, store, ds, chunks, token)
     else:
         _create(ds, store, chunks, token, attrs, encoding, overwrite=mode == "w")
 
@@ -169,12 +170,8 @@ def is_complete(store: str | os.PathLike) -> bool:
     >>> is_complete("no/such/store.zarr")
     False
     """
-    import zarr
-
-    store = os.fspath(store)
-    if not _exists(store):
-        return False
-    return bool(zarr.open_group(store, mode="r").attrs.get(COMPLETE, True))
+    group = _open_group(os.fspath(store))
+    return group is not None and _finished(group)
 
 
 def open_zarr(
@@ -204,13 +201,13 @@ def open_zarr(
     np.float64(3.0)
     """
     store = os.fspath(store)
-    if not allow_incomplete and _exists(store) and not is_complete(store):
+    group = _open_group(store)
+    if not allow_incomplete and group is not None and not _finished(group):
         raise IncompleteStoreError(
             f"store {store!r} is incomplete: xccm.io.to_zarr did not finish writing it. Run the "
             "same write again with mode='resume' to finish it, or pass allow_incomplete=True."
         )
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*[Cc]onsolidated metadata.*")
+    with _quiet_consolidated():
         return xr.open_zarr(store, **kwargs)
 
 
@@ -295,8 +292,7 @@ def _mark_complete(store: str, _stored: Any) -> None:
     import zarr
 
     zarr.open_group(store, mode="r+").attrs[COMPLETE] = True
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*[Cc]onsolidated metadata.*")
+    with _quiet_consolidated():
         zarr.consolidate_metadata(store)
 
 
@@ -361,20 +357,30 @@ def _check_encoding(encoding, lazy) -> None:
             )
 
 
-def _exists(store: str) -> bool:
+def _open_group(store: str):
+    """Return the zarr group at ``store`` (read-only), or None if there is none."""
     import zarr
 
     try:
-        zarr.open_group(store, mode="r")
+        return zarr.open_group(store, mode="r")
     except (FileNotFoundError, zarr.errors.GroupNotFoundError, zarr.errors.NodeTypeValidationError):
-        return False
-    return True
+        return None
 
 
-def _check_resumable(store, ds, chunks, token) -> None:
-    import zarr
+def _finished(group) -> bool:
+    """Whether xccm finished writing ``group`` (a store xccm did not write counts as finished)."""
+    return bool(group.attrs.get(COMPLETE, True))
 
-    group = zarr.open_group(store, mode="r")
+
+@contextlib.contextmanager
+def _quiet_consolidated():
+    """Silence zarr's note that consolidated metadata is not yet in the zarr v3 spec."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*[Cc]onsolidated metadata.*")
+        yield
+
+
+def _check_resumable(group, store, ds, chunks, token) -> None:
     if _TOKEN not in group.attrs:
         raise ValueError(
             f"store {store!r} was not written by xccm.io.to_zarr, so it cannot be resumed; "
