@@ -183,7 +183,8 @@ def open_zarr(
     ----------
     store : str or path
     allow_incomplete : bool, default False
-        Open a store that :func:`to_zarr` has not finished (its unwritten chunks read as NaN).
+        Open a store that :func:`to_zarr` has not finished (its unwritten chunks read as the
+        fill value: NaN for floats, 0 for integers).
     **kwargs
         Passed to :func:`xarray.open_zarr`.
 
