@@ -9,7 +9,6 @@ from __future__ import annotations
 from importlib.metadata import PackageNotFoundError, version
 
 from . import accessor as _accessor  # noqa: F401  (registers .ccm)
-from . import io  # zarr is imported only when a function needs it
 from ._kernels import InsufficientSamplesWarning
 from .charts import available_charts, chart
 from .core import Init, Model, apply, fit, inverse, invert
@@ -33,5 +32,4 @@ __all__ = [
     "grid_boxes",
     "inverse",
     "invert",
-    "io",
 ]

@@ -11,7 +11,7 @@ one.
 
 Reading needs nothing special: ``xr.open_zarr(path)`` for zarr, ``xr.open_dataset(path,
 engine="h5netcdf", chunks={})`` for netCDF; both give Dask chunks aligned to the file's own.
-Needs the ``io`` extra (zarr).
+Needs the ``io`` extra (zarr), imported with this module: ``import xccm.io``.
 """
 
 from __future__ import annotations
@@ -29,6 +29,13 @@ import dask
 import dask.array as da
 import numpy as np
 import xarray as xr
+
+try:
+    # Imported with the module, not inside the functions: a task unpickled on a fresh Dask
+    # worker then finds zarr whole, instead of racing another thread's import of it.
+    import zarr
+except ImportError:  # pragma: no cover - the io extra is not installed
+    zarr = None
 
 __all__ = ["COMPLETE", "PROGRESS", "IncompleteStoreError", "is_complete", "open_zarr", "to_zarr"]
 
@@ -114,8 +121,7 @@ def to_zarr(
     >>> is_complete(path), open_zarr(path).image.chunks[0]
     (True, (1, 1, 1, 1))
     """
-    import zarr
-
+    _require_zarr()
     if mode not in ("w-", "w", "resume"):
         raise ValueError(f"unknown mode {mode!r}; expected 'w-', 'w' or 'resume'")
     ds = _as_dataset(obj)
@@ -252,8 +258,6 @@ def _open_array(store: str, path: str, token: str):
     worker never writes through an array opened for an earlier store at the same path (one
     overwritten with ``mode="w"`` or deleted and written anew with another layout).
     """
-    import zarr
-
     key = (store, path, token)
     with _arrays_lock:
         if key not in _arrays:
@@ -264,8 +268,6 @@ def _open_array(store: str, path: str, token: str):
 
 
 def _create(ds, store, chunks, token, attrs, encoding, *, overwrite: bool) -> None:
-    import zarr
-
     ds = ds.copy(deep=False)
     for var in ds.variables.values():
         var.encoding = {}
@@ -290,8 +292,6 @@ def _create(ds, store, chunks, token, attrs, encoding, *, overwrite: bool) -> No
 
 
 def _mark_complete(store: str, _stored: Any) -> None:
-    import zarr
-
     zarr.open_group(store, mode="r+").attrs[COMPLETE] = True
     with _quiet_consolidated():
         zarr.consolidate_metadata(store)
@@ -358,10 +358,14 @@ def _check_encoding(encoding, lazy) -> None:
             )
 
 
+def _require_zarr() -> None:
+    if zarr is None:  # pragma: no cover - the io extra is not installed
+        raise ImportError("xccm.io needs zarr>=3: python -m pip install 'xccm[io]'")
+
+
 def _open_group(store: str):
     """Return the zarr group at ``store`` (read-only), or None if there is none."""
-    import zarr
-
+    _require_zarr()
     try:
         return zarr.open_group(store, mode="r")
     except (FileNotFoundError, zarr.errors.GroupNotFoundError, zarr.errors.NodeTypeValidationError):
