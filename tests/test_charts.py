@@ -1,15 +1,17 @@
-"""xccm.charts: built-in ColorChecker reference data."""
+"""xccm.charts: built-in chart reference data and charts from user tables."""
 
 from __future__ import annotations
 
 import sys
 import warnings
+from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import xarray as xr
 
-from xccm.charts import available_charts, chart
+from xccm.charts import available_charts, chart, chart_from_table
 
 PATCHES = [
     "dark skin",
@@ -38,11 +40,29 @@ PATCHES = [
     "black 2 (1.5 D)",
 ]
 NEUTRALS = PATCHES[18:]
-EDITIONS = ["2014", "pre2014"]
-SPACES = {"srgb-linear": (["R", "G", "B"], "D65"), "lab-d50": (["L", "a", "b"], "D50")}
-COLOUR_KEYS = {
-    "2014": "ColorChecker24 - After November 2014",
-    "pre2014": "ColorChecker24 - Before November 2014",
+SG_PATCHES = [f"{column}{row}" for row in range(1, 11) for column in "ABCDEFGHIJKLMN"]
+VINYL_PATCHES = [str(number) for number in range(1, 19)]
+EDITIONS = ["2014", "pre2014"]  # X-Rite's, for both the Classic and the Digital SG
+CHANNELS = {"srgb-linear": ["R", "G", "B"], "lab-d50": ["L", "a", "b"], "xyz-d50": ["X", "Y", "Z"]}
+SPACES = list(CHANNELS)
+# (chart, edition) -> (patch names, white of the L*a*b* and XYZ data)
+BUILTIN = {
+    ("colorchecker24", "2014"): (PATCHES, "ICC D50"),
+    ("colorchecker24", "pre2014"): (PATCHES, "ICC D50"),
+    ("colorchecker24", "opencv"): (PATCHES, "D50"),
+    ("colorchecker_sg", "2014"): (SG_PATCHES, "ICC D50"),
+    ("colorchecker_sg", "pre2014"): (SG_PATCHES, "ICC D50"),
+    ("vinyl18", "opencv"): (VINYL_PATCHES, "D50"),
+}
+WHITE_XY = {
+    "ICC D50": np.array([0.345702914918791, 0.358538596679933]),  # colour-science's ICC D50
+    "D50": np.array([0.34567, 0.35850]),  # OpenCV's D50_2 (colorspace.cpp)
+}
+XRITE_COLOUR_KEYS = {
+    ("colorchecker24", "2014"): "ColorChecker24 - After November 2014",
+    ("colorchecker24", "pre2014"): "ColorChecker24 - Before November 2014",
+    ("colorchecker_sg", "2014"): "ColorCheckerSG - After November 2014",
+    ("colorchecker_sg", "pre2014"): "ColorCheckerSG - Before November 2014",
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -50,85 +70,152 @@ COLOUR_KEYS = {
 
 
 def test_available_charts():
-    assert available_charts() == ("colorchecker24",)
+    assert available_charts() == ("colorchecker24", "colorchecker_sg", "vinyl18")
 
 
 def test_importing_charts_does_not_import_colour():
     # A fresh interpreter: other tests in this session may import colour themselves.
     import subprocess
 
-    code = "import sys, xccm.charts; print('colour' in sys.modules)"
+    code = "import sys, xccm.charts; print('colour' in sys.modules, 'cv2' in sys.modules)"
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout
-    assert out.strip() == "False"
+    assert out.strip() == "False False"
 
 
-@pytest.mark.parametrize("edition", EDITIONS)
-@pytest.mark.parametrize("space", list(SPACES))
-def test_structure(space, edition):
-    ref = chart("colorchecker24", space=space, edition=edition)
-    channels, illuminant = SPACES[space]
+@pytest.mark.parametrize("space", SPACES)
+@pytest.mark.parametrize(("name", "edition"), list(BUILTIN))
+def test_structure(name, edition, space):
+    ref = chart(name, space=space, edition=edition)
+    patches, white = BUILTIN[name, edition]
     assert isinstance(ref, xr.DataArray)
     assert ref.dims == ("patch", "channel")
-    assert ref.shape == (24, 3)
+    assert ref.shape == (len(patches), 3)
     assert ref.dtype == np.float64
-    assert ref["patch"].values.tolist() == PATCHES
-    assert ref["channel"].values.tolist() == channels
+    assert ref["patch"].values.tolist() == patches
+    assert ref["channel"].values.tolist() == CHANNELS[space]
     assert np.isfinite(ref.values).all()
-    assert ref.attrs["chart"] == "colorchecker24"
+    expected_keys = ["chart", "space", "illuminant", "edition", "source"]
+    if space == "srgb-linear":
+        expected_keys.insert(3, "rgb_space")
+        assert ref.attrs["rgb_space"] == "sRGB"
+        assert ref.attrs["illuminant"] == "D65"
+        assert f"Bradford adaptation {white} -> D65" in ref.attrs["source"]
+    else:
+        assert ref.attrs["illuminant"] == white
+    assert list(ref.attrs) == expected_keys
+    assert ref.attrs["chart"] == name
     assert ref.attrs["space"] == space
-    assert ref.attrs["illuminant"] == illuminant
     assert ref.attrs["edition"] == edition
-    assert "X-Rite" in ref.attrs["source"]
-    assert "November 2014" in ref.attrs["source"]
-    assert ("before" in ref.attrs["source"]) == (edition == "pre2014")
+    source = ref.attrs["source"]
+    if edition == "opencv":
+        assert "OpenCV modules/photo/src/ccm/color.cpp" in source
+        assert ("Vinyl_LAB_D50_2" in source) == (name == "vinyl18")
+        assert ("ColorChecker2005_LAB_D50_2" in source) == (name == "colorchecker24")
+    else:
+        assert "X-Rite" in source
+        assert "November 2014" in source
+        assert ("before" in source) == (edition == "pre2014")
+        assert ("Digital SG" in source) == (name == "colorchecker_sg")
 
 
 def test_defaults_are_current_edition_linear_srgb():
     default = chart()
     explicit = chart("colorchecker24", space="srgb-linear", edition="2014")
     xr.testing.assert_identical(default, explicit)
+    xr.testing.assert_identical(chart(edition=None), explicit)
+    xr.testing.assert_identical(chart(edition="2014"), explicit)
 
 
 @pytest.mark.parametrize(
-    "name", ["colorchecker24", "ColorChecker24", "colorchecker classic", "ColorChecker_Classic"]
+    ("name", "current"),
+    [("colorchecker24", "2014"), ("colorchecker_sg", "2014"), ("vinyl18", "opencv")],
 )
-def test_names_and_aliases_are_case_insensitive(name):
-    got = chart(name, space="LAB-D50", edition="PRE2014")
+def test_edition_none_is_the_current_edition(name, current):
+    ref = chart(name, space="lab-d50")
+    assert ref.attrs["edition"] == current
+    xr.testing.assert_identical(ref, chart(name, space="lab-d50", edition=current.upper()))
+
+
+@pytest.mark.parametrize(
+    ("alias", "name"),
+    [
+        ("colorchecker24", "colorchecker24"),
+        ("ColorChecker24", "colorchecker24"),
+        ("colorchecker classic", "colorchecker24"),
+        ("ColorChecker_Classic", "colorchecker24"),
+        ("colorchecker_sg", "colorchecker_sg"),
+        ("ColorChecker SG", "colorchecker_sg"),
+        ("colorchecker digital sg", "colorchecker_sg"),
+        ("SG140", "colorchecker_sg"),
+        (" Digital SG ", "colorchecker_sg"),
+        ("vinyl18", "vinyl18"),
+        ("Vinyl", "vinyl18"),
+    ],
+)
+def test_names_and_aliases_are_case_insensitive(alias, name):
+    got = chart(alias, space="XYZ-D50")
+    xr.testing.assert_identical(got, chart(name, space="xyz-d50"))
+    assert got.attrs["chart"] == name
+
+
+def test_space_and_edition_are_case_insensitive():
+    got = chart(space="LAB-D50", edition="PRE2014")
     xr.testing.assert_identical(got, chart(space="lab-d50", edition="pre2014"))
-    assert got.attrs["chart"] == "colorchecker24"
 
 
 def test_editions_and_spaces_differ():
-    a = chart(space="lab-d50", edition="2014")
-    b = chart(space="lab-d50", edition="pre2014")
-    assert not np.allclose(a.values, b.values)
-    assert not np.allclose(chart(edition="2014").values, chart(edition="pre2014").values)
+    for name in ["colorchecker24", "colorchecker_sg"]:
+        for space in SPACES:
+            a = chart(name, space=space, edition="2014")
+            b = chart(name, space=space, edition="pre2014")
+            assert not np.allclose(a.values, b.values)
 
 
-# Spot values straight from X-Rite's published tables (CIE L*a*b*, D50), independent of
-# colour-science: catches swapped editions or misordered rows.
+def test_opencv_2005_differs_from_pre2014_only_in_blue_sky_b():
+    # OpenCV's ColorChecker2005_LAB_D50_2 is X-Rite's pre-2014 data but for one value.
+    opencv = chart(space="lab-d50", edition="opencv").values
+    pre2014 = chart(space="lab-d50", edition="pre2014").values
+    differs = np.argwhere(opencv != pre2014).tolist()
+    assert differs == [[PATCHES.index("blue sky"), 2]]
+    assert (opencv[2, 2], pre2014[2, 2]) == (-21.925, -21.905)
+
+
+# Spot values straight from X-Rite's published tables (CIE L*a*b*, ICC D50) and from OpenCV's
+# color.cpp, independent of colour-science: catches swapped editions or misordered rows.
 @pytest.mark.parametrize(
-    ("edition", "patch", "lab"),
+    ("name", "edition", "patch", "lab"),
     [
-        ("2014", "dark skin", [37.54, 14.37, 14.92]),
-        ("2014", "cyan", [49.57, -29.71, -28.32]),
-        ("2014", "white 9.5 (.05 D)", [95.19, -1.03, 2.93]),
-        ("2014", "black 2 (1.5 D)", [20.64, 0.07, -0.46]),
-        ("pre2014", "dark skin", [37.986, 13.555, 14.059]),
-        ("pre2014", "cyan", [51.038, -28.631, -28.638]),
-        ("pre2014", "white 9.5 (.05 D)", [96.539, -0.425, 1.186]),
-        ("pre2014", "black 2 (1.5 D)", [20.461, -0.079, -0.973]),
+        ("colorchecker24", "2014", "dark skin", [37.54, 14.37, 14.92]),
+        ("colorchecker24", "2014", "cyan", [49.57, -29.71, -28.32]),
+        ("colorchecker24", "2014", "white 9.5 (.05 D)", [95.19, -1.03, 2.93]),
+        ("colorchecker24", "2014", "black 2 (1.5 D)", [20.64, 0.07, -0.46]),
+        ("colorchecker24", "pre2014", "dark skin", [37.986, 13.555, 14.059]),
+        ("colorchecker24", "pre2014", "cyan", [51.038, -28.631, -28.638]),
+        ("colorchecker24", "pre2014", "white 9.5 (.05 D)", [96.539, -0.425, 1.186]),
+        ("colorchecker24", "pre2014", "black 2 (1.5 D)", [20.461, -0.079, -0.973]),
+        ("colorchecker24", "opencv", "dark skin", [37.986, 13.555, 14.059]),
+        ("colorchecker24", "opencv", "blue sky", [49.927, -4.88, -21.925]),
+        ("colorchecker24", "opencv", "black 2 (1.5 D)", [20.461, -0.079, -0.973]),
+        ("colorchecker_sg", "pre2014", "A1", [96.55, -0.91, 0.57]),
+        ("colorchecker_sg", "pre2014", "A2", [6.43, -0.06, -0.41]),
+        ("colorchecker_sg", "pre2014", "B2", [32.6, 51.58, -10.85]),
+        ("colorchecker_sg", "pre2014", "N10", [96.46, -0.89, 0.71]),
+        ("colorchecker_sg", "2014", "N10", [96.55, -0.64, 2.02]),
+        ("vinyl18", "opencv", "1", [100, 0.00520000001, -0.0104]),
+        ("vinyl18", "opencv", "6", [0, 0, 0]),
+        ("vinyl18", "opencv", "10", [66.61000060000001, -13.6789999, -43.1720009]),
+        ("vinyl18", "opencv", "18", [63.6839981, 10.2930002, 16.7639999]),
     ],
 )
-def test_published_lab_spot_values(edition, patch, lab):
-    got = chart(space="lab-d50", edition=edition).sel(patch=patch).values
+def test_published_lab_spot_values(name, edition, patch, lab):
+    got = chart(name, space="lab-d50", edition=edition).sel(patch=patch).values
     np.testing.assert_array_equal(got, lab)
 
 
 # ---------------------------------------------------------------------------------------------
-# plausibility of the linear sRGB values
+# plausibility, and a NumPy-only reference conversion
 
 
 @pytest.mark.parametrize("edition", EDITIONS)
@@ -157,17 +244,32 @@ def test_primary_patches_are_dominated_by_their_channel(edition):
         assert row.idxmax("channel").item() == channel
 
 
-def _bradford_lab_d50_to_linear_srgb(lab: np.ndarray) -> np.ndarray:
-    """Reference conversion in plain NumPy (no colour-science), following the same recipe."""
-    xy_d50 = np.array([0.345702914918791, 0.358538596679933])  # ICC D50
-    xy_d65 = np.array([0.3127, 0.329])
+def test_vinyl_neutrals_and_perfect_white():
+    ref = chart("vinyl", space="srgb-linear").values
+    assert (np.diff(ref[:6], axis=0) < 0).all()  # patches 1-6: white -> black
+    np.testing.assert_array_equal(ref[5], [0.0, 0.0, 0.0])  # L* = 0
+    np.testing.assert_allclose(ref[0], [1.0, 1.0, 1.0], rtol=0, atol=1e-3)  # L* = 100
+    xyz = chart("vinyl", space="xyz-d50").values
+    # patch 1 is L* = 100, a* = 0.0052, b* = -0.0104: nearly the D50 white
+    np.testing.assert_allclose(xyz[0], [0.34567 / 0.3585, 1.0, 0.29583 / 0.3585], atol=2e-4)
 
-    def xy_to_xyz(xy):
-        return np.array([xy[0] / xy[1], 1.0, (1 - xy[0] - xy[1]) / xy[1]])
 
-    w50, w65 = xy_to_xyz(xy_d50), xy_to_xyz(xy_d65)
+BRADFORD = np.array(
+    [[0.8951, 0.2664, -0.1614], [-0.7502, 1.7135, 0.0367], [0.0389, -0.0685, 1.0296]]
+)
+XYZ_TO_SRGB_IEC = np.array(  # IEC 61966-2-1, 4 decimals
+    [[3.2406, -1.5372, -0.4986], [-0.9689, 1.8758, 0.0415], [0.0557, -0.2040, 1.0570]]
+)
+
+
+def _xy_to_xyz(xy) -> np.ndarray:
+    return np.array([xy[0] / xy[1], 1.0, (1 - xy[0] - xy[1]) / xy[1]])
+
+
+def _lab_to_xyz(lab: np.ndarray, white_xyz: np.ndarray) -> np.ndarray:
+    """CIE L*a*b* -> XYZ (white Y = 1) in plain NumPy, no colour-science."""
     eps, kappa = 216 / 24389, 24389 / 27
-    L, a, b = lab.T
+    L, a, b = np.asarray(lab, dtype=np.float64).T
     fy = (L + 16) / 116
     fx, fz = fy + a / 500, fy - b / 200
 
@@ -175,30 +277,41 @@ def _bradford_lab_d50_to_linear_srgb(lab: np.ndarray) -> np.ndarray:
         return np.where(f**3 > eps, f**3, (116 * f - 16) / kappa)
 
     y = np.where(L > kappa * eps, fy**3, L / kappa)
-    xyz = np.stack([finv(fx), y, finv(fz)], axis=-1) * [w50[0], 1.0, w50[2]]
-    bradford = np.array(
-        [[0.8951, 0.2664, -0.1614], [-0.7502, 1.7135, 0.0367], [0.0389, -0.0685, 1.0296]]
-    )
-    gain = (bradford @ w65) / (bradford @ w50)
-    cat = np.linalg.inv(bradford) @ np.diag(gain) @ bradford
-    xyz_to_srgb = np.array(  # IEC 61966-2-1
-        [[3.2406, -1.5372, -0.4986], [-0.9689, 1.8758, 0.0415], [0.0557, -0.2040, 1.0570]]
-    )
-    return xyz @ (xyz_to_srgb @ cat).T
+    return np.stack([finv(fx), y, finv(fz)], axis=-1) * [white_xyz[0], 1.0, white_xyz[2]]
 
 
-@pytest.mark.parametrize("edition", EDITIONS)
-def test_linear_srgb_matches_numpy_reference_conversion(edition):
-    lab = chart(space="lab-d50", edition=edition).values
-    expected = _bradford_lab_d50_to_linear_srgb(lab)
-    np.testing.assert_allclose(chart(edition=edition).values, expected, rtol=0, atol=1e-12)
+def _bradford(source_white: np.ndarray, target_white: np.ndarray) -> np.ndarray:
+    gain = (BRADFORD @ target_white) / (BRADFORD @ source_white)
+    return np.linalg.inv(BRADFORD) @ np.diag(gain) @ BRADFORD
+
+
+def _lab_to_linear_srgb(lab: np.ndarray, white: str) -> np.ndarray:
+    """The module's recipe in plain NumPy: Bradford to D65, then the IEC matrix."""
+    source = _xy_to_xyz(WHITE_XY[white])
+    cat = _bradford(source, _xy_to_xyz([0.3127, 0.3290]))
+    return _lab_to_xyz(lab, source) @ (XYZ_TO_SRGB_IEC @ cat).T
+
+
+@pytest.mark.parametrize(("name", "edition"), list(BUILTIN))
+def test_xyz_and_linear_srgb_match_numpy_reference_conversion(name, edition):
+    white = BUILTIN[name, edition][1]
+    lab = chart(name, space="lab-d50", edition=edition).values
+    expected_xyz = _lab_to_xyz(lab, _xy_to_xyz(WHITE_XY[white]))
+    got_xyz = chart(name, space="xyz-d50", edition=edition).values
+    np.testing.assert_allclose(got_xyz, expected_xyz, rtol=0, atol=1e-12)
+    expected_rgb = _lab_to_linear_srgb(lab, white)
+    got_rgb = chart(name, space="srgb-linear", edition=edition).values
+    np.testing.assert_allclose(got_rgb, expected_rgb, rtol=0, atol=1e-12)
 
 
 def test_numpy_reference_conversion_maps_perfect_white_to_one():
     # Relative scale: the perfect reflecting white (L* = 100) is R = G = B = 1 (up to the
-    # 4-decimal rounding of the IEC 61966-2-1 matrix).
-    white = _bradford_lab_d50_to_linear_srgb(np.array([[100.0, 0.0, 0.0]]))
-    np.testing.assert_allclose(white, [[1.0, 1.0, 1.0]], rtol=0, atol=1e-3)
+    # 4-decimal rounding of the IEC 61966-2-1 matrix), and Y = 1.
+    for white in WHITE_XY:
+        rgb = _lab_to_linear_srgb(np.array([[100.0, 0.0, 0.0]]), white)
+        np.testing.assert_allclose(rgb, [[1.0, 1.0, 1.0]], rtol=0, atol=1e-3)
+        xyz = _lab_to_xyz(np.array([[100.0, 0.0, 0.0]]), _xy_to_xyz(WHITE_XY[white]))
+        np.testing.assert_allclose(xyz, [_xy_to_xyz(WHITE_XY[white])], rtol=0, atol=1e-15)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -207,19 +320,39 @@ def test_numpy_reference_conversion_maps_perfect_white_to_one():
 
 def test_unknown_chart():
     with pytest.raises(
-        ValueError, match=r"unknown chart 'foo'; choose one of \['colorchecker24'\]"
+        ValueError,
+        match=r"unknown chart 'foo'; choose one of \['colorchecker24', 'colorchecker_sg', "
+        r"'vinyl18'\]",
     ):
         chart("foo")
 
 
 def test_unknown_space():
-    with pytest.raises(ValueError, match=r"unknown space 'srgb'.*'srgb-linear', 'lab-d50'"):
+    with pytest.raises(
+        ValueError, match=r"unknown space 'srgb'.*'srgb-linear', 'lab-d50', 'xyz-d50'"
+    ):
         chart(space="srgb")
 
 
 def test_unknown_edition():
-    with pytest.raises(ValueError, match=r"unknown edition '2005'.*'2014', 'pre2014'"):
+    with pytest.raises(
+        ValueError,
+        match=r"unknown edition '2005' for chart 'colorchecker24'; "
+        r"choose one of \['2014', 'pre2014', 'opencv'\]",
+    ):
         chart(edition="2005")
+
+
+@pytest.mark.parametrize(
+    ("name", "edition", "editions"),
+    [
+        ("vinyl18", "2014", r"\['opencv'\]"),
+        ("colorchecker_sg", "opencv", r"\['2014', 'pre2014'\]"),
+    ],
+)
+def test_edition_the_chart_does_not_have(name, edition, editions):
+    with pytest.raises(ValueError, match=rf"edition '{edition}' for chart '{name}'.*{editions}"):
+        chart(name, edition=edition)
 
 
 @pytest.mark.parametrize(
@@ -257,57 +390,75 @@ def colour():
     return colour
 
 
-def _checker(colour, edition):
-    return colour.CCS_COLOURCHECKERS[COLOUR_KEYS[edition]]
+def _colour_white(colour, white: str) -> np.ndarray:
+    if white == "ICC D50":
+        return colour.CCS_ILLUMINANTS["CIE 1931 2 Degree Standard Observer"]["ICC D50"]
+    return WHITE_XY[white]  # OpenCV's D50 (colour-science's "D50" is (0.3457, 0.3585))
 
 
-@pytest.mark.parametrize("edition", EDITIONS)
-def test_lab_matches_colour_science(colour, edition):
-    checker = _checker(colour, edition)
-    assert list(checker.data) == PATCHES
+def test_whites_match_colour_science(colour):
+    icc = colour.CCS_ILLUMINANTS["CIE 1931 2 Degree Standard Observer"]["ICC D50"]
+    np.testing.assert_allclose(icc, WHITE_XY["ICC D50"], rtol=0, atol=1e-15)
+
+
+@pytest.mark.parametrize(("name", "edition"), list(XRITE_COLOUR_KEYS))
+def test_lab_matches_colour_science(colour, name, edition):
+    checker = colour.CCS_COLOURCHECKERS[XRITE_COLOUR_KEYS[name, edition]]
+    assert list(checker.data) == BUILTIN[name, edition][0]
     xyy = np.array(list(checker.data.values()))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         expected = colour.XYZ_to_Lab(colour.xyY_to_XYZ(xyy), checker.illuminant)
-    np.testing.assert_allclose(
-        chart(space="lab-d50", edition=edition).values, expected, rtol=0, atol=1e-9
-    )
+    got = chart(name, space="lab-d50", edition=edition).values
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-9)
 
 
-@pytest.mark.parametrize("edition", EDITIONS)
-def test_lab_matches_colour_science_published_table(colour, edition):
+@pytest.mark.parametrize(("name", "edition"), list(XRITE_COLOUR_KEYS))
+def test_lab_matches_colour_science_published_table(colour, name, edition):
     datasets = pytest.importorskip(
         "colour.characterisation.datasets.colour_checkers.chromaticity_coordinates"
     )
-    table = {
-        "2014": "DATA_COLORCHECKER24_AFTER_NOV2014_CIE_LAB",
-        "pre2014": "DATA_COLORCHECKER24_BEFORE_NOV2014_CIE_LAB",
-    }[edition]
+    product = {"colorchecker24": "COLORCHECKER24", "colorchecker_sg": "COLORCHECKERSG"}[name]
+    when = {"2014": "AFTER", "pre2014": "BEFORE"}[edition]
+    table = f"DATA_{product}_{when}_NOV2014_CIE_LAB"
     published = getattr(datasets, table, None)
     if published is None:
         pytest.skip(f"this colour-science has no {table}")
-    assert list(published) == PATCHES
+    patches = BUILTIN[name, edition][0]
+    assert sorted(published) == sorted(patches)
     np.testing.assert_array_equal(
-        chart(space="lab-d50", edition=edition).values, np.array(list(published.values()))
+        chart(name, space="lab-d50", edition=edition).values,
+        np.array([published[patch] for patch in patches]),
     )
 
 
-@pytest.mark.parametrize("edition", EDITIONS)
-def test_linear_srgb_matches_colour_science(colour, edition):
-    checker = _checker(colour, edition)
-    xyy = np.array(list(checker.data.values()))
+@pytest.mark.parametrize(("name", "edition"), list(BUILTIN))
+def test_xyz_and_linear_srgb_match_colour_science(colour, name, edition):
+    white = _colour_white(colour, BUILTIN[name, edition][1])
+    lab = chart(name, space="lab-d50", edition=edition).values
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        xyz = colour.xyY_to_XYZ(xyy)
-        expected = colour.XYZ_to_RGB(
+        xyz = colour.Lab_to_XYZ(lab, white)
+        rgb = colour.XYZ_to_RGB(
             xyz,
             "sRGB",
-            illuminant=checker.illuminant,
+            illuminant=white,
             chromatic_adaptation_transform="Bradford",
             apply_cctf_encoding=False,
         )
-        expected_from_lab = colour.XYZ_to_RGB(
-            colour.Lab_to_XYZ(chart(space="lab-d50", edition=edition).values, checker.illuminant),
+    got_xyz = chart(name, space="xyz-d50", edition=edition).values
+    np.testing.assert_allclose(got_xyz, xyz, rtol=0, atol=1e-12)
+    got_rgb = chart(name, space="srgb-linear", edition=edition).values
+    np.testing.assert_allclose(got_rgb, rgb, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("edition", EDITIONS)
+def test_linear_srgb_matches_colour_science_from_xyy(colour, edition):
+    checker = colour.CCS_COLOURCHECKERS[XRITE_COLOUR_KEYS["colorchecker24", edition]]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        expected = colour.XYZ_to_RGB(
+            colour.xyY_to_XYZ(np.array(list(checker.data.values()))),
             "sRGB",
             illuminant=checker.illuminant,
             chromatic_adaptation_transform="Bradford",
@@ -315,4 +466,324 @@ def test_linear_srgb_matches_colour_science(colour, edition):
         )
     got = chart(space="srgb-linear", edition=edition).values
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-9)
-    np.testing.assert_allclose(got, expected_from_lab, rtol=0, atol=1e-9)
+
+
+# ---------------------------------------------------------------------------------------------
+# against OpenCV (cv2.ccm), live
+
+
+def _opencv_reference_linear_rgb(cv2, checker: int, n: int) -> np.ndarray:
+    src = np.full((n, 1, 3), 0.5)
+    model = cv2.ccm.ColorCorrectionModel(src, checker)
+    model.setSaturatedThreshold(0, 1)  # mask nothing
+    model.compute()
+    return np.asarray(model.getRefLinearRGB(), dtype=np.float64).reshape(n, 3)
+
+
+def _opencv_recipe(lab: np.ndarray) -> np.ndarray:
+    """OpenCV's own Lab D50 -> linear sRGB: its D50 and D65 whites, matrix from primaries."""
+    d50 = np.array([0.9642119944211994, 1, 0.8251882845188288])
+    d65 = np.array([0.95047, 1.0, 1.08883])
+    primaries = np.stack([_xy_to_xyz(xy) for xy in [(0.64, 0.33), (0.3, 0.6), (0.15, 0.06)]], 1)
+    srgb_to_xyz = primaries * np.linalg.solve(primaries, d65)
+    return _lab_to_xyz(lab, d50) @ (np.linalg.inv(srgb_to_xyz) @ _bradford(d50, d65)).T
+
+
+@pytest.mark.parametrize(
+    ("name", "checker"),
+    [("vinyl18", "COLORCHECKER_VINYL"), ("colorchecker24", "COLORCHECKER_MACBETH")],
+)
+def test_opencv_data_match_cv2_ccm(name, checker):
+    cv2 = pytest.importorskip("cv2")
+    ccm = getattr(cv2, "ccm", None)
+    if ccm is None or not hasattr(ccm, checker):
+        pytest.skip("this OpenCV has no cv2.ccm." + checker)
+    lab = chart(name, space="lab-d50", edition="opencv").values
+    try:
+        reference = _opencv_reference_linear_rgb(cv2, getattr(ccm, checker), len(lab))
+    except (AttributeError, TypeError, cv2.error) as error:  # an older/newer API
+        pytest.skip(f"cv2.ccm API differs: {error}")
+    # Exactly OpenCV's L*a*b* numbers: OpenCV's own recipe reproduces its reference.
+    np.testing.assert_allclose(_opencv_recipe(lab), reference, rtol=0, atol=1e-12)
+    # Our table (IEC matrix, colour-science's D65) agrees to the rounding of the matrices.
+    got = chart(name, space="srgb-linear", edition="opencv").values
+    np.testing.assert_allclose(got, reference, rtol=0, atol=2.5e-4)
+
+
+# ---------------------------------------------------------------------------------------------
+# chart_from_table
+
+
+def _write(path: Path, text: str) -> Path:
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize(
+    ("space", "builtin", "user_space"),
+    [("lab", "lab-d50", "lab"), ("xyz", "xyz-d50", "xyz"), ("rgb", "srgb-linear", "rgb-linear")],
+)
+def test_csv_round_trip(tmp_path, space, builtin, user_space):
+    ref = chart("colorchecker_sg", space=builtin)
+    path = tmp_path / "chart.csv"
+    ref.to_pandas().rename_axis("patch").reset_index().to_csv(path, index=False)
+    got = chart_from_table(path, space=space)
+    np.testing.assert_array_equal(got.values, ref.values)  # repr floats: exact
+    assert got.dtype == np.float64
+    assert got.dims == ("patch", "channel")
+    assert got["patch"].values.tolist() == SG_PATCHES
+    assert got["channel"].values.tolist() == ref["channel"].values.tolist()
+    assert got.attrs["space"] == user_space
+    assert got.attrs["source"] == str(path)
+    assert got.attrs["chart"] == "custom"
+    # a str path too
+    xr.testing.assert_identical(chart_from_table(str(path), space=space.upper()), got)
+
+
+def test_csv_attrs(tmp_path):
+    path = _write(tmp_path / "c.csv", "X,Y,Z\n0.1,0.2,0.3\n")
+    got = chart_from_table(path, space="xyz", illuminant="D65", name="mine")
+    assert got.attrs == {"chart": "mine", "space": "xyz", "illuminant": "D65", "source": str(path)}
+    path = _write(tmp_path / "r.csv", "R,G,B\n0.1,0.2,0.3\n")
+    got = chart_from_table(path, space="RGB", rgb_space="Display P3")
+    assert got.attrs == {
+        "chart": "custom",
+        "space": "rgb-linear",
+        "rgb_space": "Display P3",
+        "source": str(path),
+    }
+    assert chart_from_table(path, space="rgb").attrs["rgb_space"] == "sRGB"
+    assert chart_from_table([[50, 0, 0]], space="lab").attrs["illuminant"] == "D50"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "patch,L,a,b\nwhite,95.2,-1.0,2.9\nblack,20.6,0.1,-0.5\n",
+        "Patch,L*,a*,b*\nwhite,95.2,-1.0,2.9\nblack,20.6,0.1,-0.5\n",
+        "name, b , l , A\nwhite, 2.9, 95.2, -1.0\nblack, -0.5, 20.6, 0.1\n",  # order, case
+        "\ufeffpatch,L,a,b,\nwhite,95.2,-1.0,2.9,\nblack,20.6,0.1,-0.5,\n",  # BOM, trailing ,
+        "patch,note,L,a,b\nwhite,matte,95.2,-1.0,2.9\n\nblack,,20.6,0.1,-0.5\n",  # extra text
+        "L,patch,a,b\n95.2,white,-1.0,2.9\n20.6,black,0.1,-0.5\n",  # names not first
+    ],
+    ids=["plain", "stars", "reordered", "bom-trailing-comma", "extra-column", "names-second"],
+)
+def test_csv_header_variants(tmp_path, text):
+    got = chart_from_table(_write(tmp_path / "t.csv", text), space="lab")
+    assert got["patch"].values.tolist() == ["white", "black"]
+    assert got["channel"].values.tolist() == ["L", "a", "b"]
+    np.testing.assert_array_equal(got.values, [[95.2, -1.0, 2.9], [20.6, 0.1, -0.5]])
+
+
+def test_csv_without_name_column_numbers_the_patches(tmp_path):
+    got = chart_from_table(_write(tmp_path / "t.csv", "R,G,B\n0.1,0.2,0.3\n1,1,1\n"), space="rgb")
+    assert got["patch"].values.tolist() == ["1", "2"]
+
+
+def test_csv_patch_column_keeps_the_names_as_written(tmp_path):
+    path = _write(tmp_path / "t.csv", "id,L,a,b\n001,50,0,0\nNA,60,1,1\n")
+    got = chart_from_table(path, space="lab", patch_column="id")
+    assert got["patch"].values.tolist() == ["001", "NA"]
+    np.testing.assert_array_equal(got.values, [[50, 0, 0], [60, 1, 1]])
+
+
+def test_dataframe_input_is_not_mutated():
+    frame = pd.DataFrame(
+        {"b*": [2.9, -0.5], "patch": ["white", "black"], "L*": [95.2, 20.6], "a*": [-1.0, 0.1]}
+    )
+    before = frame.copy()
+    got = chart_from_table(frame, space="lab")
+    pd.testing.assert_frame_equal(frame, before)
+    np.testing.assert_array_equal(got.values, [[95.2, -1.0, 2.9], [20.6, 0.1, -0.5]])
+    assert got.attrs["source"] == "user table"
+    # the index, when it is not the default one, is read as a column
+    indexed = frame.set_index("patch")
+    xr.testing.assert_identical(chart_from_table(indexed, space="lab"), got)
+    # numeric names need patch_column
+    numbered = frame.assign(patch=[10, 20])
+    got = chart_from_table(numbered, space="lab", patch_column="patch")
+    assert got["patch"].values.tolist() == ["10", "20"]
+
+
+def test_dataarray_input():
+    ref = chart("vinyl", space="xyz-d50")
+    shuffled = ref.isel(channel=[2, 0, 1]).transpose("channel", "patch")
+    before = shuffled.copy(deep=True)
+    got = chart_from_table(shuffled, space="xyz")
+    xr.testing.assert_identical(shuffled, before)
+    np.testing.assert_array_equal(got.values, ref.values)
+    assert got["patch"].values.tolist() == VINYL_PATCHES
+    assert got["channel"].values.tolist() == ["X", "Y", "Z"]
+    assert not np.shares_memory(got.values, shuffled.values)
+    bare = xr.DataArray(ref.values, dims=("patch", "channel"))  # no coords
+    got = chart_from_table(bare, space="xyz")
+    assert got["patch"].values.tolist() == VINYL_PATCHES
+    lower = ref.assign_coords(channel=["x", "y", "z"])
+    np.testing.assert_array_equal(chart_from_table(lower, space="xyz").values, ref.values)
+
+
+def test_array_input():
+    rows = [[0.5, 0.4, 0.3], [0.2, 0.1, 0.0]]
+    got = chart_from_table(rows, space="rgb", name="two")
+    assert rows == [[0.5, 0.4, 0.3], [0.2, 0.1, 0.0]]
+    np.testing.assert_array_equal(got.values, rows)
+    assert got["patch"].values.tolist() == ["1", "2"]
+    assert got.attrs == {
+        "chart": "two",
+        "space": "rgb-linear",
+        "rgb_space": "sRGB",
+        "source": "user table",
+    }
+    array = np.array(rows, dtype=np.float32)
+    got = chart_from_table(array, space="rgb")
+    assert got.dtype == np.float64
+    got.values[:] = 9
+    assert array[0, 0] == np.float32(0.5)
+
+
+def test_builtin_chart_round_trips_through_chart_from_table():
+    ref = chart(space="lab-d50")
+    got = chart_from_table(ref, space="lab", name="colorchecker24")
+    xr.testing.assert_equal(got, ref)
+
+
+# errors
+
+
+@pytest.mark.parametrize(
+    ("text", "kwargs", "match"),
+    [
+        (
+            "patch,L,a,c\nx,1,2,3\n",
+            {"space": "lab"},
+            r"CSV file '.*t\.csv': expected 3 numeric value columns named L, a, b or L\*, a\*, "
+            r"b\* \(case-insensitive\) for space 'lab'; found numeric columns \['L', 'a', 'c'\]",
+        ),
+        (
+            "patch,L,a,b\nx,1,2,3\n",
+            {"space": "xyz"},
+            r"columns named X, Y, Z .* for space 'xyz'; found numeric columns \['L', 'a', 'b'\]",
+        ),
+        (
+            "patch,R,G,B\nx,1,2,oops\n",
+            {"space": "rgb"},
+            r"found numeric columns \['R', 'G'\] and non-numeric columns \['B'\]",
+        ),
+        (
+            "id,L,a,b\n1,1,2,3\n",
+            {"space": "lab"},
+            r"found numeric columns \['id', 'L', 'a', 'b'\]; .*pass patch_column",
+        ),
+        (
+            "white,95,1,2\nblack,20,0,0\n",
+            {"space": "lab"},
+            r"found numeric columns \['95', '1', '2'\].*header row missing",
+        ),
+        ("patch,L,a,b\nx,1,2,3\n", {"space": "lab", "patch_column": "name"}, r"'name' not found"),
+        ("patch,L,a,b\nx,1,2,3\nx,4,5,6\n", {"space": "lab"}, r"duplicated patch names \['x'\]"),
+        ("patch,L,a,b\nx,1,2,3\n,4,5,6\n", {"space": "lab"}, r"data row 2 has no patch name"),
+        (
+            "patch,L,a,b\nx,1,2,3\ny,4,,6\n",
+            {"space": "lab"},
+            r"non-finite value nan in patch 'y', channel 'a'",
+        ),
+        ("patch,L,a,b\nx,1,2,inf\n", {"space": "lab"}, r"non-finite value inf in patch 'x'"),
+        ("patch,L,a,b\n", {"space": "lab"}, r"CSV file '.*t\.csv' has no patches"),
+        ("patch,L,a,b\nx,1,2,3\n", {"space": "luv"}, r"unknown space 'luv'.*'lab', 'xyz', 'rgb'"),
+    ],
+    ids=[
+        "wrong-header",
+        "wrong-space",
+        "non-numeric-value",
+        "numeric-names",
+        "no-header",
+        "missing-patch-column",
+        "duplicates",
+        "missing-name",
+        "blank-value",
+        "infinite-value",
+        "empty",
+        "unknown-space",
+    ],
+)
+def test_csv_errors(tmp_path, text, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        chart_from_table(_write(tmp_path / "t.csv", text), **kwargs)
+
+
+def test_missing_csv_file(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        chart_from_table(tmp_path / "nope.csv", space="lab")
+
+
+@pytest.mark.parametrize(
+    ("table", "match"),
+    [
+        (np.zeros((3, 4)), r"shape \(n, 3\), got \(3, 4\)"),
+        (np.zeros(3), r"shape \(n, 3\), got \(3,\)"),
+        (np.zeros((0, 3)), r"table has no patches"),
+        ([[1.0, np.nan, 0.0]], r"non-finite value nan in patch '1', channel 'a'"),
+        (
+            xr.DataArray(np.zeros((2, 3)), dims=("sample", "channel")),
+            r"DataArray table must have dims \('patch', 'channel'\), got \('sample', 'channel'\)",
+        ),
+        (xr.DataArray(np.zeros((2, 4)), dims=("patch", "channel")), r"3 channels, got 4"),
+        (
+            xr.DataArray(
+                np.zeros((2, 3)), dims=("patch", "channel"), coords={"channel": list("RGB")}
+            ),
+            r"channel coords \['R', 'G', 'B'\] do not match space 'lab': expected L, a, b",
+        ),
+        (
+            xr.DataArray(
+                np.zeros((2, 3)),
+                dims=("patch", "channel"),
+                coords={"patch": ["p", "p"], "channel": list("Lab")},
+            ),
+            r"DataArray table: duplicated patch names \['p'\]",
+        ),
+        (
+            pd.DataFrame({"L": [1.0], "a": [2.0]}),
+            r"^DataFrame table: expected 3 numeric value columns .* found numeric columns "
+            r"\['L', 'a'\]$",
+        ),
+    ],
+    ids=[
+        "four-columns",
+        "1-d",
+        "empty",
+        "nan",
+        "dataarray-dims",
+        "dataarray-channels",
+        "dataarray-coords",
+        "dataarray-duplicates",
+        "dataframe-columns",
+    ],
+)
+def test_table_errors(table, match):
+    with pytest.raises(ValueError, match=match):
+        chart_from_table(table, space="lab")
+
+
+@pytest.mark.parametrize(
+    ("table", "kwargs", "error", "match"),
+    [
+        ([["a", "b", "c"]], {}, TypeError, r"table must be a path to a CSV file, a pandas"),
+        ([[1, 2, 3]], {"space": 3}, TypeError, r"space must be a str"),
+        ([[1, 2, 3]], {"name": None}, TypeError, r"name must be a str"),
+        ([[1, 2, 3]], {"illuminant": 50}, TypeError, r"illuminant must be a str or None"),
+        ([[1, 2, 3]], {"rgb_space": 1}, TypeError, r"rgb_space must be a str"),
+        ([[1, 2, 3]], {"space": "rgb", "illuminant": "D65"}, ValueError, r"illuminant applies"),
+        ([[1, 2, 3]], {"patch_column": "x"}, ValueError, r"patch_column applies only to a CSV"),
+        (pd.DataFrame({"L": [1]}), {"patch_column": 0}, TypeError, r"patch_column must be a str"),
+        (
+            xr.DataArray([["a", "b", "c"]], dims=("patch", "channel")),
+            {},
+            TypeError,
+            r"DataArray table must hold numbers, got dtype <U1",
+        ),
+    ],
+)
+def test_argument_errors(table, kwargs, error, match):
+    with pytest.raises(error, match=match):
+        chart_from_table(table, **{"space": "lab", **kwargs})

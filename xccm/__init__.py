@@ -10,9 +10,12 @@ from importlib.metadata import PackageNotFoundError, version
 
 from . import accessor as _accessor  # noqa: F401  (registers .ccm)
 from ._kernels import InsufficientSamplesWarning
-from .charts import available_charts, chart
+from .chartfit import report
+from .charts import available_charts, chart, chart_from_table
+from .colorimetry import convert, delta_e
 from .core import Init, Model, apply, fit, inverse, invert
 from .patches import extract_patches, grid_boxes
+from .weights import lightness_weights, saturation_mask
 
 try:
     __version__ = version("xccm")
@@ -27,9 +30,15 @@ __all__ = [
     "apply",
     "available_charts",
     "chart",
+    "chart_from_table",
+    "convert",
+    "delta_e",
     "extract_patches",
     "fit",
     "grid_boxes",
     "inverse",
     "invert",
+    "lightness_weights",
+    "report",
+    "saturation_mask",
 ]

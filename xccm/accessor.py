@@ -11,7 +11,7 @@ from typing import Any
 
 import xarray as xr
 
-from . import core, patches
+from . import chartfit, colorimetry, core, patches
 
 __all__ = ["CCMAccessor"]
 
@@ -62,3 +62,17 @@ class CCMAccessor:
         if not isinstance(self._obj, xr.DataArray):
             raise TypeError("extract_patches needs an image DataArray, e.g. ds['image'].ccm...")
         return patches.extract_patches(self._obj, **kwargs)
+
+    def report(
+        self, reference: xr.DataArray, matrix: xr.DataArray | Any, **kwargs: Any
+    ) -> xr.Dataset:
+        """Per-patch ΔE of these colours corrected by ``matrix``; see :func:`xccm.report`."""
+        if not isinstance(self._obj, xr.DataArray):
+            raise TypeError("report needs the measured colours as a DataArray")
+        return chartfit.report(self._obj, reference, matrix, **kwargs)
+
+    def delta_e(self, reference: xr.DataArray, method: str = "ciede2000", **kwargs: Any):
+        """Colour difference from these colours to ``reference``; see :func:`xccm.delta_e`."""
+        if not isinstance(self._obj, xr.DataArray):
+            raise TypeError("delta_e needs colours as a DataArray")
+        return colorimetry.delta_e(self._obj, reference, method, **kwargs)

@@ -1,27 +1,49 @@
-"""Built-in reference data for colour-checker charts.
+"""Reference data for colour-checker charts: built-in charts and charts from a table.
 
 The data are the reference values a measured chart is fitted against (for example with
-:func:`xccm.fit`). They are embedded as literals: this module needs only NumPy and xarray,
-and colour-science is never imported.
+:func:`xccm.fit`). The built-in tables are embedded as literals (in ``xccm._chart_data``):
+this module needs only NumPy and xarray (and pandas, which xarray depends on, to read CSV
+files), and colour-science is never imported.
 
 Charts
 ------
 ``colorchecker24``
-    X-Rite ColorChecker Classic (24 patches, formerly the Macbeth ColorChecker), in two
-    editions: ``"2014"``, charts made after November 2014 (current), and ``"pre2014"``,
-    charts made before November 2014.
+    X-Rite ColorChecker Classic (24 patches, formerly the Macbeth ColorChecker). Editions:
+    ``"2014"``, charts made after November 2014 (current, the default); ``"pre2014"``,
+    charts made before November 2014; ``"opencv"``, the GretagMacbeth 2005 data OpenCV uses
+    for ``cv2.ccm.COLORCHECKER_MACBETH`` (it differs from ``"pre2014"`` only in the b* of
+    "blue sky", -21.925 instead of -21.905, and in its D50 white).
+``colorchecker_sg``
+    X-Rite ColorChecker Digital SG (140 patches, 14 columns A-N by 10 rows 1-10). Editions
+    ``"2014"`` (current, the default) and ``"pre2014"``, as for the Classic.
+``vinyl18``
+    The 18-patch "Vinyl" chart of OpenCV (``cv2.ccm.COLORCHECKER_VINYL``, which OpenCV
+    calls the DKK ColorChecker): patches ``"1"`` to ``"6"`` are neutrals from white to
+    black, ``"7"`` to ``"18"`` colours. One edition, ``"opencv"``.
 
 Spaces
 ------
 ``lab-d50``
-    CIE L*a*b* relative to the ICC D50 white (CIE 1931 2° observer), exactly as published
-    by X-Rite.
+    CIE L*a*b* (CIE 1931 2° observer), exactly as published. X-Rite's data are relative to
+    the ICC D50 white (attrs ``illuminant = "ICC D50"``, xy = (0.345702914918791,
+    0.358538596679933)); OpenCV's to the CIE D50 white as OpenCV defines it (attrs
+    ``illuminant = "D50"``, xy = (0.34567, 0.35850)).
+``xyz-d50``
+    CIE XYZ under the same white as the L*a*b* data, relative so that the perfect
+    reflecting white has Y = 1. Computed once from the L*a*b* values with colour-science
+    0.4.7 (``Lab_to_XYZ``).
 ``srgb-linear``
     Linear sRGB: IEC 61966-2-1 primaries and its XYZ-to-RGB matrix, D65 white, no transfer
     function (no "gamma"), relative so that the perfect reflecting white has Y = 1. It was
     computed once from the L*a*b* values with colour-science 0.4.7 (``Lab_to_XYZ`` under
-    ICC D50, then ``XYZ_to_RGB`` to "sRGB" with Bradford adaptation D50 -> D65). Values
-    are not clipped: the "cyan" patch lies just outside the sRGB gamut (R < 0).
+    the white of the L*a*b* data, then ``XYZ_to_RGB`` to "sRGB" with Bradford adaptation
+    from that white to D65). Values are not clipped: a few patches (the Classic's "cyan",
+    for example) lie just outside the sRGB gamut.
+
+User charts
+-----------
+:func:`chart_from_table` builds a chart of the same shape from a CSV file, a pandas
+DataFrame, a DataArray or an (n, 3) array of L*a*b*, XYZ or linear RGB values.
 
 References
 ----------
@@ -29,194 +51,183 @@ X-Rite. New color specifications for ColorChecker SG and Classic Charts (the Nov
 2014 change of specification; cited by colour-science as X-Rite, 2016), retrieved via
 http://xritephoto.com/ph_product_overview.aspx?ID=938&Action=Support&SupportID=5884
 
-The numbers were taken from colour-science 0.4.7,
+The X-Rite numbers were taken from colour-science 0.4.7,
 ``colour/characterisation/datasets/colour_checkers/chromaticity_coordinates.py``
-(``DATA_COLORCHECKER24_BEFORE_NOV2014_CIE_LAB`` and
-``DATA_COLORCHECKER24_AFTER_NOV2014_CIE_LAB``, from which colour-science derives
-``CCS_COLOURCHECKERS["ColorChecker24 - Before November 2014"]`` and
-``["ColorChecker24 - After November 2014"]``), https://www.colour-science.org.
+(``DATA_COLORCHECKER24_BEFORE_NOV2014_CIE_LAB``, ``DATA_COLORCHECKER24_AFTER_NOV2014_CIE_LAB``,
+``DATA_COLORCHECKERSG_BEFORE_NOV2014_CIE_LAB`` and ``DATA_COLORCHECKERSG_AFTER_NOV2014_CIE_LAB``,
+from which colour-science derives ``CCS_COLOURCHECKERS["ColorChecker24 - Before November
+2014"]``, ``["ColorChecker24 - After November 2014"]``, ``["ColorCheckerSG - Before November
+2014"]`` and ``["ColorCheckerSG - After November 2014"]``), https://www.colour-science.org.
+
+OpenCV, ``modules/photo/src/ccm/color.cpp`` (``ColorChecker2005_LAB_D50_2``, which OpenCV
+cites as https://www.imatest.com/wp-content/uploads/2011/11/Lab-data-Iluminate-D65-D50-spectro.xls,
+and ``Vinyl_LAB_D50_2``), https://github.com/opencv/opencv; OpenCV's D50 white is
+``modules/photo/src/ccm/colorspace.cpp`` (XYZ = (0.9642119944211994, 1, 0.8251882845188288)).
 """
 
 from __future__ import annotations
 
+import os
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
 import numpy as np
+import numpy.typing as npt
+import pandas as pd
 import xarray as xr
 
-__all__ = ["available_charts", "chart"]
+from . import _chart_data as _data
 
-#: Patch names of the ColorChecker Classic, in chart order (row by row from the top left),
-#: spelled as colour-science spells them.
-_CC24_PATCHES: tuple[str, ...] = (
-    "dark skin",
-    "light skin",
-    "blue sky",
-    "foliage",
-    "blue flower",
-    "bluish green",
-    "orange",
-    "purplish blue",
-    "moderate red",
-    "purple",
-    "yellow green",
-    "orange yellow",
-    "blue",
-    "green",
-    "red",
-    "yellow",
-    "magenta",
-    "cyan",
-    "white 9.5 (.05 D)",
-    "neutral 8 (.23 D)",
-    "neutral 6.5 (.44 D)",
-    "neutral 5 (.70 D)",
-    "neutral 3.5 (1.05 D)",
-    "black 2 (1.5 D)",
-)
+__all__ = ["available_charts", "chart", "chart_from_table"]
 
 # ---------------------------------------------------------------------------------------------
-# Reference values, one row per patch in _CC24_PATCHES order. The *_LAB tables are X-Rite's
-# published CIE L*a*b* (D50, 2°); the *_SRGB_LINEAR tables were computed from them once, with
-# colour-science 0.4.7 (see the module docstring), and are stored at full float64 precision.
+# built-in charts
 
-_CC24_PRE2014_LAB: tuple[tuple[float, float, float], ...] = (
-    (37.986, 13.555, 14.059),  # dark skin
-    (65.711, 18.13, 17.81),  # light skin
-    (49.927, -4.88, -21.905),  # blue sky
-    (43.139, -13.095, 21.905),  # foliage
-    (55.112, 8.844, -25.399),  # blue flower
-    (70.719, -33.397, -0.199),  # bluish green
-    (62.661, 36.067, 57.096),  # orange
-    (40.02, 10.41, -45.964),  # purplish blue
-    (51.124, 48.239, 16.248),  # moderate red
-    (30.325, 22.976, -21.587),  # purple
-    (72.532, -23.709, 57.255),  # yellow green
-    (71.941, 19.363, 67.857),  # orange yellow
-    (28.778, 14.179, -50.297),  # blue
-    (55.261, -38.342, 31.37),  # green
-    (42.101, 53.378, 28.19),  # red
-    (81.733, 4.039, 79.819),  # yellow
-    (51.935, 49.986, -14.574),  # magenta
-    (51.038, -28.631, -28.638),  # cyan
-    (96.539, -0.425, 1.186),  # white 9.5 (.05 D)
-    (81.257, -0.638, -0.335),  # neutral 8 (.23 D)
-    (66.766, -0.734, -0.504),  # neutral 6.5 (.44 D)
-    (50.867, -0.153, -0.27),  # neutral 5 (.70 D)
-    (35.656, -0.421, -1.231),  # neutral 3.5 (1.05 D)
-    (20.461, -0.079, -0.973),  # black 2 (1.5 D)
-)
 
-_CC24_PRE2014_SRGB_LINEAR: tuple[tuple[float, float, float], ...] = (
-    (0.1730117821306575, 0.08212963621269631, 0.056735141227023146),  # dark skin
-    (0.5682530991181728, 0.29275757504052935, 0.21838372941990045),  # light skin
-    (0.10368730313425659, 0.19588562690816808, 0.3312602019672104),  # blue sky
-    (0.10157225505710442, 0.14893319979522643, 0.05188993348107072),  # foliage
-    (0.2215716915008277, 0.21586227950467007, 0.43463409024018324),  # blue flower
-    (0.10800534701993174, 0.5143777049527268, 0.412664931721365),  # bluish green
-    (0.7472893441777785, 0.20071600318816463, 0.02810734521574885),  # orange
-    (0.05757921165877352, 0.10516661785450851, 0.4029754265219551),  # purplish blue
-    (0.5667188896957905, 0.08431192406398377, 0.11971697786850126),  # moderate red
-    (0.11098843902555257, 0.04231807271215053, 0.14293354564362978),  # purple
-    (0.3453794708725845, 0.5087609655253693, 0.04946244205494377),  # yellow green
-    (0.7945134605990752, 0.3595180118686809, 0.02055098882285764),  # orange yellow
-    (0.01710910065055076, 0.05021652269660388, 0.2922159466064392),  # blue
-    (0.05593890936701566, 0.3002175911165534, 0.06872007707665889),  # green
-    (0.4558223719617232, 0.0303896676485368, 0.040872441262313805),  # red
-    (0.857243519661255, 0.5676750697812374, 0.0068865790629920156),  # yellow
-    (0.5334524210875928, 0.08866757848196606, 0.3075309057537706),  # magenta
-    (-0.03741941189012548, 0.24698312288358182, 0.4004257541881177),  # cyan
-    (0.9124827822962358, 0.9150299814140938, 0.8937379523900051),  # white 9.5 (.05 D)
-    (0.5797272428571811, 0.5920614260352379, 0.5933325259121297),  # neutral 8 (.23 D)
-    (0.3548493235909497, 0.36548326959494076, 0.3675806767851451),  # neutral 6.5 (.44 D)
-    (0.1900436717005412, 0.19188465694879767, 0.19309823294100426),  # neutral 5 (.70 D)
-    (0.08527834885153172, 0.08888825484394565, 0.09258261099456734),  # neutral 3.5 (1.05 D)
-    (0.030314545488795846, 0.03114114079555838, 0.03275078634725092),  # black 2 (1.5 D)
-)
+@dataclass(frozen=True)
+class _Space:
+    """A space of the built-in charts."""
 
-_CC24_2014_LAB: tuple[tuple[float, float, float], ...] = (
-    (37.54, 14.37, 14.92),  # dark skin
-    (64.66, 19.27, 17.5),  # light skin
-    (49.32, -3.82, -22.54),  # blue sky
-    (43.46, -12.74, 22.72),  # foliage
-    (54.94, 9.61, -24.79),  # blue flower
-    (70.48, -32.26, -0.37),  # bluish green
-    (62.73, 35.83, 56.5),  # orange
-    (39.43, 10.75, -45.17),  # purplish blue
-    (50.57, 48.64, 16.67),  # moderate red
-    (30.1, 22.54, -20.87),  # purple
-    (71.77, -24.13, 58.19),  # yellow green
-    (71.51, 18.24, 67.37),  # orange yellow
-    (28.37, 15.42, -49.8),  # blue
-    (54.38, -39.72, 32.27),  # green
-    (42.43, 51.05, 28.62),  # red
-    (81.8, 2.67, 80.41),  # yellow
-    (50.63, 51.28, -14.12),  # magenta
-    (49.57, -29.71, -28.32),  # cyan
-    (95.19, -1.03, 2.93),  # white 9.5 (.05 D)
-    (81.29, -0.57, 0.44),  # neutral 8 (.23 D)
-    (66.89, -0.75, -0.06),  # neutral 6.5 (.44 D)
-    (50.76, -0.13, 0.14),  # neutral 5 (.70 D)
-    (35.63, -0.46, -0.48),  # neutral 3.5 (1.05 D)
-    (20.64, 0.07, -0.46),  # black 2 (1.5 D)
-)
+    channels: tuple[str, str, str]
+    #: how the table was derived from the published L*a*b* (appended to attrs["source"])
+    derivation: str
+    #: the white of the values; None: the white of the edition's L*a*b* data
+    illuminant: str | None = None
+    rgb_space: str | None = None
 
-_CC24_2014_SRGB_LINEAR: tuple[tuple[float, float, float], ...] = (
-    (0.173683437602043, 0.07879314545074977, 0.052855827196141444),  # dark skin
-    (0.5597836416925605, 0.27744724380672586, 0.21089160092626535),  # light skin
-    (0.10420114799207267, 0.1889152046798655, 0.3289301284136272),  # blue sky
-    (0.10574358004201767, 0.15075415960960964, 0.050837138166097966),  # foliage
-    (0.22743860174084465, 0.212408084742437, 0.42644644297054),  # blue flower
-    (0.11529258137899116, 0.5074414022850414, 0.4111285378715892),  # bluish green
-    (0.7459025864160008, 0.2021429819671005, 0.029868153118422947),  # orange
-    (0.05874183577872806, 0.1011816742735338, 0.38774802429031435),  # purplish blue
-    (0.560130133165314, 0.08015322782612809, 0.11458605185933175),  # moderate red
-    (0.10916727972022397, 0.042000471547201594, 0.13813721858611958),  # purple
-    (0.3327503160134462, 0.4973855903605014, 0.042596237587589944),  # yellow green
-    (0.7710367294573095, 0.357918390079481, 0.020449106988979247),  # orange yellow
-    (0.020955510193018317, 0.047533648277743076, 0.28412910597323776),  # blue
-    (0.046062230515330975, 0.2920479867936237, 0.06147858864921271),  # green
-    (0.44617063972216353, 0.036405824962550064, 0.04055107798507081),  # red
-    (0.841684296935464, 0.5744075551955385, 0.004662230492553403),  # yellow
-    (0.5223415746518354, 0.07781689965442054, 0.28931306780966737),  # magenta
-    (-0.04391766557048155, 0.23366164211603907, 0.37718957343456677),  # cyan
-    (0.8795286441146748, 0.885027873764408, 0.8342472481089932),  # white 9.5 (.05 D)
-    (0.5844934612356006, 0.5921684242771115, 0.5844783513656728),  # neutral 8 (.23 D)
-    (0.3576935625912019, 0.36707715576202393, 0.3652662504705722),  # neutral 6.5 (.44 D)
-    (0.19009391509371865, 0.19086626328062545, 0.18981350814924902),  # neutral 5 (.70 D)
-    (0.0859293636713092, 0.08873531753608505, 0.08980398410905843),  # neutral 3.5 (1.05 D)
-    (0.031354242077744066, 0.031495863312629185, 0.03232258128414785),  # black 2 (1.5 D)
-)
-_SOURCE_LAB = (
-    "X-Rite, 'New color specifications for ColorChecker SG and Classic Charts' "
-    "(ColorChecker Classic, {edition_text}; CIE L*a*b*, ICC D50, 2° observer), "
-    "as given in colour-science 0.4.7 "
-    "colour/characterisation/datasets/colour_checkers/chromaticity_coordinates.py"
-)
-_SOURCE_SRGB = (
-    _SOURCE_LAB + "; converted to linear sRGB (IEC 61966-2-1, D65, no transfer function, "
-    "white Y = 1) with Bradford adaptation D50 -> D65 using colour-science 0.4.7"
-)
 
-# canonical chart name -> accepted (lower-case) names
-_CHART_ALIASES: dict[str, tuple[str, ...]] = {
-    "colorchecker24": ("colorchecker24", "colorchecker classic", "colorchecker_classic"),
+@dataclass(frozen=True)
+class _Edition:
+    """One edition of a built-in chart: its published L*a*b* and the tables derived from it."""
+
+    #: white of the L*a*b* and XYZ tables ("ICC D50" or "D50")
+    illuminant: str
+    #: citation of the L*a*b* table
+    source: str
+    #: space -> table, one row per patch
+    tables: Mapping[str, _data.Table]
+
+
+@dataclass(frozen=True)
+class _Chart:
+    """A built-in chart."""
+
+    #: accepted lower-case names, the canonical one first
+    aliases: tuple[str, ...]
+    patches: tuple[str, ...]
+    #: edition -> data; the first is the current edition, the default
+    editions: Mapping[str, _Edition]
+
+
+_SPACES: dict[str, _Space] = {
+    "srgb-linear": _Space(
+        ("R", "G", "B"),
+        "; converted to linear sRGB (IEC 61966-2-1, D65, no transfer function, white Y = 1) "
+        "with Bradford adaptation {illuminant} -> D65 using colour-science 0.4.7",
+        illuminant="D65",
+        rgb_space="sRGB",
+    ),
+    "lab-d50": _Space(("L", "a", "b"), ""),
+    "xyz-d50": _Space(
+        ("X", "Y", "Z"),
+        "; converted to CIE XYZ (white Y = 1) under {illuminant} using colour-science 0.4.7",
+    ),
 }
-# canonical space -> (channel labels, illuminant, source template)
-_SPACES: dict[str, tuple[tuple[str, str, str], str, str]] = {
-    "srgb-linear": (("R", "G", "B"), "D65", _SOURCE_SRGB),
-    "lab-d50": (("L", "a", "b"), "D50", _SOURCE_LAB),
+
+
+def _tables(lab: _data.Table, xyz: _data.Table, srgb: _data.Table) -> dict[str, _data.Table]:
+    return {"lab-d50": lab, "xyz-d50": xyz, "srgb-linear": srgb}
+
+
+def _xrite_source(product: str, edition: str) -> str:
+    return (
+        f"X-Rite, 'New color specifications for ColorChecker SG and Classic Charts' ({product}, "
+        f"edition {edition} November 2014; CIE L*a*b*, ICC D50, 2° observer), as given in "
+        "colour-science 0.4.7 colour/characterisation/datasets/colour_checkers/"
+        "chromaticity_coordinates.py"
+    )
+
+
+def _opencv_source(table: str, origin: str) -> str:
+    return (
+        f"OpenCV modules/photo/src/ccm/color.cpp, {table} ({origin}; CIE L*a*b*, D50 "
+        "xy = (0.34567, 0.35850), 2° observer)"
+    )
+
+
+_CHARTS: dict[str, _Chart] = {
+    "colorchecker24": _Chart(
+        aliases=("colorchecker24", "colorchecker classic", "colorchecker_classic"),
+        patches=_data.CC24_PATCHES,
+        editions={
+            "2014": _Edition(
+                "ICC D50",
+                _xrite_source("ColorChecker Classic", "after"),
+                _tables(_data.CC24_2014_LAB, _data.CC24_2014_XYZ_D50, _data.CC24_2014_SRGB_LINEAR),
+            ),
+            "pre2014": _Edition(
+                "ICC D50",
+                _xrite_source("ColorChecker Classic", "before"),
+                _tables(
+                    _data.CC24_PRE2014_LAB,
+                    _data.CC24_PRE2014_XYZ_D50,
+                    _data.CC24_PRE2014_SRGB_LINEAR,
+                ),
+            ),
+            "opencv": _Edition(
+                "D50",
+                _opencv_source(
+                    "ColorChecker2005_LAB_D50_2",
+                    "GretagMacbeth ColorChecker 2005 data, cited by OpenCV as https://www."
+                    "imatest.com/wp-content/uploads/2011/11/Lab-data-Iluminate-D65-D50-spectro.xls",
+                ),
+                _tables(
+                    _data.CC24_OPENCV_LAB, _data.CC24_OPENCV_XYZ_D50, _data.CC24_OPENCV_SRGB_LINEAR
+                ),
+            ),
+        },
+    ),
+    "colorchecker_sg": _Chart(
+        aliases=(
+            "colorchecker_sg",
+            "colorchecker sg",
+            "colorchecker digital sg",
+            "sg140",
+            "digital sg",
+        ),
+        patches=_data.SG_PATCHES,
+        editions={
+            "2014": _Edition(
+                "ICC D50",
+                _xrite_source("ColorChecker Digital SG", "after"),
+                _tables(_data.SG_2014_LAB, _data.SG_2014_XYZ_D50, _data.SG_2014_SRGB_LINEAR),
+            ),
+            "pre2014": _Edition(
+                "ICC D50",
+                _xrite_source("ColorChecker Digital SG", "before"),
+                _tables(
+                    _data.SG_PRE2014_LAB, _data.SG_PRE2014_XYZ_D50, _data.SG_PRE2014_SRGB_LINEAR
+                ),
+            ),
+        },
+    ),
+    "vinyl18": _Chart(
+        aliases=("vinyl18", "vinyl"),
+        patches=_data.VINYL18_PATCHES,
+        editions={
+            "opencv": _Edition(
+                "D50",
+                _opencv_source("Vinyl_LAB_D50_2", "the Vinyl/DKK ColorChecker"),
+                _tables(
+                    _data.VINYL18_OPENCV_LAB,
+                    _data.VINYL18_OPENCV_XYZ_D50,
+                    _data.VINYL18_OPENCV_SRGB_LINEAR,
+                ),
+            ),
+        },
+    ),
 }
-# canonical edition -> human-readable description
-_EDITIONS: dict[str, str] = {
-    "2014": "edition after November 2014",
-    "pre2014": "edition before November 2014",
-}
-_TABLES: dict[tuple[str, str, str], tuple[tuple[float, float, float], ...]] = {
-    ("colorchecker24", "2014", "lab-d50"): _CC24_2014_LAB,
-    ("colorchecker24", "2014", "srgb-linear"): _CC24_2014_SRGB_LINEAR,
-    ("colorchecker24", "pre2014", "lab-d50"): _CC24_PRE2014_LAB,
-    ("colorchecker24", "pre2014", "srgb-linear"): _CC24_PRE2014_SRGB_LINEAR,
-}
-_PATCHES: dict[str, tuple[str, ...]] = {"colorchecker24": _CC24_PATCHES}
 
 
 def available_charts() -> tuple[str, ...]:
@@ -231,12 +242,14 @@ def available_charts() -> tuple[str, ...]:
     --------
     >>> from xccm.charts import available_charts
     >>> available_charts()
-    ('colorchecker24',)
+    ('colorchecker24', 'colorchecker_sg', 'vinyl18')
     """
-    return tuple(_CHART_ALIASES)
+    return tuple(_CHARTS)
 
 
-def _resolve(kind: str, value: object, choices: dict[str, tuple[str, ...]]) -> str:
+def _resolve(
+    kind: str, value: object, choices: Mapping[str, Sequence[str]], *, context: str = ""
+) -> str:
     """Map a case-insensitive ``value`` onto its canonical key in ``choices``."""
     if not isinstance(value, str):
         raise TypeError(f"{kind} must be a str, got {type(value).__name__}")
@@ -244,74 +257,417 @@ def _resolve(kind: str, value: object, choices: dict[str, tuple[str, ...]]) -> s
     for canonical, accepted in choices.items():
         if wanted in accepted:
             return canonical
-    raise ValueError(f"unknown {kind} {value!r}; choose one of {list(choices)}")
+    raise ValueError(f"unknown {kind} {value!r}{context}; choose one of {list(choices)}")
+
+
+def _data_array(
+    values: np.ndarray, patches: Sequence[str], channels: Sequence[str], attrs: dict[str, str]
+) -> xr.DataArray:
+    """Wrap an (n, 3) float64 array as a chart: dims (patch, channel), coords and attrs."""
+    return xr.DataArray(
+        values,
+        dims=("patch", "channel"),
+        coords={"patch": list(patches), "channel": list(channels)},
+        attrs=attrs,
+    )
 
 
 def chart(
-    name: str = "colorchecker24", *, space: str = "srgb-linear", edition: str = "2014"
+    name: str = "colorchecker24", *, space: str = "srgb-linear", edition: str | None = None
 ) -> xr.DataArray:
     """Return the reference colours of a built-in chart.
 
     Parameters
     ----------
     name : str, default "colorchecker24"
-        The chart, case-insensitive. ``"colorchecker24"`` (aliases ``"colorchecker classic"``
-        and ``"colorchecker_classic"``) is the X-Rite ColorChecker Classic with 24 patches.
-        See :func:`available_charts`.
-    space : {"srgb-linear", "lab-d50"}, default "srgb-linear"
+        The chart, case-insensitive (see :func:`available_charts`):
+
+        - ``"colorchecker24"`` (aliases ``"colorchecker classic"``,
+          ``"colorchecker_classic"``): X-Rite ColorChecker Classic, 24 patches named as in
+          colour-science (``"dark skin"``, ..., ``"black 2 (1.5 D)"``).
+        - ``"colorchecker_sg"`` (aliases ``"colorchecker sg"``,
+          ``"colorchecker digital sg"``, ``"sg140"``, ``"digital sg"``): X-Rite
+          ColorChecker Digital SG, 140 patches ``"A1"``, ``"B1"``, ..., ``"N10"`` (column
+          letter, row number).
+        - ``"vinyl18"`` (alias ``"vinyl"``): OpenCV's 18-patch Vinyl (DKK) chart, patches
+          ``"1"`` to ``"18"`` in OpenCV's order.
+    space : {"srgb-linear", "lab-d50", "xyz-d50"}, default "srgb-linear"
         ``"srgb-linear"``: linear sRGB (IEC 61966-2-1 primaries, D65 white, no transfer
         function), relative so that the perfect white has Y = 1; values are not clipped to
-        [0, 1]. ``"lab-d50"``: CIE L*a*b* under D50 (2° observer), as published.
-        Case-insensitive.
-    edition : {"2014", "pre2014"}, default "2014"
-        ``"2014"``: charts made after November 2014 (the current specification);
-        ``"pre2014"``: charts made before November 2014. Case-insensitive.
+        [0, 1]. ``"lab-d50"``: CIE L*a*b* (2° observer), as published. ``"xyz-d50"``: CIE
+        XYZ under the white of the L*a*b* data, perfect white Y = 1. Case-insensitive.
+    edition : str, optional
+        Which published data, case-insensitive; ``None`` (the default) is the chart's
+        current edition. ColorChecker Classic: ``"2014"`` (current; charts made after
+        November 2014), ``"pre2014"`` (charts made before November 2014) or ``"opencv"``
+        (the 2005 data of OpenCV's ``COLORCHECKER_MACBETH``). ColorChecker Digital SG:
+        ``"2014"`` (current) or ``"pre2014"``. Vinyl: ``"opencv"`` only.
 
     Returns
     -------
     xarray.DataArray
         float64 array with dims ``("patch", "channel")``, coords ``patch`` (patch names in
-        chart order, row by row from the top left) and ``channel`` (``["R", "G", "B"]`` or
-        ``["L", "a", "b"]``), and attrs ``chart``, ``space``, ``illuminant`` (``"D65"`` or
-        ``"D50"``), ``edition`` and ``source``. Each call returns a new, independent array.
+        chart order, row by row from the top left) and ``channel`` (``["R", "G", "B"]``,
+        ``["L", "a", "b"]`` or ``["X", "Y", "Z"]``), and attrs ``chart``, ``space``,
+        ``illuminant``, ``rgb_space`` (``"sRGB"``, ``"srgb-linear"`` only), ``edition``
+        and ``source`` (the citation). ``illuminant`` is ``"D65"`` for ``"srgb-linear"``;
+        for ``"lab-d50"`` and ``"xyz-d50"`` it is the white of the published data:
+        ``"ICC D50"`` for X-Rite's, ``"D50"`` (xy = (0.34567, 0.35850)) for OpenCV's. Each
+        call returns a new, independent array.
 
     Raises
     ------
     ValueError
-        If ``name``, ``space`` or ``edition`` is not one of the choices above.
+        If ``name``, ``space`` or ``edition`` is not one of the choices above (for
+        ``edition``, of that chart's editions).
     TypeError
-        If any of them is not a string.
+        If ``name`` or ``space`` is not a string, or ``edition`` neither a string nor
+        ``None``.
 
     Notes
     -----
-    The L*a*b* values are X-Rite's "New color specifications for ColorChecker SG and
-    Classic Charts", as given in colour-science; the linear sRGB values were computed from
-    them once with colour-science (Bradford adaptation D50 -> D65) and are embedded here.
+    The X-Rite L*a*b* values are X-Rite's "New color specifications for ColorChecker SG and
+    Classic Charts", as given in colour-science 0.4.7; the OpenCV ones are copied from
+    OpenCV's ``modules/photo/src/ccm/color.cpp``. The XYZ and linear sRGB values were
+    computed from them once with colour-science 0.4.7 (Bradford adaptation to D65 for
+    sRGB) and are embedded here. OpenCV's own linear sRGB reference
+    (``ColorCorrectionModel.getRefLinearRGB``) differs from ``"srgb-linear"`` by up to
+    about 2e-4, because OpenCV derives its sRGB matrix from the primaries instead of using
+    the rounded IEC 61966-2-1 matrix. See the module docstring for the full references.
 
     Examples
     --------
     >>> from xccm.charts import chart
     >>> ref = chart()
-    >>> ref.dims, ref.shape, ref.attrs["illuminant"]
-    (('patch', 'channel'), (24, 3), 'D65')
+    >>> ref.dims, ref.shape, ref.attrs["illuminant"], ref.attrs["rgb_space"]
+    (('patch', 'channel'), (24, 3), 'D65', 'sRGB')
     >>> lab = chart("ColorChecker Classic", space="lab-d50", edition="2014")
-    >>> lab.sel(patch="white 9.5 (.05 D)").values.tolist()
-    [95.19, -1.03, 2.93]
+    >>> lab.sel(patch="white 9.5 (.05 D)").values.tolist(), lab.attrs["illuminant"]
+    ([95.19, -1.03, 2.93], 'ICC D50')
+    >>> sg = chart("colorchecker_sg", space="xyz-d50")
+    >>> sg.shape, sg["channel"].values.tolist()
+    ((140, 3), ['X', 'Y', 'Z'])
+    >>> chart("vinyl", space="lab-d50").attrs["edition"]
+    'opencv'
     """
-    canonical = _resolve("chart", name, _CHART_ALIASES)
-    space_key = _resolve("space", space, {s: (s,) for s in _SPACES})
-    edition_key = _resolve("edition", edition, {e: (e,) for e in _EDITIONS})
-    channels, illuminant, source = _SPACES[space_key]
-    values = np.array(_TABLES[canonical, edition_key, space_key], dtype=np.float64)
-    return xr.DataArray(
-        values,
-        dims=("patch", "channel"),
-        coords={"patch": list(_PATCHES[canonical]), "channel": list(channels)},
-        attrs={
-            "chart": canonical,
-            "space": space_key,
-            "illuminant": illuminant,
-            "edition": edition_key,
-            "source": source.format(edition_text=_EDITIONS[edition_key]),
-        },
-    )
+    canonical = _resolve("chart", name, {key: spec.aliases for key, spec in _CHARTS.items()})
+    spec = _CHARTS[canonical]
+    space_key = _resolve("space", space, {key: (key,) for key in _SPACES})
+    if edition is None:
+        edition_key = next(iter(spec.editions))
+    elif isinstance(edition, str):
+        edition_key = _resolve(
+            "edition",
+            edition,
+            {key: (key,) for key in spec.editions},
+            context=f" for chart {canonical!r}",
+        )
+    else:
+        raise TypeError(f"edition must be a str or None, got {type(edition).__name__}")
+    data = spec.editions[edition_key]
+    space_spec = _SPACES[space_key]
+    attrs = {
+        "chart": canonical,
+        "space": space_key,
+        "illuminant": space_spec.illuminant or data.illuminant,
+    }
+    if space_spec.rgb_space is not None:
+        attrs["rgb_space"] = space_spec.rgb_space
+    attrs["edition"] = edition_key
+    attrs["source"] = data.source + space_spec.derivation.format(illuminant=data.illuminant)
+    values = np.array(data.tables[space_key], dtype=np.float64)
+    return _data_array(values, spec.patches, space_spec.channels, attrs)
+
+
+# ---------------------------------------------------------------------------------------------
+# user charts
+
+
+@dataclass(frozen=True)
+class _UserSpace:
+    """A space :func:`chart_from_table` accepts."""
+
+    #: the ``space`` argument
+    key: str
+    #: attrs["space"] of the result
+    name: str
+    channels: tuple[str, str, str]
+    #: accepted column headers / channel coords (lower case) -> canonical channel
+    headers: Mapping[str, str]
+    #: the accepted headers, for error messages
+    expected: str
+
+
+_USER_SPACES: dict[str, _UserSpace] = {
+    "lab": _UserSpace(
+        "lab",
+        "lab",
+        ("L", "a", "b"),
+        {"l": "L", "l*": "L", "a": "a", "a*": "a", "b": "b", "b*": "b"},
+        "L, a, b or L*, a*, b*",
+    ),
+    "xyz": _UserSpace("xyz", "xyz", ("X", "Y", "Z"), {"x": "X", "y": "Y", "z": "Z"}, "X, Y, Z"),
+    "rgb": _UserSpace(
+        "rgb", "rgb-linear", ("R", "G", "B"), {"r": "R", "g": "G", "b": "B"}, "R, G, B"
+    ),
+}
+
+
+def _channel_order(labels: Sequence[object], space: _UserSpace) -> list[int] | None:
+    """Positions of the canonical channels among ``labels``, or None if they do not match."""
+    found = [space.headers.get(str(label).strip().lower()) for label in labels]
+    if len(found) != 3 or set(found) != set(space.channels):
+        return None
+    return [found.index(channel) for channel in space.channels]
+
+
+def _read_csv(path: str | os.PathLike[str], text_column: str | None) -> pd.DataFrame:
+    """Read a CSV file as text; columns but ``text_column`` become numbers if all cells are."""
+    frame = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
+    columns = {}
+    for label, texts in frame.items():
+        stripped = texts.str.strip()
+        if str(label).startswith("Unnamed: ") and (stripped == "").all():
+            continue  # an empty column with no header, from trailing commas
+        if str(label).strip() == text_column:
+            columns[label] = stripped
+            continue
+        try:
+            columns[label] = stripped.replace("", "nan").astype(np.float64)
+        except ValueError:
+            columns[label] = stripped
+    return pd.DataFrame(columns)
+
+
+def _from_frame(
+    frame: pd.DataFrame, space: _UserSpace, patch_column: str | None, where: str, *, csv: bool
+) -> tuple[np.ndarray, list[str] | None]:
+    """Values (in canonical channel order) and patch names (None: unnamed) of a table."""
+    labels = [str(label).strip() for label in frame.columns]
+    if len(frame) == 0:
+        raise ValueError(f"{where} has no patches")
+    if patch_column is not None:
+        if patch_column not in labels:
+            raise ValueError(f"{where}: patch_column {patch_column!r} not found; columns: {labels}")
+        patch_at: int | None = labels.index(patch_column)
+    else:
+        patch_at = next(
+            (i for i, (_, column) in enumerate(frame.items()) if not _is_numeric(column)), None
+        )
+    numeric = [
+        i for i, (_, column) in enumerate(frame.items()) if i != patch_at and _is_numeric(column)
+    ]
+    order = _channel_order([labels[i] for i in numeric], space)
+    if order is None:
+        others = [labels[i] for i in range(len(labels)) if i != patch_at and i not in numeric]
+        message = (
+            f"{where}: expected 3 numeric value columns named {space.expected} "
+            f"(case-insensitive) for space {space.key!r}; found numeric "
+            f"columns {[labels[i] for i in numeric]}"
+        )
+        if others:
+            message += f" and non-numeric columns {others}"
+        if patch_at is not None:
+            message += f", patch names in column {labels[patch_at]!r}"
+        if len(numeric) > 3 and patch_column is None:
+            message += "; if a numeric column holds the patch names, pass patch_column"
+        if csv and any(_is_number(label) for label in labels):
+            message += "; is the header row missing? The first row must name the columns"
+        raise ValueError(message)
+    values = frame.iloc[:, [numeric[i] for i in order]].to_numpy(dtype=np.float64, copy=True)
+    if patch_at is None:
+        return values, None
+    patches = []
+    for row, patch in enumerate(frame.iloc[:, patch_at], start=1):
+        if pd.isna(patch) or str(patch).strip() == "":
+            raise ValueError(
+                f"{where}: data row {row} has no patch name (column {labels[patch_at]!r})"
+            )
+        patches.append(str(patch).strip())
+    return values, patches
+
+
+def _is_numeric(column: pd.Series) -> bool:
+    return pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column)
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _from_data_array(table: xr.DataArray, space: _UserSpace) -> tuple[np.ndarray, list[str] | None]:
+    """Values (in canonical channel order) and patch names (None: unnamed) of a DataArray."""
+    if set(table.dims) != {"patch", "channel"} or table.ndim != 2:
+        raise ValueError(f"a DataArray table must have dims ('patch', 'channel'), got {table.dims}")
+    table = table.transpose("patch", "channel")
+    if table.sizes["channel"] != 3:
+        raise ValueError(f"a DataArray table must have 3 channels, got {table.sizes['channel']}")
+    order = [0, 1, 2]
+    if "channel" in table.coords:
+        labels = table["channel"].values.tolist()
+        found = _channel_order(labels, space)
+        if found is None:
+            raise ValueError(
+                f"the DataArray's channel coords {labels} do not match space "
+                f"{space.key!r}: expected {space.expected} (case-insensitive)"
+            )
+        order = found
+    try:
+        values = np.array(table.values, dtype=np.float64)[:, order]
+    except (TypeError, ValueError) as error:
+        raise TypeError(f"a DataArray table must hold numbers, got dtype {table.dtype}") from error
+    patches = [str(p) for p in table["patch"].values] if "patch" in table.coords else None
+    return values, patches
+
+
+def chart_from_table(
+    table: str | os.PathLike[str] | pd.DataFrame | xr.DataArray | npt.ArrayLike,
+    *,
+    space: str,
+    illuminant: str | None = None,
+    rgb_space: str = "sRGB",
+    name: str = "custom",
+    patch_column: str | None = None,
+) -> xr.DataArray:
+    r"""Build a chart from a table of reference colours (your own chart or measurements).
+
+    Parameters
+    ----------
+    table : str, os.PathLike, pandas.DataFrame, xarray.DataArray or array-like
+        The reference colours, one row per patch:
+
+        - a path to a CSV file, or a DataFrame, with a header row. The patch names are in
+          column ``patch_column`` or else the first non-numeric column (if there is none,
+          the patches are numbered ``"1"`` to ``"n"``); the three value columns are the
+          remaining numeric columns, named after the channels of ``space`` in any order
+          (case-insensitive: ``L, a, b`` or ``L*, a*, b*``; ``X, Y, Z``; ``R, G, B``).
+          Other non-numeric columns are ignored. A DataFrame whose index is not the default
+          ``RangeIndex`` has its index read as a column (so ``df.set_index("patch")`` works).
+        - a DataArray with dims ``("patch", "channel")`` and 3 channels; its ``channel``
+          coords, if any, must name the channels of ``space`` (in any order), and its
+          ``patch`` coords, if any, are the patch names.
+        - a 2-D array-like of shape (n, 3), channels in canonical order; patches are
+          numbered ``"1"`` to ``"n"``.
+    space : {"lab", "xyz", "rgb"}
+        What the values are, case-insensitive: CIE L*a*b*, CIE XYZ, or linear RGB (no
+        transfer function) of ``rgb_space``.
+    illuminant : str, optional
+        The white of L*a*b* or XYZ values, recorded in attrs (default ``"D50"``). Only for
+        ``space="lab"`` or ``"xyz"``.
+    rgb_space : str, default "sRGB"
+        The RGB space of ``space="rgb"`` values, recorded in attrs; ignored otherwise.
+    name : str, default "custom"
+        The chart's name (attrs ``chart``).
+    patch_column : str, optional
+        The column holding the patch names (CSV file or DataFrame only); needed when the
+        names are numbers.
+
+    Returns
+    -------
+    xarray.DataArray
+        float64 array with dims ``("patch", "channel")``, coords ``patch`` (str) and
+        ``channel`` (``["L", "a", "b"]``, ``["X", "Y", "Z"]`` or ``["R", "G", "B"]``, in
+        that order whatever the input's), and attrs ``chart``, ``space`` (``"lab"``,
+        ``"xyz"`` or ``"rgb-linear"``), ``illuminant`` (lab, xyz) or ``rgb_space`` (rgb),
+        and ``source`` (the path, or ``"user table"``). The input is never modified.
+
+    Raises
+    ------
+    ValueError
+        If ``space`` is unknown; if the columns or channel coords do not match ``space``
+        or ``patch_column`` is missing; if the table is empty or not (n, 3); if a patch
+        name is missing or duplicated; if a value is not finite; if ``illuminant`` is given
+        with ``space="rgb"``, or ``patch_column`` with a DataArray or array.
+    TypeError
+        If an argument that must be a string is not.
+
+    Examples
+    --------
+    >>> from xccm.charts import chart_from_table
+    >>> ref = chart_from_table([[95.0, 0.1, 1.2], [20.5, 0.0, -0.4]], space="Lab")
+    >>> ref["patch"].values.tolist(), ref["channel"].values.tolist()
+    (['1', '2'], ['L', 'a', 'b'])
+    >>> ref.attrs
+    {'chart': 'custom', 'space': 'lab', 'illuminant': 'D50', 'source': 'user table'}
+
+    A CSV file with a header row, then one line per patch:
+
+    >>> import pathlib, tempfile
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     path = pathlib.Path(folder) / "chart.csv"
+    ...     _ = path.write_text("patch,L*,a*,b*\nwhite,95.2,-1.0,2.9\nblack,20.6,0.1,-0.5")
+    ...     ref = chart_from_table(path, space="lab")
+    >>> ref.sel(patch="black").values.tolist()
+    [20.6, 0.1, -0.5]
+    """
+    space_key = _resolve("space", space, {key: (key,) for key in _USER_SPACES})
+    user_space = _USER_SPACES[space_key]
+    for argument, value in [("name", name), ("rgb_space", rgb_space)]:
+        if not isinstance(value, str):
+            raise TypeError(f"{argument} must be a str, got {type(value).__name__}")
+    if patch_column is not None and not isinstance(patch_column, str):
+        raise TypeError(f"patch_column must be a str or None, got {type(patch_column).__name__}")
+    if illuminant is not None and not isinstance(illuminant, str):
+        raise TypeError(f"illuminant must be a str or None, got {type(illuminant).__name__}")
+    if illuminant is not None and space_key == "rgb":
+        raise ValueError(
+            "illuminant applies to space 'lab' or 'xyz' only; RGB values take the white of "
+            "rgb_space"
+        )
+    is_frame = isinstance(table, (str, os.PathLike, pd.DataFrame))
+    if patch_column is not None and not is_frame:
+        raise ValueError("patch_column applies only to a CSV file or a DataFrame table")
+
+    if isinstance(table, (str, os.PathLike)):
+        source = os.fspath(table)
+        where = f"CSV file {source!r}"
+        frame = _read_csv(table, patch_column)
+        values, patches = _from_frame(frame, user_space, patch_column, where, csv=True)
+    elif isinstance(table, pd.DataFrame):
+        source, where = "user table", "DataFrame table"
+        frame = table if isinstance(table.index, pd.RangeIndex) else table.reset_index()
+        values, patches = _from_frame(frame, user_space, patch_column, where, csv=False)
+    elif isinstance(table, xr.DataArray):
+        source, where = "user table", "DataArray table"
+        values, patches = _from_data_array(table, user_space)
+    else:
+        source, where = "user table", "table"
+        try:
+            values = np.array(table, dtype=np.float64)
+        except (TypeError, ValueError) as error:
+            raise TypeError(
+                "table must be a path to a CSV file, a pandas DataFrame, an xarray DataArray "
+                f"or a 2-D array-like of numbers, got {type(table).__name__}"
+            ) from error
+        if values.ndim != 2 or values.shape[1] != 3:
+            raise ValueError(
+                f"table must have shape (n, 3), got {values.shape} ({type(table).__name__})"
+            )
+        patches = None
+
+    if len(values) == 0:
+        raise ValueError(f"{where} has no patches")
+    if patches is None:
+        patches = [str(number) for number in range(1, len(values) + 1)]
+    duplicated = sorted(patch for patch, count in Counter(patches).items() if count > 1)
+    if duplicated:
+        raise ValueError(f"{where}: duplicated patch names {duplicated}")
+    bad = ~np.isfinite(values)
+    if bad.any():
+        row, column = np.argwhere(bad)[0]
+        raise ValueError(
+            f"{where}: non-finite value {values[row, column]} in patch {patches[row]!r}, "
+            f"channel {user_space.channels[column]!r}"
+        )
+
+    attrs = {"chart": name, "space": user_space.name}
+    if space_key == "rgb":
+        attrs["rgb_space"] = rgb_space
+    else:
+        attrs["illuminant"] = "D50" if illuminant is None else illuminant
+    attrs["source"] = source
+    return _data_array(values, patches, user_space.channels, attrs)

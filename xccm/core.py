@@ -53,6 +53,15 @@ def fit(
     weights: xr.DataArray | np.ndarray | None = None,
     sample_dims: Hashable | Iterable[Hashable] | None = None,
     min_samples: int | None = None,
+    loss: str | None = None,
+    rgb_space: str = "sRGB",
+    reference_space: str | None = None,
+    illuminant: str | Iterable[float] | None = None,
+    standard: Literal["reference", "sample"] = "reference",
+    mask: xr.DataArray | None = None,
+    saturation: tuple[float, float] | Literal["auto"] | None = "auto",
+    lightness_power: float | None = None,
+    max_iter: int = 200,
 ) -> xr.DataArray | np.ndarray:
     r"""Fit a colour-correction matrix mapping ``measured`` colours onto ``reference``.
 
@@ -132,6 +141,12 @@ def fit(
     (('channel_in', 'channel'), True)
     """
     if not isinstance(measured, xr.DataArray):
+        if loss is not None or mask is not None or lightness_power is not None:
+            raise TypeError(
+                "loss=, mask= and lightness_power= need DataArrays (the reference's colour "
+                "space and the patches are read from labels); wrap measured and reference "
+                "with xr.DataArray(..., dims=('patch', 'channel'))"
+            )
         return _fit_arrays(measured, reference, dim, model, init, weights, min_samples)
     _check_choice("model", model, Model)
     _check_choice("init", init, Init)
@@ -144,6 +159,34 @@ def fit(
     _check_data(measured, "measured", dim)
     reference = _as_dataarray(reference, "reference", dim)
     _check_data(reference, "reference", dim)
+    colour_attrs, measure = {}, None
+    if isinstance(max_iter, bool) or not isinstance(max_iter, int | np.integer) or max_iter < 0:
+        raise ValueError(f"max_iter must be a non-negative integer; got {max_iter!r}")
+    from . import chartfit  # imports core: import here, not at the top
+
+    if chartfit.wants_colour(reference, loss, reference_space):
+        if saturation == "auto":
+            saturation = (0.0, 0.98) if loss is not None else None
+        reference, weights, measure, colour_attrs = chartfit.prepare(
+            measured,
+            reference,
+            weights,
+            dim=dim,
+            loss=loss,
+            rgb_space=rgb_space,
+            reference_space=reference_space,
+            illuminant=illuminant,
+            mask=mask,
+            saturation=saturation,
+            lightness_power=lightness_power,
+            standard=standard,
+        )
+    elif mask is not None or lightness_power is not None or saturation not in ("auto", None):
+        raise ValueError(
+            "mask=, saturation= and lightness_power= apply when fitting to a chart with a "
+            "colour loss; pass loss= (e.g. loss='linear_rgb' for least squares), or fold a "
+            "mask into weights= yourself"
+        )
 
     samples = _sample_dims(measured, reference, dim, sample_dims)
     n_in, n_out = measured.sizes[dim], reference.sizes[dim]
@@ -186,7 +229,11 @@ def fit(
     matrix = _set_index(matrix, in_dim, rows)
     matrix = _set_index(matrix, dim, _index_values(reference, dim))
     matrix.name = "ccm"
-    matrix.attrs = {"model": model, "init": init}
+    matrix.attrs = {"model": model, "init": init, **colour_attrs}
+    if loss is not None:
+        matrix = chartfit.refine_matrix(
+            matrix, arrays, samples, measure, dim=dim, max_iter=int(max_iter)
+        )
     return matrix
 
 
@@ -667,6 +714,9 @@ def _checked_matrix(matrix: xr.DataArray, dim: Hashable) -> xr.DataArray:
             f"output channels); its dims are {tuple(matrix.dims)}. Was it fitted with another dim=?"
         )
     _require_real(matrix, "matrix")
+    # Non-index coords (a fit's per-frame loss, iterations...) describe the matrix, not what
+    # it is applied to or inverted into: drop them.
+    matrix = matrix.reset_coords(drop=True)
     return matrix.chunk({in_dim: -1, dim: -1}) if matrix.chunks is not None else matrix
 
 

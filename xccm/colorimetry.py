@@ -1,0 +1,639 @@
+"""Colour spaces and colour differences on labelled arrays, on top of colour-science.
+
+Linear RGB of a named space (sRGB, Adobe RGB, Display P3, ProPhoto, Rec.2020, ...), CIE XYZ
+and CIE L*a*b* under any illuminant (CIE 1931 2° observer), with chromatic adaptation
+(Bradford by default) between whites; and colour differences ΔE (CIE76, CIE94, CIEDE2000,
+CMC l:c) plus Euclidean distances in linear and in encoded RGB. The colorimetry itself is
+colour-science's (``colour-science`` on PyPI, the ``colour`` extra); this module adds names,
+dims, attrs and laziness.
+
+Where a colour space is not given, it is read from ``attrs["space"]`` (as :func:`xccm.chart`
+sets it): ``"lab"``, ``"lab-d50"``, ``"xyz"``, ``"xyz-d65"``, ``"rgb-linear"`` or
+``"<rgb space>-linear"`` (e.g. ``"srgb-linear"``), with ``attrs["illuminant"]`` and
+``attrs["rgb_space"]`` taking precedence over a suffix. XYZ is relative (white Y = 1); L* is in
+[0, 100]. Linear RGB -> XYZ uses the RGB space's matrix as colour-science gives it, and
+XYZ -> RGB its exact inverse, so that every conversion round-trips to rounding error.
+"""
+
+from __future__ import annotations
+
+import functools
+import warnings
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import xarray as xr
+
+__all__ = ["DISTANCES", "convert", "delta_e"]
+
+Kind = Literal["rgb", "xyz", "lab"]
+Standard = Literal["reference", "sample"]
+
+#: Colour-difference methods (``method=`` of :func:`delta_e`, ``loss=`` of :func:`xccm.fit`):
+#: name -> (colour-science method, keyword arguments). ``"linear_rgb"`` and ``"rgb"`` are
+#: Euclidean distances in linear and in encoded RGB of the RGB space.
+DISTANCES: dict[str, tuple[str, dict[str, Any]]] = {
+    "cie76": ("CIE 1976", {}),
+    "cie94": ("CIE 1994", {"textiles": False}),
+    "cie94_textiles": ("CIE 1994", {"textiles": True}),
+    "ciede2000": ("CIE 2000", {}),
+    "cmc": ("CMC", {"l": 1, "c": 1}),
+    "cmc_2to1": ("CMC", {"l": 2, "c": 1}),
+    "linear_rgb": ("", {}),
+    "rgb": ("", {}),
+}
+_DISTANCE_ALIASES = {
+    "cie1976": "cie76",
+    "cie94_graphic_arts": "cie94",
+    "cie1994": "cie94",
+    "cie2000": "ciede2000",
+    "de2000": "ciede2000",
+    "cmc_1to1": "cmc",
+    "cmc1:1": "cmc",
+    "cmc2:1": "cmc_2to1",
+    "rgbl": "linear_rgb",
+}
+#: Short names of common RGB spaces -> colour-science names (any colour-science name works too).
+RGB_SPACES = {
+    "srgb": "sRGB",
+    "adobe-rgb": "Adobe RGB (1998)",
+    "display-p3": "Display P3",
+    "dci-p3": "DCI-P3",
+    "prophoto": "ProPhoto RGB",
+    "rec2020": "ITU-R BT.2020",
+    "rec709": "ITU-R BT.709",
+    "apple-rgb": "Apple RGB",
+    "wide-gamut-rgb": "Adobe Wide Gamut RGB",
+    "acescg": "ACEScg",
+}
+_OBSERVER = "CIE 1931 2 Degree Standard Observer"
+_CHANNELS: dict[str, tuple[str, str, str]] = {
+    "rgb": ("R", "G", "B"),
+    "xyz": ("X", "Y", "Z"),
+    "lab": ("L", "a", "b"),
+}
+_C = "__xccm_colour__"  # private core-dim name inside apply_ufunc
+_C_REF = "__xccm_colour_ref__"
+
+
+@functools.cache
+def _colour():
+    """Import colour-science once, quietly (it warns about optional plotting packages)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            import colour
+    except ImportError as err:  # pragma: no cover - exercised only without the extra
+        raise ImportError(
+            "this needs colour-science; install it with `pip install xccm[colour]`"
+        ) from err
+    return colour
+
+
+# ---------------------------------------------------------------------------------------------
+# names: distances, RGB spaces, illuminants, spaces
+
+
+def distance_name(method: str, argname: str = "method") -> str:
+    """Canonical name of a distance (``"ciede2000"``, ...); ValueError if unknown."""
+    if isinstance(method, str):
+        key = method.strip().lower().replace(" ", "_").replace("-", "_")
+        key = _DISTANCE_ALIASES.get(key, key)
+        if key in DISTANCES:
+            return key
+    raise ValueError(f"unknown {argname} {method!r}; expected one of {list(DISTANCES)}")
+
+
+def rgb_colourspace(name):
+    """Return the colour-science ``RGB_Colourspace`` called ``name`` (or colour's name).
+
+    An ``RGB_Colourspace`` object is returned as it is: a space colour-science does not
+    name (e.g. sRGB with OpenCV's rounding of the D65 white) can be passed wherever an
+    ``rgb_space`` is.
+    """
+    colour = _colour()
+    if isinstance(name, colour.RGB_Colourspace):
+        return name
+    if not isinstance(name, str):
+        raise TypeError(f"rgb_space must be a str, got {type(name).__name__}")
+    key = name.strip().lower()
+    key = RGB_SPACES.get(key.replace("_", "-").replace(" ", "-"), key)
+    for candidate, space in colour.RGB_COLOURSPACES.items():
+        if candidate.lower() == key.lower():
+            return space
+    raise ValueError(
+        f"unknown rgb_space {name!r}; use one of {list(RGB_SPACES)} or a colour-science name "
+        "(colour.RGB_COLOURSPACES), e.g. 'Display P3'"
+    )
+
+
+def illuminant_xy(illuminant: str | Sequence[float]) -> np.ndarray:
+    """CIE xy chromaticity (2° observer) of a named illuminant (``"D65"``, ``"ICC D50"``...)."""
+    table = _colour().CCS_ILLUMINANTS[_OBSERVER]
+    if isinstance(illuminant, str):
+        for name, xy in table.items():
+            if name.lower() == illuminant.strip().lower():
+                return np.asarray(xy, dtype=np.float64)
+        raise ValueError(
+            f"unknown illuminant {illuminant!r}; use a name of colour.CCS_ILLUMINANTS"
+            f"[{_OBSERVER!r}] such as 'D50', 'ICC D50', 'D65', 'A', 'E', or an (x, y) pair"
+        )
+    xy = np.asarray(illuminant, dtype=np.float64)
+    if xy.shape != (2,) or not np.all(np.isfinite(xy)) or xy[1] <= 0:
+        raise ValueError(f"an illuminant given as chromaticity must be (x, y); got {illuminant!r}")
+    return xy
+
+
+@dataclass(frozen=True)
+class Space:
+    """A colour space: linear RGB of ``rgb_space``, or XYZ / Lab under ``illuminant``."""
+
+    kind: Kind
+    illuminant: str | tuple[float, float] | None = None
+    rgb_space: str | None = None
+
+    @property
+    def white(self) -> np.ndarray:
+        """Chromaticity (x, y) of the space's white."""
+        if self.kind == "rgb":
+            return np.asarray(rgb_colourspace(self.rgb_space).whitepoint, dtype=np.float64)
+        return illuminant_xy(self.illuminant)
+
+    def attrs(self) -> dict[str, Any]:
+        """Return the attrs that describe this space (see the module docstring)."""
+        if self.kind == "rgb":
+            name = rgb_colourspace(self.rgb_space).name
+            short = {v: k for k, v in RGB_SPACES.items()}.get(name, name)
+            return {"space": f"{short}-linear", "rgb_space": name}
+        ill = self.illuminant
+        label = ill if isinstance(ill, str) else f"xy{tuple(ill)}"
+        return {"space": f"{self.kind}-{str(label).lower().replace(' ', '-')}", "illuminant": ill}
+
+
+def space_of(
+    obj: xr.DataArray | None,
+    space: str | Space | None,
+    *,
+    rgb_space: str,
+    argname: str,
+    dim: Hashable,
+) -> Space:
+    """Return the space of ``obj``: ``space`` if given, else its attrs, else ``rgb_space``.
+
+    Channel coords, where present, must be the ones of that space (L, a, b for Lab...).
+    """
+    attrs = obj.attrs if obj is not None else {}
+    if isinstance(space, Space):
+        parsed = space
+    else:
+        parsed = _parse_space(space or attrs.get("space"), attrs, rgb_space, argname)
+    if obj is not None and dim in obj.indexes:
+        labels = [str(c) for c in obj.indexes[dim]]
+        expected = list(_CHANNELS[parsed.kind])
+        if [c.rstrip("*").lower() for c in labels] != [c.lower() for c in expected]:
+            raise ValueError(
+                f"{argname} is in {parsed.kind.upper() if parsed.kind != 'lab' else 'Lab'} "
+                f"(space {given_name(space, attrs)!r}) so its {dim!r} coords must be "
+                f"{expected}; got {labels}. Pass {argname}_space= (or set attrs['space']) if "
+                "the space is wrong, or relabel the channels"
+            )
+    return parsed
+
+
+def given_name(space, attrs) -> str:
+    """Return the space as the user gave it, for messages."""
+    return str(space if space is not None else attrs.get("space", "linear RGB (default)"))
+
+
+def _parse_space(given, attrs: dict, rgb_space: str, argname: str) -> Space:
+    if given is None:
+        return Space("rgb", rgb_space=attrs.get("rgb_space") or rgb_space)
+    if not isinstance(given, str):
+        raise TypeError(f"{argname} space must be a str; got {type(given).__name__}")
+    text = given.strip().lower()
+    for kind in ("lab", "xyz"):
+        if text == kind or text.startswith(kind + "-"):
+            suffix = given.strip()[len(kind) + 1 :].replace("-", " ")
+            illuminant = attrs.get("illuminant") or suffix.upper() or None
+            if illuminant is None:
+                raise ValueError(
+                    f"{argname} is in {kind!r} but its illuminant is unknown; set "
+                    f"attrs['illuminant'] or give the space as e.g. '{kind}-d50'"
+                )
+            illuminant_xy(illuminant)  # validate now
+            return Space(kind, illuminant=illuminant)  # type: ignore[arg-type]
+    if text in ("rgb", "rgb-linear", "linear"):
+        return Space("rgb", rgb_space=attrs.get("rgb_space") or rgb_space)
+    name = given.strip()[: -len("-linear")] if text.endswith("-linear") else given.strip()
+    try:
+        rgb_colourspace(name)
+    except ValueError:
+        raise ValueError(
+            f"unknown {argname} space {given!r}; expected 'lab[-<illuminant>]', "
+            "'xyz[-<illuminant>]', 'rgb-linear' or '<rgb space>-linear' (e.g. 'srgb-linear')"
+        ) from None
+    return Space("rgb", rgb_space=name)
+
+
+# ---------------------------------------------------------------------------------------------
+# array kernels (channel axis last, float64)
+
+
+def _adaptation(src_xy: np.ndarray, dst_xy: np.ndarray, adaptation: str) -> np.ndarray:
+    """3x3 chromatic-adaptation matrix (column-vector convention) from one white to another."""
+    colour = _colour()
+    if np.allclose(src_xy, dst_xy, rtol=0, atol=1e-15):
+        return np.eye(3)
+    if adaptation not in colour.CHROMATIC_ADAPTATION_TRANSFORMS:
+        raise ValueError(
+            f"unknown adaptation {adaptation!r}; expected one of "
+            f"{sorted(colour.CHROMATIC_ADAPTATION_TRANSFORMS)}"
+        )
+    return colour.adaptation.matrix_chromatic_adaptation_VonKries(
+        colour.xy_to_XYZ(src_xy), colour.xy_to_XYZ(dst_xy), transform=adaptation
+    )
+
+
+def to_xyz_matrix(rgb_space: str, white_xy: np.ndarray, adaptation: str) -> np.ndarray:
+    """Matrix ``A`` with ``XYZ = RGB @ A.T``: linear ``rgb_space`` to XYZ under ``white_xy``."""
+    cs = rgb_colourspace(rgb_space)
+    cat = _adaptation(np.asarray(cs.whitepoint, dtype=np.float64), white_xy, adaptation)
+    return cat @ np.asarray(cs.matrix_RGB_to_XYZ, dtype=np.float64)
+
+
+def _to_xyz(values: np.ndarray, space: Space, white_xy: np.ndarray, adaptation: str):
+    colour = _colour()
+    if space.kind == "rgb":
+        return values @ to_xyz_matrix(space.rgb_space, white_xy, adaptation).T
+    own = space.white
+    xyz = colour.Lab_to_XYZ(values, own) if space.kind == "lab" else values
+    return xyz @ _adaptation(own, white_xy, adaptation).T
+
+
+def _from_xyz(xyz: np.ndarray, space: Space, white_xy: np.ndarray, adaptation: str):
+    """Inverse of :func:`_to_xyz`: XYZ under ``white_xy`` into ``space``."""
+    colour = _colour()
+    if space.kind == "rgb":
+        # The exact inverse of the RGB -> XYZ path, so that conversions round-trip exactly
+        # and a fit's target is the reference itself. (colour.XYZ_to_RGB uses the space's
+        # published XYZ -> RGB matrix instead, which for sRGB is rounded separately from
+        # the RGB -> XYZ one: the two differ by up to 1e-4.)
+        return xyz @ np.linalg.inv(to_xyz_matrix(space.rgb_space, white_xy, adaptation)).T
+    own = space.white
+    xyz = xyz @ _adaptation(white_xy, own, adaptation).T
+    return colour.XYZ_to_Lab(xyz, own) if space.kind == "lab" else xyz
+
+
+def convert_array(values, source: Space, target: Space, adaptation: str = "Bradford"):
+    """Convert ``values (..., 3)`` from ``source`` to ``target``; float64."""
+    values = np.asarray(values, dtype=np.float64)
+    if source == target:
+        return values.copy()
+    white = target.white
+    return _from_xyz(_to_xyz(values, source, white, adaptation), target, white, adaptation)
+
+
+def xyz_to_lab(xyz: np.ndarray, white_xy: np.ndarray) -> np.ndarray:
+    """CIE L*a*b* of ``xyz (..., 3)`` (relative, Y = 1 white) under ``white_xy``."""
+    return _colour().XYZ_to_Lab(xyz, white_xy)
+
+
+def lab_delta_e(lab: np.ndarray, lab_reference: np.ndarray, method: str) -> np.ndarray:
+    """ΔE between Lab arrays; for CIE94 and CMC the *reference* is the standard (colour's Lab_1)."""
+    name, kwargs = DISTANCES[method]
+    return _colour().delta_E(lab_reference, lab, method=name, **kwargs)
+
+
+def lab_components(lab: np.ndarray, lab_reference: np.ndarray, method: str) -> np.ndarray:
+    r"""Vectors ``(..., 3)`` whose Euclidean norm is the ΔE of :func:`lab_delta_e`.
+
+    The squared norm is the same sum of squared lightness, chroma and hue terms, written
+    so that each component is smooth where ΔE is small (ΔE itself, as a norm, has a kink at
+    0): this is the residual a least-squares fit should see. The hue term is the signed
+    :math:`\Delta H = 2\sqrt{C_1 C_2}\sin(\Delta h / 2)`, whose square equals the
+    :math:`\Delta a^2 + \Delta b^2 - \Delta C^2` of CIE94 and CMC; CIEDE2000's rotation term
+    :math:`R_T` is folded in as :math:`[\ell, c + R_T h / 2, h\sqrt{1 - R_T^2 / 4}]`.
+    """
+    colour = _colour()
+    if method == "cie76":
+        return lab_reference - lab
+    if method == "ciede2000":
+        p = colour.difference.delta_e.intermediate_attributes_CIE2000(lab_reference, lab)
+        ell = p.delta_L_p / p.S_L
+        c = p.delta_C_p / p.S_C
+        h = p.delta_H_p / p.S_H
+        return np.stack([ell, c + p.R_T * h / 2, h * np.sqrt(1 - p.R_T**2 / 4)], axis=-1)
+    l1, a1, b1 = np.moveaxis(lab_reference, -1, 0)
+    l2, a2, b2 = np.moveaxis(lab, -1, 0)
+    c1, c2 = np.hypot(a1, b1), np.hypot(a2, b2)
+    dh = np.arctan2(b1, a1) - np.arctan2(b2, a2)
+    dh = (dh + np.pi) % (2 * np.pi) - np.pi
+    delta_h = 2 * np.sqrt(c1 * c2) * np.sin(dh / 2)
+    if method in ("cie94", "cie94_textiles"):  # as colour.difference.delta_E_CIE1994
+        textiles = DISTANCES[method][1]["textiles"]
+        k1, k2, kl = (0.048, 0.014, 2) if textiles else (0.045, 0.015, 1)
+        return np.stack(
+            [(l1 - l2) / kl, (c1 - c2) / (1 + k1 * c1), delta_h / (1 + k2 * c1)], axis=-1
+        )
+    # CMC l:c, as colour.difference.delta_E_CMC
+    kw = DISTANCES[method][1]
+    s_l = np.where(l1 < 16, 0.511, (0.040975 * l1) / (1 + 0.01765 * l1))
+    s_c = 0.0638 * c1 / (1 + 0.0131 * c1) + 0.638
+    h1 = np.degrees(np.arctan2(b1, a1)) % 360
+    t = np.where(
+        (h1 >= 164) & (h1 <= 345),
+        0.56 + np.fabs(0.2 * np.cos(np.deg2rad(h1 + 168))),
+        0.36 + np.fabs(0.4 * np.cos(np.deg2rad(h1 + 35))),
+    )
+    f = np.sqrt(c1**4 / (c1**4 + 1900))
+    s_h = s_c * (f * t + 1 - f)
+    return np.stack(
+        [(l1 - l2) / (kw["l"] * s_l), (c1 - c2) / (kw["c"] * s_c), delta_h / s_h], axis=-1
+    )
+
+
+def encode_rgb(rgb: np.ndarray, rgb_space: str) -> np.ndarray:
+    """Apply the encoding transfer function (e.g. sRGB's) of ``rgb_space`` to linear values."""
+    return np.asarray(rgb_colourspace(rgb_space).cctf_encoding(rgb), dtype=np.float64)
+
+
+@dataclass(frozen=True)
+class Metric:
+    """How to measure a colour difference between linear RGB colours of one space.
+
+    ``transform`` maps linear RGB ``(..., 3)`` to the space the distance is taken in (Lab
+    under ``white`` for ΔE, encoded or linear RGB otherwise); ``distance`` compares two such
+    arrays. Build one with :func:`metric`.
+    """
+
+    method: str
+    rgb_space: Any  # a colour-science RGB_Colourspace
+    white: np.ndarray | None
+    to_xyz: np.ndarray | None
+    standard: Standard = "reference"
+
+    def _pair(self, a: np.ndarray, reference: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(colour, standard)``: which of the two the asymmetric CIE94 and CMC weight by."""
+        return (a, reference) if self.standard == "reference" else (reference, a)
+
+    def transform(self, rgb: np.ndarray) -> np.ndarray:
+        """Linear RGB to the comparison space."""
+        if self.method == "linear_rgb":
+            return rgb
+        if self.method == "rgb":
+            return encode_rgb(rgb, self.rgb_space)
+        return xyz_to_lab(rgb @ self.to_xyz.T, self.white)
+
+    def distance(self, a: np.ndarray, reference: np.ndarray) -> np.ndarray:
+        """Distance between transformed colours (``reference`` is the standard)."""
+        if self.method in ("linear_rgb", "rgb"):
+            return np.sqrt(np.sum((a - reference) ** 2, axis=-1))
+        return lab_delta_e(*self._pair(a, reference), self.method)
+
+    def components(self, a: np.ndarray, reference: np.ndarray) -> np.ndarray:
+        """Residual vectors ``(..., 3)`` whose norms are :meth:`distance` (smooth near 0)."""
+        if self.method in ("linear_rgb", "rgb"):
+            return reference - a
+        return lab_components(*self._pair(a, reference), self.method)
+
+
+def metric(
+    method: str,
+    rgb_space: str = "sRGB",
+    illuminant=None,
+    adaptation: str = "Bradford",
+    standard: Standard = "reference",
+) -> Metric:
+    """Return the :class:`Metric` of ``method`` on linear ``rgb_space``, ΔE under ``illuminant``.
+
+    ``illuminant=None`` takes Lab under the RGB space's own white (D65 for sRGB), as OpenCV's
+    ccm module does; ``"D50"`` gives the ICC convention. ``standard`` is the colour CIE94
+    and CMC weight by: ``"reference"`` (the CIE definition, colour-science's) or
+    ``"sample"`` (what OpenCV's ccm module does).
+    """
+    method = distance_name(method)
+    if standard not in ("reference", "sample"):
+        raise ValueError(f"standard must be 'reference' or 'sample'; got {standard!r}")
+    cs = rgb_colourspace(rgb_space)
+    if method in ("linear_rgb", "rgb"):
+        return Metric(method, cs, None, None, standard)
+    white = (
+        np.asarray(cs.whitepoint, dtype=np.float64)
+        if illuminant is None
+        else illuminant_xy(illuminant)
+    )
+    return Metric(method, cs, white, to_xyz_matrix(cs, white, adaptation), standard)
+
+
+# ---------------------------------------------------------------------------------------------
+# DataArray API
+
+
+def convert(
+    obj: xr.DataArray,
+    to: Literal["lab", "xyz", "rgb"] | str | Space,
+    *,
+    dim: Hashable = "channel",
+    source: str | Space | None = None,
+    illuminant: str | Sequence[float] | None = None,
+    rgb_space: str = "sRGB",
+    adaptation: str = "Bradford",
+) -> xr.DataArray:
+    """Convert colours between linear RGB, CIE XYZ and CIE L*a*b*, lazily.
+
+    Parameters
+    ----------
+    obj : DataArray
+        Colours along ``dim`` (3 channels), in the space ``source`` or, if not given,
+        ``obj.attrs["space"]`` (linear ``rgb_space`` if neither says).
+    to : {"lab", "xyz", "rgb"} or str
+        Target: ``"lab"``, ``"xyz"``, ``"rgb"`` (linear ``rgb_space``), or a full space
+        name such as ``"lab-d65"`` or ``"display-p3-linear"``.
+    dim : hashable, default "channel"
+    source : str, optional
+        The source space, overriding ``obj.attrs["space"]``.
+    illuminant : str or (x, y), optional
+        White of a Lab or XYZ target (CIE 1931 2° observer), e.g. ``"D50"``, ``"ICC D50"``,
+        ``"D65"``. Default: the source's own white (its illuminant, or its RGB space's white).
+    rgb_space : str, default "sRGB"
+        The RGB space of an RGB source without ``attrs["rgb_space"]`` and of an RGB target:
+        short names ``"srgb"``, ``"adobe-rgb"``, ``"display-p3"``, ``"prophoto"``,
+        ``"rec2020"``... or any name in ``colour.RGB_COLOURSPACES``.
+    adaptation : str, default "Bradford"
+        Chromatic adaptation transform between whites (a colour-science name).
+
+    Returns
+    -------
+    DataArray
+        Same dims, coords (with ``dim`` relabelled, e.g. ``L, a, b``) and chunks; attrs
+        updated with the new ``space`` (and ``illuminant`` or ``rgb_space``). float32 input
+        stays float32, other input becomes float64. Dask-backed input stays lazy.
+
+    Examples
+    --------
+    >>> import xccm
+    >>> lab = xccm.chart(space="lab-d50")
+    >>> rgb = convert(lab, "rgb", rgb_space="sRGB")
+    >>> rgb.attrs["space"], [str(c) for c in rgb.channel.values]
+    ('srgb-linear', ['R', 'G', 'B'])
+    >>> back = convert(rgb, "lab", illuminant="ICC D50")
+    >>> bool(abs(back - lab).max() < 1e-10)
+    True
+    """
+    src = space_of(obj, source, rgb_space=rgb_space, argname="obj", dim=dim)
+    target = _target_space(to, src, illuminant, rgb_space)
+    _check_three(obj, dim, "obj")
+    dtype = obj.dtype if obj.dtype == np.float32 else np.dtype(np.float64)
+    out = xr.apply_ufunc(
+        lambda v: convert_array(v, src, target, adaptation).astype(dtype, copy=False),
+        obj.rename({dim: _C}),
+        input_core_dims=[[_C]],
+        output_core_dims=[[_C]],
+        dask="parallelized",
+        output_dtypes=[dtype],
+        keep_attrs=True,
+    )
+    out = out.rename({_C: dim}).transpose(*obj.dims)
+    out = out.assign_coords({dim: list(_CHANNELS[target.kind])})
+    for key in ("space", "illuminant", "rgb_space"):
+        out.attrs.pop(key, None)
+    out.attrs.update(target.attrs())
+    return out
+
+
+def _target_space(to, src: Space, illuminant, rgb_space: str) -> Space:
+    if isinstance(to, Space):
+        return to
+    text = str(to).strip().lower()
+    if text in ("lab", "xyz"):
+        if illuminant is None:
+            illuminant = src.illuminant if src.kind != "rgb" else _white_name(src)
+        return Space(text, illuminant=illuminant)  # type: ignore[arg-type]
+    if text == "rgb":
+        return Space("rgb", rgb_space=rgb_space)
+    target = _parse_space(to, {}, rgb_space, "to")
+    if illuminant is not None and target.kind != "rgb":
+        target = Space(target.kind, illuminant=illuminant)
+    return target
+
+
+def _white_name(space: Space) -> str | tuple[float, float]:
+    cs = rgb_colourspace(space.rgb_space)
+    name = cs.whitepoint_name
+    try:
+        if np.allclose(illuminant_xy(name), cs.whitepoint, atol=1e-12):
+            return name
+    except ValueError:
+        pass
+    return tuple(float(v) for v in cs.whitepoint)
+
+
+def _check_three(obj: xr.DataArray, dim: Hashable, argname: str) -> None:
+    from .core import _check_data, _require_one_chunk
+
+    _check_data(obj, argname, dim, allow_empty=True)
+    if obj.sizes[dim] != 3:
+        raise ValueError(f"{argname} must have 3 channels along {dim!r}; got {obj.sizes[dim]}")
+    _require_one_chunk(obj, dim, argname)
+
+
+def delta_e(
+    sample: xr.DataArray,
+    reference: xr.DataArray,
+    method: str = "ciede2000",
+    *,
+    dim: Hashable = "channel",
+    sample_space: str | None = None,
+    reference_space: str | None = None,
+    rgb_space: str = "sRGB",
+    illuminant: str | Sequence[float] | None = None,
+    adaptation: str = "Bradford",
+    standard: Standard = "reference",
+) -> xr.DataArray:
+    """Colour difference between ``sample`` and ``reference``, lazily and broadcast by name.
+
+    Both are converted to CIE L*a*b* under ``illuminant`` (by default the RGB space's own
+    white: D65 for sRGB, as OpenCV's ccm module does; pass ``"D50"`` for the ICC
+    convention), with chromatic adaptation where their whites differ, then compared. The
+    distances ``"linear_rgb"`` and ``"rgb"`` are Euclidean in linear and in encoded (e.g.
+    sRGB-curve) ``rgb_space`` instead.
+
+    Parameters
+    ----------
+    sample, reference : DataArray
+        Colours along ``dim``; other dims broadcast against each other by name (e.g. a
+        corrected ``(time, patch, channel)`` against a chart ``(patch, channel)``). Their
+        spaces come from ``sample_space`` / ``reference_space`` or their
+        ``attrs["space"]``, else linear ``rgb_space``.
+    method : str, default "ciede2000"
+        ``"cie76"``, ``"cie94"`` (graphic arts), ``"cie94_textiles"``, ``"ciede2000"``,
+        ``"cmc"`` (l:c = 1:1), ``"cmc_2to1"``, ``"linear_rgb"`` or ``"rgb"``. For the
+        asymmetric CIE94 and CMC the reference is the standard, as the CIE defines them and
+        colour-science computes them; ``standard="sample"`` weights by the sample instead,
+        as OpenCV's ccm module does.
+    dim : hashable, default "channel"
+    sample_space, reference_space : str, optional
+        Override the spaces read from attrs (``"lab-d50"``, ``"xyz-d65"``, ``"srgb-linear"``...).
+    rgb_space : str, default "sRGB"
+        RGB space of RGB inputs without ``attrs["rgb_space"]``, and of the RGB distances.
+    illuminant : str or (x, y), optional
+        White of the Lab space the ΔE is taken in; default the RGB space's white.
+    adaptation : str, default "Bradford"
+    standard : {"reference", "sample"}, default "reference"
+        Which colour CIE94 and CMC weight by (see ``method``).
+
+    Returns
+    -------
+    DataArray
+        The differences, without ``dim``, named ``"delta_e"``, with ``attrs`` recording the
+        method, RGB space and Lab white. Dask-backed input stays lazy.
+
+    Examples
+    --------
+    >>> import xccm
+    >>> ref = xccm.chart()
+    >>> de = delta_e(ref * 1.05, ref, "ciede2000")
+    >>> de.dims, bool(0 < de.max() < 3)
+    (('patch',), True)
+    """
+    measure = metric(method, rgb_space, illuminant, adaptation, standard)
+    s_space = space_of(sample, sample_space, rgb_space=rgb_space, argname="sample", dim=dim)
+    r_space = space_of(
+        reference, reference_space, rgb_space=rgb_space, argname="reference", dim=dim
+    )
+    _check_three(sample, dim, "sample")
+    _check_three(reference, dim, "reference")
+    rgb = Space("rgb", rgb_space=measure.rgb_space)
+
+    def kernel(s, r):
+        s = measure.transform(convert_array(s, s_space, rgb, adaptation))
+        r = measure.transform(convert_array(r, r_space, rgb, adaptation))
+        return measure.distance(s, r)
+
+    out = xr.apply_ufunc(
+        kernel,
+        sample.rename({dim: _C}),
+        reference.rename({dim: _C_REF}),
+        input_core_dims=[[_C], [_C_REF]],
+        dask="parallelized",
+        output_dtypes=[np.float64],
+        keep_attrs=False,
+    )
+    out.name = "delta_e"
+    out.attrs = metric_attrs(measure)
+    return out
+
+
+def metric_attrs(measure: Metric) -> dict[str, Any]:
+    """Attrs describing how a distance was measured."""
+    attrs: dict[str, Any] = {
+        "method": measure.method,
+        "rgb_space": rgb_colourspace(measure.rgb_space).name,
+    }
+    if measure.white is not None:
+        attrs["lab_white_xy"] = [float(v) for v in measure.white]
+    if measure.method in ("cie94", "cie94_textiles", "cmc", "cmc_2to1"):
+        attrs["standard"] = measure.standard
+    return attrs
