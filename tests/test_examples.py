@@ -42,3 +42,28 @@ def test_timeseries_zarr_corrects_out_of_core(tmp_path, capsys):
     assert xccm.io.is_complete(tmp_path / "corrected.zarr")
     stored = xccm.io.open_zarr(tmp_path / "corrected.zarr")
     assert stored["ccm"].sizes["time"] == 30 and stored.attrs["model"] == "affine"
+
+
+def test_chart_fit_delta_e_beats_least_squares(capsys):
+    pytest.importorskip("colour")
+    runpy.run_path(str(EXAMPLES / "chart_fit.py"), run_name="__main__")
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("patches used: 23 of 24 (saturated: white 9.5")
+    stats = {line[:14].strip(): list(map(float, line[14:].split())) for line in lines[2:4]}
+    ls, de = stats["least squares"], stats["CIEDE2000"]
+    assert de[-1] < ls[-1]  # the loss it minimises
+    assert de[0] < ls[0] and de[1] < ls[1]  # mean and median ΔE00 too
+    assert "converged=True" in lines[4]
+
+
+def test_readme_chart_fitting_snippet_runs(capsys):
+    pytest.importorskip("colour")
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    section = readme[readme.index("## Fitting to a chart") :]
+    code = section[section.index("```python") + len("```python") : section.index("```\n", 10)]
+    namespace: dict = {}
+    exec(compile(code, "README.md", "exec"), namespace)
+    m = namespace["m"]
+    assert float(m.loss) < float(m.start_loss) and bool(m.converged)
+    assert namespace["de"].dims == ("patch",)
+    assert "p90" in capsys.readouterr().out

@@ -14,6 +14,7 @@ from .chartfit import report
 from .charts import available_charts, chart, chart_from_table
 from .colorimetry import convert, delta_e
 from .core import Init, Model, apply, fit, inverse, invert
+from .linearize import encode, fit_linearization, linearize, neutral_mask
 from .patches import extract_patches, grid_boxes
 from .weights import lightness_weights, saturation_mask
 
@@ -33,12 +34,16 @@ __all__ = [
     "chart_from_table",
     "convert",
     "delta_e",
+    "encode",
     "extract_patches",
     "fit",
+    "fit_linearization",
     "grid_boxes",
     "inverse",
     "invert",
     "lightness_weights",
+    "linearize",
+    "neutral_mask",
     "report",
     "saturation_mask",
 ]

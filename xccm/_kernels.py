@@ -404,7 +404,8 @@ def solve_gram(
             raise ValueError(
                 f"cannot fit a {model} matrix with init={init!r}: "
                 + (
-                    "there is no valid sample (every sample has a non-finite value or zero weight)"
+                    "there is no valid sample (every sample has a non-finite value, zero weight "
+                    "or is masked)"
                     if not count.any()
                     else f"it needs at least {needed} valid samples spanning the input channels "
                     f"(a non-singular system); found {int(count.max())} valid samples at most"

@@ -64,12 +64,16 @@ class CCMAccessor:
         return patches.extract_patches(self._obj, **kwargs)
 
     def report(
-        self, reference: xr.DataArray, matrix: xr.DataArray | Any, **kwargs: Any
+        self,
+        reference: xr.DataArray,
+        matrix: xr.DataArray | Any,
+        method: str = "ciede2000",
+        **kwargs: Any,
     ) -> xr.Dataset:
         """Per-patch ΔE of these colours corrected by ``matrix``; see :func:`xccm.report`."""
         if not isinstance(self._obj, xr.DataArray):
             raise TypeError("report needs the measured colours as a DataArray")
-        return chartfit.report(self._obj, reference, matrix, **kwargs)
+        return chartfit.report(self._obj, reference, matrix, method, **kwargs)
 
     def delta_e(self, reference: xr.DataArray, method: str = "ciede2000", **kwargs: Any):
         """Colour difference from these colours to ``reference``; see :func:`xccm.delta_e`."""

@@ -49,6 +49,8 @@ def prepare(
     Masks and weights are multiplied as DataArrays, so each stays paired with its patch by
     label (never by position after masking).
     """
+    if loss is not None:
+        loss = colorimetry.distance_name(loss, "loss")
     measure = colorimetry.metric(loss or "linear_rgb", rgb_space, illuminant, standard=standard)
     space = colorimetry.space_of(
         reference, reference_space, rgb_space=rgb_space, argname="reference", dim=dim

@@ -289,10 +289,18 @@ def _from_xyz(xyz: np.ndarray, space: Space, white_xy: np.ndarray, adaptation: s
 def convert_array(values, source: Space, target: Space, adaptation: str = "Bradford"):
     """Convert ``values (..., 3)`` from ``source`` to ``target``; float64."""
     values = np.asarray(values, dtype=np.float64)
-    if source == target:
+    if _same_space(source, target):
         return values.copy()
     white = target.white
     return _from_xyz(_to_xyz(values, source, white, adaptation), target, white, adaptation)
+
+
+def _same_space(a: Space, b: Space) -> bool:
+    if a.kind != b.kind:
+        return False
+    if a.kind == "rgb":
+        return rgb_colourspace(a.rgb_space) is rgb_colourspace(b.rgb_space)
+    return bool(np.array_equal(a.white, b.white))
 
 
 def xyz_to_lab(xyz: np.ndarray, white_xy: np.ndarray) -> np.ndarray:

@@ -1,0 +1,127 @@
+"""ΔE-optimised fits per frame: how the cost grows with the number of frames.
+
+For a batch of B synthetic ColorChecker frames (24 patches, CIEDE2000 loss, 3x3), times
+
+* ``xccm.fit(..., loss="ciede2000")`` on the whole batch (one vectorised optimisation),
+* the same on a Dask-backed batch, chunked 250 frames per task, threaded scheduler,
+* a Python loop of ``scipy.optimize.least_squares`` per frame (same residuals, same start),
+* a Python loop of OpenCV's ``cv2.ccm`` per frame (Nelder–Mead), where installed,
+
+and prints milliseconds per frame and the ratio to the vectorised xccm fit, all measured in one
+run, best of ``--repeat``. The loops run on a subset of the frames (``--loop-frames``) and are
+reported per frame. Writes ``benchmarks/results_chartfit.json``.
+
+Run: ``python benchmarks/bench_chartfit.py [--frames 1 10 100 1000 5000]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+
+import xccm
+from xccm import colorimetry
+
+warnings.simplefilter("ignore")
+
+
+def frames_of(n: int, seed: int = 0) -> xr.DataArray:
+    rng = np.random.default_rng(seed)
+    ref = xccm.chart()
+    mix = np.eye(3) * 0.6 + rng.uniform(0, 0.2, (n, 3, 3))
+    lin = np.einsum("pc,bcd->bpd", ref.values.clip(0), mix) * rng.uniform(0.6, 0.9, (n, 1, 1))
+    lin = lin + rng.normal(0, 0.004, lin.shape)
+    return xr.DataArray(lin, dims=("time", "patch", "channel"), coords=ref.coords)
+
+
+def best(fn, repeat: int) -> float:
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return min(times)
+
+
+def scipy_loop(frames: xr.DataArray, ref: xr.DataArray) -> None:
+    from scipy.optimize import least_squares
+
+    metric = colorimetry.metric("ciede2000")
+    target = metric.transform(ref.values)
+    start = xccm.fit(frames, ref).values
+    for s, m0 in zip(frames.values, start, strict=True):
+        least_squares(
+            lambda p, s=s: metric.components(metric.transform(s @ p.reshape(3, 3)), target).ravel(),
+            m0.ravel(),
+        )
+
+
+def opencv_loop(frames: xr.DataArray) -> None:
+    import cv2
+
+    lab = xccm.chart(space="lab-d50").values.reshape(24, 1, 3)
+    for s in frames.values:
+        m = cv2.ccm.ColorCorrectionModel(
+            (s.clip(0, 1) ** (1 / 2.2)).reshape(24, 1, 3), lab.copy(), cv2.ccm.COLOR_SPACE_LAB_D50_2
+        )
+        m.setRGB(True)
+        m.setSaturatedThreshold(0, 1)
+        m.compute()
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--frames", type=int, nargs="+", default=[1, 10, 100, 1000, 5000])
+    parser.add_argument("--loop-frames", type=int, default=20)
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args(argv)
+    ref = xccm.chart()
+    kw = {"loss": "ciede2000", "saturation": None}
+    rows = []
+    loop = frames_of(args.loop_frames, seed=1)
+    per_scipy = best(lambda: scipy_loop(loop, ref), 1) / args.loop_frames
+    try:
+        per_cv = best(lambda: opencv_loop(loop), 1) / args.loop_frames
+    except ImportError:
+        per_cv = float("nan")
+    for n in args.frames:
+        frames = frames_of(n)
+        t = best(lambda f=frames: xccm.fit(f, ref, **kw), args.repeat)
+        lazy = frames.chunk({"time": 250})
+        t_dask = best(lambda f=lazy: xccm.fit(f, ref, **kw).compute(), args.repeat)
+        m = xccm.fit(frames, ref, **kw)
+        rows.append(
+            {
+                "frames": n,
+                "xccm_ms_per_frame": 1e3 * t / n,
+                "xccm_dask_ms_per_frame": 1e3 * t_dask / n,
+                "scipy_loop_ms_per_frame": 1e3 * per_scipy,
+                "opencv_loop_ms_per_frame": 1e3 * per_cv,
+                "max_iterations": int(m.iterations.max()),
+                "all_converged": bool(m.converged.all()),
+            }
+        )
+    print(
+        "| frames | xccm ms/frame | xccm Dask ms/frame | scipy loop / xccm | cv2.ccm loop / xccm"
+        " | max iterations |"
+    )
+    print("|---|---|---|---|---|---|")
+    for r in rows:
+        x = r["xccm_ms_per_frame"]
+        print(
+            f"| {r['frames']} | {x:.2f} | {r['xccm_dask_ms_per_frame']:.2f} | "
+            f"{r['scipy_loop_ms_per_frame'] / x:.1f}x | {r['opencv_loop_ms_per_frame'] / x:.1f}x | "
+            f"{r['max_iterations']} |"
+        )
+    out = Path(__file__).with_name("results_chartfit.json")
+    out.write_text(json.dumps(rows, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,298 @@
+"""Fitting to a chart with colour losses: the optimiser, masks and weights, report, laziness."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import xarray as xr
+
+import xccm
+from conftest import lstsq, raise_if_dask_computes
+from xccm import _refine, colorimetry
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    colour = pytest.importorskip("colour")
+scipy_optimize = pytest.importorskip("scipy.optimize")
+
+LOSSES = ["cie76", "cie94", "cie94_textiles", "ciede2000", "cmc", "cmc_2to1", "rgb"]
+MIX = np.array([[0.7, 0.2, 0.1], [0.25, 0.6, 0.15], [0.05, 0.25, 0.7]])
+
+
+def camera(seed: int = 0, frames: int | None = None) -> xr.DataArray:
+    """Linear camera colours of the ColorChecker: a channel mix, exposure, flare, noise."""
+    rng = np.random.default_rng(seed)
+    ref = xccm.chart()
+    shape = (24, 3) if frames is None else (frames, 24, 3)
+    exposure = rng.uniform(0.6, 0.9, (*shape[:-2], 1, 1)) if frames else 0.8
+    values = (ref.values.clip(0) @ MIX) * exposure + 0.01 + rng.normal(0, 0.004, shape)
+    dims = ("patch", "channel") if frames is None else ("time", "patch", "channel")
+    return xr.DataArray(values, dims=dims, coords=ref.coords)
+
+
+def loss_of(measured, reference, matrix, method, w=None):
+    """OpenCV's loss, computed independently with colour-science."""
+    model_rows = np.asarray(matrix).shape[0]
+    s = measured.values
+    if model_rows == 4:
+        s = np.concatenate([s, np.ones((len(s), 1))], axis=-1)
+    pred = s @ np.asarray(matrix)
+    cs = colour.RGB_COLOURSPACES["sRGB"]
+    if method == "rgb":
+        de = np.linalg.norm(cs.cctf_encoding(pred) - cs.cctf_encoding(reference.values), axis=-1)
+    else:
+        lab = colour.XYZ_to_Lab(colour.RGB_to_XYZ(pred, cs), cs.whitepoint)
+        lab_ref = colour.XYZ_to_Lab(colour.RGB_to_XYZ(reference.values, cs), cs.whitepoint)
+        name, kwargs = colorimetry.DISTANCES[method]
+        de = colour.delta_E(lab_ref, lab, name, **kwargs)
+    w = np.ones(len(de)) if w is None else w / w.mean()
+    return float(np.sqrt(np.mean(w * de**2)))
+
+
+# ---------------------------------------------------------------------------------------------
+# the optimiser
+
+
+@pytest.mark.parametrize("method", LOSSES)
+@pytest.mark.parametrize("model", ["linear", "affine"])
+def test_fit_minimises_the_loss_like_scipy(method, model):
+    measured, ref = camera(), xccm.chart()
+    m = xccm.fit(measured, ref, loss=method, model=model, saturation=None)
+    assert bool(m.converged) and int(m.iterations) > 0
+    # the loss it reports is the loss, computed independently
+    assert float(m.loss) == pytest.approx(loss_of(measured, ref, m.values, method), rel=1e-10)
+    start = xccm.fit(measured, ref, model=model)
+    assert float(m.start_loss) == pytest.approx(
+        loss_of(measured, ref, start.values, method), rel=1e-10
+    )
+    assert float(m.loss) < float(m.start_loss)
+    # scipy.optimize.least_squares (trust-region reflective) from the same start gets no lower
+    k = 4 if model == "affine" else 3
+    res = scipy_optimize.least_squares(
+        lambda p: _residuals(measured, ref, p.reshape(k, 3), method),
+        start.values.ravel(),
+        xtol=1e-12,
+        ftol=1e-12,
+        gtol=1e-12,
+    )
+    assert float(m.loss) <= loss_of(measured, ref, res.x.reshape(k, 3), method) * (1 + 1e-7)
+
+
+def _residuals(measured, ref, matrix, method):
+    s = measured.values
+    if matrix.shape[0] == 4:
+        s = np.concatenate([s, np.ones((len(s), 1))], axis=-1)
+    metric = colorimetry.metric(method)  # smooth ΔE components: scipy converges in few steps
+    return metric.components(metric.transform(s @ matrix), metric.transform(ref.values)).ravel()
+
+
+def test_linear_rgb_loss_is_the_closed_form_weighted_least_squares(rng):
+    measured, ref = camera(), xccm.chart()
+    w = xr.DataArray(rng.uniform(0.2, 2.0, 24), dims="patch", coords={"patch": ref.patch})
+    m = xccm.fit(measured, ref, loss="linear_rgb", weights=w, model="affine", saturation=None)
+    expected = lstsq(measured.values, ref.values, w.values, affine=True)
+    np.testing.assert_allclose(m.values, expected, rtol=0, atol=1e-12)
+    assert int(m.iterations) == 0 and bool(m.converged)
+    resid = np.c_[measured.values, np.ones(24)] @ expected - ref.values
+    wn = w.values / w.values.mean()
+    assert float(m.loss) == pytest.approx(np.sqrt(np.sum(wn[:, None] * resid**2) / 24))
+
+
+def test_never_worse_than_the_start_even_from_a_poor_start():
+    measured, ref = camera(), xccm.chart()
+    m = xccm.fit(measured, ref, loss="ciede2000", init="white_balance", saturation=None)
+    assert float(m.loss) <= float(m.start_loss)
+    assert m.attrs["init"] == "white_balance"
+    stuck = xccm.fit(measured, ref, loss="ciede2000", saturation=None, max_iter=1)
+    assert float(stuck.loss) <= float(stuck.start_loss) and int(stuck.iterations) == 1
+    zero = xccm.fit(measured, ref, loss="ciede2000", saturation=None, max_iter=0)
+    np.testing.assert_array_equal(zero.values, xccm.fit(measured, ref).values)
+
+
+def test_batch_elements_are_independent_of_their_batch():
+    frames = camera(seed=1, frames=6)
+    ref = xccm.chart()
+    together = xccm.fit(frames, ref, loss="ciede2000", saturation=None)
+    assert together.dims == ("time", "channel_in", "channel")
+    assert together.loss.dims == ("time",) and bool(together.converged.all())
+    alone = xccm.fit(frames.isel(time=4), ref, loss="ciede2000", saturation=None)
+    np.testing.assert_array_equal(together.isel(time=4).values, alone.values)
+    assert float(together.loss[4]) == float(alone.loss)
+
+
+def test_refine_kernel_nan_start_and_masked_samples():
+    measured, ref = camera(), xccm.chart()
+    metric = colorimetry.metric("cie76")
+    s = np.stack([measured.values, measured.values])
+    d = np.stack([ref.values, ref.values])
+    m0 = np.stack([np.full((3, 3), np.nan), lstsq(measured.values, ref.values)])
+    w = np.ones((2, 24))
+    w[1, :4] = 0
+    s[1, 5] = np.nan
+    out = _refine.refine(s, d, w, m0, metric)
+    assert np.isnan(out.matrix[0]).all() and np.isnan(out.loss[0]) and not out.converged[0]
+    keep = np.ones(24, bool)
+    keep[:4] = keep[5] = False
+    alone = _refine.refine(s[1:, keep], d[1:, keep], None, m0[1:], metric)
+    np.testing.assert_allclose(out.matrix[1], alone.matrix[0], atol=1e-12)
+    assert out.loss[1] == pytest.approx(alone.loss[0], rel=1e-12)
+
+
+# ---------------------------------------------------------------------------------------------
+# references in Lab and XYZ, spaces, attrs
+
+
+def test_lab_reference_is_converted_and_recorded():
+    measured = camera()
+    lab = xccm.chart(space="lab-d50")
+    m_lab = xccm.fit(measured, lab, loss="ciede2000", saturation=None)
+    m_rgb = xccm.fit(measured, xccm.convert(lab, "rgb"), loss="ciede2000", saturation=None)
+    np.testing.assert_allclose(m_lab.values, m_rgb.values, atol=1e-12)
+    assert m_lab.attrs["reference_space"] == "lab-icc-d50"
+    assert m_lab.attrs["loss"] == "ciede2000" and m_lab.attrs["rgb_space"] == "sRGB"
+    assert m_lab.attrs["lab_white_xy"] == [0.3127, 0.329]
+    # without a loss, a Lab reference is still converted (a linear map onto Lab is meaningless)
+    plain = xccm.fit(measured, lab)
+    np.testing.assert_allclose(plain.values, xccm.fit(measured, xccm.convert(lab, "rgb")).values)
+    xyz = xccm.chart(space="xyz-d50")
+    m_xyz = xccm.fit(measured, xyz, loss="ciede2000", saturation=None)
+    np.testing.assert_allclose(m_xyz.values, m_lab.values, atol=1e-7)
+
+
+def test_lab_under_d50_and_another_rgb_space():
+    measured, lab = camera(), xccm.chart(space="lab-d50")
+    m = xccm.fit(measured, lab, loss="cie76", illuminant="D50", saturation=None)
+    d50 = colour.CCS_ILLUMINANTS["CIE 1931 2 Degree Standard Observer"]["D50"]
+    assert m.attrs["lab_white_xy"] == pytest.approx(list(d50))
+    p3 = xccm.fit(measured, lab, loss="cie76", rgb_space="display-p3", saturation=None)
+    assert p3.attrs["rgb_space"] == "Display P3"
+    de = xccm.report(measured, lab, p3, "cie76", rgb_space="display-p3")
+    assert float(de["loss"]) == pytest.approx(float(p3.loss), rel=1e-9)
+
+
+def test_diagnostic_coords_do_not_follow_the_matrix_into_images():
+    measured, ref = camera(), xccm.chart()
+    m = xccm.fit(measured, ref, loss="cie76", saturation=None)
+    out = xccm.apply(measured, m)
+    assert not {"loss", "start_loss", "iterations", "converged"} & set(out.coords)
+    assert not {"loss", "converged"} & set(xccm.invert(m).coords)
+
+
+# ---------------------------------------------------------------------------------------------
+# masks and weights
+
+
+def test_saturated_patches_are_left_out():
+    measured, ref = camera(), xccm.chart()
+    hot = measured.copy()
+    hot[18] = [0.99, 0.995, 0.97]  # the white patch clips
+    m = xccm.fit(hot, ref, loss="cie76")  # default saturation (0, 0.98) with a loss
+    keep = np.arange(24) != 18
+    expected = xccm.fit(hot[keep], ref[keep], loss="cie76", saturation=None)
+    np.testing.assert_allclose(m.values, expected.values, atol=1e-10)
+    assert m.attrs["saturation"] == [0.0, 0.98]
+    mask = xccm.saturation_mask(hot, 0.0, 0.98)
+    assert mask.dims == ("patch",) and int(mask.sum()) == 23
+
+
+def test_mask_and_lightness_weights_stay_paired_with_their_patch():
+    measured, ref = camera(), xccm.chart()
+    mask = xr.ones_like(measured.isel(channel=0), dtype=bool).drop_vars("channel")
+    mask[[2, 7, 11]] = False
+    m = xccm.fit(measured, ref, loss="linear_rgb", mask=mask, lightness_power=2.0)
+    lightness = colour.XYZ_to_Lab(
+        colour.RGB_to_XYZ(ref.values, "sRGB"), colour.RGB_COLOURSPACES["sRGB"].whitepoint
+    )[:, 0]
+    w = lightness**2 * mask.values
+    keep = mask.values
+    expected = lstsq(measured.values[keep], ref.values[keep], w[keep])
+    np.testing.assert_allclose(m.values, expected, atol=1e-12)
+    wn = w[keep] / w[keep].mean()
+    resid = measured.values[keep] @ expected - ref.values[keep]
+    assert float(m.loss) == pytest.approx(np.sqrt(np.sum(wn[:, None] * resid**2) / keep.sum()))
+    # Shuffled patch order in the mask: still paired by label, not position.
+    shuffled = mask.isel(patch=np.random.default_rng(0).permutation(24))
+    with pytest.raises(ValueError, match="other 'patch' labels than measured"):
+        xccm.fit(measured, ref, loss="linear_rgb", mask=shuffled)
+    lw = xccm.lightness_weights(ref, 2.0)
+    np.testing.assert_allclose(lw.values, lightness**2, rtol=1e-12)
+
+
+def test_all_patches_masked_is_a_clear_error():
+    measured, ref = camera(), xccm.chart()
+    with pytest.raises(ValueError, match=r"no valid sample.*masked"):
+        xccm.fit(measured + 1, ref, loss="ciede2000")  # everything saturated
+
+
+# ---------------------------------------------------------------------------------------------
+# laziness and per-frame fits on Dask
+
+
+def test_fit_with_loss_is_lazy_and_chunked_by_frame():
+    frames = camera(seed=2, frames=8)
+    ref = xccm.chart(space="lab-d50")
+    lazy = frames.chunk({"time": 3})
+    with raise_if_dask_computes():
+        m = xccm.fit(lazy, ref, loss="ciede2000")
+        rep = xccm.report(lazy, ref, m)
+    assert m.chunks is not None and m.loss.chunks is not None
+    assert rep["delta_e"].chunks is not None
+    eager = xccm.fit(frames, ref, loss="ciede2000")
+    xr.testing.assert_allclose(m.compute(), eager, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(rep["loss"].values, eager.loss.values, rtol=1e-9)
+
+
+# ---------------------------------------------------------------------------------------------
+# report
+
+
+def test_report_statistics(rng):
+    measured, ref = camera(), xccm.chart()
+    m = xccm.fit(measured, ref, loss="ciede2000", saturation=None)
+    rep = measured.ccm.report(ref, m)
+    de = rep["delta_e"].values
+    lab = colour.XYZ_to_Lab(
+        colour.RGB_to_XYZ(measured.values @ m.values, "sRGB"),
+        colour.RGB_COLOURSPACES["sRGB"].whitepoint,
+    )
+    lab_ref = colour.XYZ_to_Lab(
+        colour.RGB_to_XYZ(ref.values, "sRGB"), colour.RGB_COLOURSPACES["sRGB"].whitepoint
+    )
+    np.testing.assert_allclose(de, colour.delta_E(lab_ref, lab, "CIE 2000"), atol=1e-10)
+    assert float(rep["mean"]) == pytest.approx(de.mean())
+    assert float(rep["median"]) == pytest.approx(np.median(de))
+    assert float(rep["p90"]) == pytest.approx(np.quantile(de, 0.9))
+    assert float(rep["max"]) == pytest.approx(de.max())
+    assert float(rep["loss"]) == pytest.approx(float(m.loss), rel=1e-10)
+    assert rep.attrs["method"] == "ciede2000"
+    w = xr.DataArray(rng.uniform(0, 1, 24), dims="patch", coords={"patch": ref.patch})
+    w[0] = 0
+    weighted = xccm.report(measured, ref, m, weights=w)
+    wn = w.values[1:] / w.values[1:].mean()
+    assert float(weighted["loss"]) == pytest.approx(np.sqrt(np.mean(wn * de[1:] ** 2)))
+    assert float(weighted["max"]) == pytest.approx(de[1:].max())
+
+
+# ---------------------------------------------------------------------------------------------
+# bad input
+
+
+def test_bad_chart_fit_input():
+    measured, ref = camera(), xccm.chart()
+    with pytest.raises(ValueError, match="unknown loss 'de2001'"):
+        xccm.fit(measured, ref, loss="de2001")
+    wrong = xccm.chart(space="lab-d50").assign_coords(channel=["X", "Y", "Z"])
+    with pytest.raises(ValueError, match=r"coords must be \['L', 'a', 'b'\]"):
+        xccm.fit(measured, wrong, loss="ciede2000")
+    with pytest.raises(ValueError, match="apply when fitting to a chart"):
+        xccm.fit(measured, ref, lightness_power=2.0)
+    with pytest.raises(TypeError, match="mask must be a boolean DataArray"):
+        xccm.fit(measured, ref, loss="cie76", mask=np.ones(24, bool))
+    with pytest.raises(TypeError, match="need DataArrays"):
+        xccm.fit(measured.values, ref.values, loss="cie76")
+    with pytest.raises(ValueError, match="max_iter must be a non-negative integer"):
+        xccm.fit(measured, ref, loss="cie76", max_iter=-1)
+    with pytest.raises(ValueError, match="saturation range"):
+        xccm.fit(measured, ref, loss="cie76", saturation=(1.0, 0.0))
