@@ -102,6 +102,40 @@ def fit(
         (with a warning). Use it to reject frames where the chart is partly occluded or many
         patches are masked, e.g. ``min_samples=18`` of 24 patches. The floor, and the default,
         is the number of unknowns per column.
+    loss : str, optional
+        Fit to a colour chart on a colour difference (needs colour-science and scipy, the
+        ``colour`` extra): ``"ciede2000"``, ``"cie76"``, ``"cie94"``, ``"cie94_textiles"``,
+        ``"cmc"``, ``"cmc_2to1"``, ``"rgb"`` (encoded RGB) or ``"linear_rgb"``. The
+        reference is converted to linear ``rgb_space``; the ``init`` solution is the start,
+        and the loss :math:`\sqrt{\sum_i w_i \Delta E_i^2 / N}` (OpenCV's ccm loss, weights
+        rescaled to mean 1 over the ``N`` samples used) is minimised per batch element by
+        Levenberg–Marquardt. ``"linear_rgb"`` is the closed-form weighted least squares.
+        Without a loss, the plain least squares (or white balance) above.
+    rgb_space : str, default "sRGB"
+        The linear RGB space the matrix maps into (a short name such as ``"display-p3"``,
+        a colour-science name or ``RGB_Colourspace``).
+    reference_space : str, optional
+        The reference's colour space if its ``attrs["space"]`` does not say (``"lab-d50"``,
+        ``"xyz-d50"``, ``"srgb-linear"``...). A Lab reference is converted to linear
+        ``rgb_space`` even without a loss.
+    illuminant : str or (x, y), optional
+        White of the Lab space ΔE is taken in: by default the RGB space's own (D65 for
+        sRGB, as OpenCV does); ``"D50"`` for the ICC convention.
+    standard : {"reference", "sample"}, default "reference"
+        Which colour the asymmetric CIE94 and CMC weight by (OpenCV: ``"sample"``).
+    mask : DataArray of bool, optional
+        With a loss: samples to use (True), over the sample dims and optionally batch dims,
+        paired with the samples by label, e.g. :func:`xccm.saturation_mask`.
+    saturation : (low, high) or None, default "auto"
+        With a loss, samples with any ``measured`` channel outside ``[low, high]`` are left
+        out; ``"auto"`` is (0, 0.98), OpenCV's default, when a loss is given and no range
+        otherwise.
+    lightness_power : float, optional
+        With a loss, weight each sample by the reference's ``L*`` to this power (OpenCV's
+        ``weights_coeff``), times ``weights`` if given.
+    max_iter : int, default 200
+        Most Levenberg–Marquardt iterations per batch element (0: return the start, with
+        its loss).
 
     Returns
     -------
@@ -110,7 +144,11 @@ def fit(
         ``attrs["init"]`` set. Its column coords are ``reference``'s ``dim`` coords and its
         row coords ``measured``'s (plus ``"offset"`` for an affine model). Dask-backed input
         gives a Dask-backed matrix; nothing is computed. An ndarray input gives an ndarray of
-        shape ``(*batch, n_in[+1], n_out)``.
+        shape ``(*batch, n_in[+1], n_out)``. With a loss, ``attrs`` also record how it was
+        measured (``loss``, ``rgb_space``, ``lab_white_xy``, ``reference_space``,
+        ``saturation``...) and coords over the batch dims hold, per matrix, the ``loss``
+        reached, the ``start_loss``, the ``iterations`` and whether it ``converged`` (coords,
+        not attrs, because they are per batch element and lazy for Dask input).
 
     Warns
     -----
@@ -139,6 +177,18 @@ def fit(
     >>> m = fit(measured, reference)
     >>> m.dims, bool(np.allclose(m, true))
     (('channel_in', 'channel'), True)
+
+    Fitting a chart on CIEDE2000 (needs colour-science):
+
+    >>> import xccm
+    >>> ref = xccm.chart(space="lab-d50")
+    >>> camera = xccm.convert(ref, "rgb").clip(0, 1) @ xr.DataArray(
+    ...     [[0.8, 0.1, 0.1], [0.1, 0.7, 0.2], [0.0, 0.1, 0.9]], dims=("channel", "out")
+    ... )
+    >>> camera = camera.rename(out="channel").assign_coords(channel=["R", "G", "B"])
+    >>> m = fit(camera, ref, loss="ciede2000")
+    >>> bool(m.loss < m.start_loss), bool(m.converged), m.attrs["loss"]
+    (True, True, 'ciede2000')
     """
     if not isinstance(measured, xr.DataArray):
         if loss is not None or mask is not None or lightness_power is not None:
@@ -301,16 +351,22 @@ def _sample_dims(measured, reference, dim, sample_dims) -> tuple[Hashable, ...]:
     return samples
 
 
+def _sample_array(values, samples, measured, argname: str) -> xr.DataArray:
+    """Return per-sample values as a DataArray: plain arrays get the sample dims."""
+    if isinstance(values, xr.DataArray):
+        return values
+    values = np.asarray(values)
+    expected = tuple(measured.sizes[d] for d in samples)
+    if values.shape != expected:
+        raise ValueError(
+            f"{argname} as a plain array must have the shape of the sample dims {samples}, "
+            f"{expected}; got shape {values.shape}. Pass a DataArray to give other dims"
+        )
+    return xr.DataArray(values, dims=samples)
+
+
 def _as_weights(weights, samples, measured, dim) -> xr.DataArray:
-    if not isinstance(weights, xr.DataArray):
-        weights = np.asarray(weights)
-        expected = tuple(measured.sizes[d] for d in samples)
-        if weights.shape != expected:
-            raise ValueError(
-                f"weights as a plain array must have the shape of the sample dims {samples}, "
-                f"{expected}; got shape {weights.shape}. Pass a DataArray to give other dims"
-            )
-        weights = xr.DataArray(weights, dims=samples)
+    weights = _sample_array(weights, samples, measured, "weights")
     _require_real(weights, "weights")
     if dim in weights.dims:
         raise ValueError(

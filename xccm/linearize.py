@@ -844,15 +844,7 @@ def _patch_dims(measured: xr.DataArray, reference: xr.DataArray, dim: Hashable) 
 
 def _mask_values(mask, measured: xr.DataArray, samples: tuple, argname: str) -> np.ndarray:
     """Return ``mask`` as a flat bool array over the patches, in ``samples`` order."""
-    if not isinstance(mask, xr.DataArray):
-        arr = np.asarray(mask)
-        expected = tuple(measured.sizes[d] for d in samples)
-        if arr.shape != expected:
-            raise ValueError(
-                f"{argname} as a plain array must have the shape of the patch dims {samples}, "
-                f"{expected}; got shape {arr.shape}"
-            )
-        mask = xr.DataArray(arr, dims=samples)
+    mask = core._sample_array(mask, samples, measured, argname)
     if mask.dtype != bool:
         raise TypeError(
             f"{argname} must be boolean (True for the patches to use); got dtype {mask.dtype}"
