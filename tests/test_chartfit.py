@@ -41,7 +41,11 @@ def loss_of(measured, reference, matrix, method, w=None):
     pred = s @ np.asarray(matrix)
     cs = colour.RGB_COLOURSPACES["sRGB"]
     if method == "rgb":
-        de = np.linalg.norm(cs.cctf_encoding(pred) - cs.cctf_encoding(reference.values), axis=-1)
+
+        def enc(x):  # mirrored below 0, as OpenCV's sRGB (and extended sRGB) are
+            return np.sign(x) * cs.cctf_encoding(np.abs(x))
+
+        de = np.linalg.norm(enc(pred) - enc(reference.values), axis=-1)
     else:
         lab = colour.XYZ_to_Lab(colour.RGB_to_XYZ(pred, cs), cs.whitepoint)
         lab_ref = colour.XYZ_to_Lab(colour.RGB_to_XYZ(reference.values, cs), cs.whitepoint)
@@ -296,3 +300,61 @@ def test_bad_chart_fit_input():
         xccm.fit(measured, ref, loss="cie76", max_iter=-1)
     with pytest.raises(ValueError, match="saturation range"):
         xccm.fit(measured, ref, loss="cie76", saturation=(1.0, 0.0))
+
+
+# ---------------------------------------------------------------------------------------------
+# found in review
+
+
+def test_linear_rgb_from_white_balance_reaches_least_squares():
+    measured, ref = camera(), xccm.chart()
+    for model in ("linear", "affine"):
+        wb = xccm.fit(measured, ref, loss="linear_rgb", init="white_balance", model=model)
+        ls = xccm.fit(measured, ref, loss="linear_rgb", model=model, saturation=None)
+        np.testing.assert_allclose(wb.values, ls.values, atol=1e-8)
+        assert int(wb.iterations) > 0 and bool(wb.converged)
+        assert float(wb.loss) < float(wb.start_loss)
+
+
+def test_plain_array_weights_with_a_loss():
+    measured, ref = camera(), xccm.chart()
+    w = np.linspace(0.5, 2.0, 24)
+    a = xccm.fit(measured, ref, loss="cie76", weights=w)
+    b = xccm.fit(measured, ref, loss="cie76", weights=xr.DataArray(w, dims="patch"))
+    np.testing.assert_array_equal(a.values, b.values)
+
+
+def test_max_iter_zero_is_not_converged():
+    measured, ref = camera(), xccm.chart()
+    m = xccm.fit(measured, ref, loss="ciede2000", max_iter=0)
+    assert float(m.loss) == float(m.start_loss) and not bool(m.converged)
+
+
+def test_custom_rgb_colourspace_round_trips_through_attrs():
+    measured, lab = camera(), xccm.chart(space="lab-d50")
+    srgb = colour.RGB_COLOURSPACES["sRGB"]
+    custom = colour.RGB_Colourspace(
+        "sRGB (rounded white)",
+        srgb.primaries,
+        np.array([0.31271, 0.32902]),
+        "D65",
+        use_derived_matrix_RGB_to_XYZ=True,
+        use_derived_matrix_XYZ_to_RGB=True,
+    )
+    rgb = xccm.convert(lab, "rgb", rgb_space=custom)
+    assert rgb.attrs["rgb_space"] == "sRGB (rounded white)"
+    assert float(xccm.delta_e(rgb, lab).max()) < 1e-10  # its attrs are read back
+    m = xccm.fit(measured, lab, loss="ciede2000", rgb_space=custom, lightness_power=1.0)
+    assert bool(m.converged) and m.attrs["rgb_space"] == "sRGB (rounded white)"
+
+
+def test_encoded_rgb_loss_in_a_pure_power_law_space():
+    measured, lab = camera(), xccm.chart(space="lab-d50")
+    m = xccm.fit(measured, lab, loss="rgb", rgb_space="adobe-rgb")
+    assert np.isfinite(float(m.loss)) and float(m.loss) <= float(m.start_loss)
+
+
+def test_saturation_must_be_a_range():
+    measured, ref = camera(), xccm.chart()
+    with pytest.raises(ValueError, match=r"saturation must be \(low, high\), None"):
+        xccm.fit(measured, ref, loss="cie76", saturation="none")

@@ -84,6 +84,10 @@ def test_importing_charts_does_not_import_colour():
     assert out.strip() == "False False"
 
 
+#: the illuminant attr: X-Rite's white by name, OpenCV's D50 by its chromaticity
+ATTR_WHITE = {"ICC D50": "ICC D50", "D50": [0.34567, 0.3585]}
+
+
 @pytest.mark.parametrize("space", SPACES)
 @pytest.mark.parametrize(("name", "edition"), list(BUILTIN))
 def test_structure(name, edition, space):
@@ -101,9 +105,9 @@ def test_structure(name, edition, space):
         expected_keys.insert(3, "rgb_space")
         assert ref.attrs["rgb_space"] == "sRGB"
         assert ref.attrs["illuminant"] == "D65"
-        assert f"Bradford adaptation {white} -> D65" in ref.attrs["source"]
+        assert f"Bradford adaptation {ATTR_WHITE[white]} -> D65" in ref.attrs["source"]
     else:
-        assert ref.attrs["illuminant"] == white
+        assert ref.attrs["illuminant"] == ATTR_WHITE[white]
     assert list(ref.attrs) == expected_keys
     assert ref.attrs["chart"] == name
     assert ref.attrs["space"] == space
@@ -257,8 +261,9 @@ def test_vinyl_neutrals_and_perfect_white():
 BRADFORD = np.array(
     [[0.8951, 0.2664, -0.1614], [-0.7502, 1.7135, 0.0367], [0.0389, -0.0685, 1.0296]]
 )
-XYZ_TO_SRGB_IEC = np.array(  # IEC 61966-2-1, 4 decimals
-    [[3.2406, -1.5372, -0.4986], [-0.9689, 1.8758, 0.0415], [0.0557, -0.2040, 1.0570]]
+# the inverse of IEC 61966-2-1's RGB -> XYZ matrix (4 decimals), as xccm.convert inverts it
+XYZ_TO_SRGB_IEC = np.linalg.inv(
+    [[0.4124, 0.3576, 0.1805], [0.2126, 0.7152, 0.0722], [0.0193, 0.1192, 0.9505]]
 )
 
 
@@ -439,17 +444,27 @@ def test_xyz_and_linear_srgb_match_colour_science(colour, name, edition):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         xyz = colour.Lab_to_XYZ(lab, white)
-        rgb = colour.XYZ_to_RGB(
-            xyz,
-            "sRGB",
-            illuminant=white,
-            chromatic_adaptation_transform="Bradford",
-            apply_cctf_encoding=False,
-        )
+        rgb = _colour_xyz_to_srgb(colour, xyz, white)
     got_xyz = chart(name, space="xyz-d50", edition=edition).values
     np.testing.assert_allclose(got_xyz, xyz, rtol=0, atol=1e-12)
     got_rgb = chart(name, space="srgb-linear", edition=edition).values
     np.testing.assert_allclose(got_rgb, rgb, rtol=0, atol=1e-12)
+
+
+def _colour_xyz_to_srgb(colour, xyz, white):
+    """Bradford-adapt to D65 with colour-science, then invert sRGB's RGB -> XYZ matrix exactly.
+
+    (colour.XYZ_to_RGB would use the published XYZ -> RGB matrix, rounded on its own.)
+    """
+    srgb = colour.RGB_COLOURSPACES["sRGB"]
+    adapted = colour.chromatic_adaptation(
+        xyz,
+        colour.xy_to_XYZ(white),
+        colour.xy_to_XYZ(srgb.whitepoint),
+        method="Von Kries",
+        transform="Bradford",
+    )
+    return adapted @ np.linalg.inv(srgb.matrix_RGB_to_XYZ).T
 
 
 @pytest.mark.parametrize("edition", EDITIONS)
@@ -457,12 +472,8 @@ def test_linear_srgb_matches_colour_science_from_xyy(colour, edition):
     checker = colour.CCS_COLOURCHECKERS[XRITE_COLOUR_KEYS["colorchecker24", edition]]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        expected = colour.XYZ_to_RGB(
-            colour.xyY_to_XYZ(np.array(list(checker.data.values()))),
-            "sRGB",
-            illuminant=checker.illuminant,
-            chromatic_adaptation_transform="Bradford",
-            apply_cctf_encoding=False,
+        expected = _colour_xyz_to_srgb(
+            colour, colour.xyY_to_XYZ(np.array(list(checker.data.values()))), checker.illuminant
         )
     got = chart(space="srgb-linear", edition=edition).values
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-9)
@@ -787,3 +798,8 @@ def test_table_errors(table, match):
 def test_argument_errors(table, kwargs, error, match):
     with pytest.raises(error, match=match):
         chart_from_table(table, **{"space": "lab", **kwargs})
+
+
+def test_user_xyz_table_must_be_relative():
+    with pytest.raises(ValueError, match=r"XYZ must be relative.*divide a 0-100 table by 100"):
+        chart_from_table([[95.0, 100.0, 108.9], [20.0, 21.0, 22.0]], space="xyz")

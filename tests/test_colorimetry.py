@@ -83,12 +83,13 @@ def test_lab_to_rgb_matches_colour(target):
     np.testing.assert_allclose(back.values, lab.values, rtol=0, atol=1e-10)
 
 
-def test_built_in_chart_spaces_agree():
-    # The linear sRGB tables were made with colour.XYZ_to_RGB (published sRGB matrix).
-    lab, rgb = xccm.chart(space="lab-d50"), xccm.chart(space="srgb-linear")
-    np.testing.assert_allclose(xccm.convert(lab, "rgb").values, rgb.values, atol=1e-4)
+@pytest.mark.parametrize("name", ["colorchecker24", "colorchecker_sg", "vinyl18"])
+def test_built_in_chart_spaces_agree(name):
+    lab, rgb = xccm.chart(name, space="lab-d50"), xccm.chart(name, space="srgb-linear")
+    np.testing.assert_allclose(xccm.convert(lab, "rgb").values, rgb.values, atol=1e-14)
     back = xccm.convert(rgb, "lab", illuminant=lab.attrs["illuminant"])
-    np.testing.assert_allclose(back.values, lab.values, atol=1e-2)
+    np.testing.assert_allclose(back.values, lab.values, atol=1e-11)
+    assert float(xccm.delta_e(rgb, lab).max()) < 1e-10
 
 
 def test_round_trip_any_illuminant_and_adaptation(rgb):
@@ -182,10 +183,15 @@ def test_rgb_distances(rgb):
     np.testing.assert_allclose(lin.values, np.linalg.norm(0.1 * ref.values, axis=-1))
     enc = xccm.delta_e(sample, ref, "rgb")
     cs = colour.RGB_COLOURSPACES["sRGB"]
-    expected = np.linalg.norm(
-        cs.cctf_encoding(sample.values) - cs.cctf_encoding(ref.values), axis=-1
-    )
+
+    def mirrored(x):  # OpenCV's sRGB encoding: odd-symmetric below 0 (the cyan patch's R)
+        return np.sign(x) * cs.cctf_encoding(np.abs(x))
+
+    expected = np.linalg.norm(mirrored(sample.values) - mirrored(ref.values), axis=-1)
     np.testing.assert_allclose(enc.values, expected, atol=1e-12)
+    # a pure power law (Adobe RGB) stays finite for negative values
+    adobe = xccm.delta_e(sample, ref, "rgb", rgb_space="adobe-rgb")
+    assert np.isfinite(adobe.values).all()
 
 
 def test_delta_e_broadcasts_by_name_and_is_lazy(rgb):
@@ -238,3 +244,13 @@ def test_inputs_not_mutated(rgb):
     xccm.convert(rgb, "lab")
     xccm.delta_e(rgb, rgb * 1.1)
     xr.testing.assert_identical(rgb, before)
+
+
+def test_an_explicit_space_wins_over_attrs():
+    lab = xccm.chart(space="lab-d50")  # attrs: illuminant "ICC D50"
+    from_attrs = xccm.convert(lab, "xyz")
+    assert from_attrs.attrs["illuminant"] == "ICC D50"
+    d65 = xccm.convert(lab, "xyz", source="lab-d65")
+    assert d65.attrs["illuminant"] == "D65"
+    expected = colour.Lab_to_XYZ(lab.values, colour.RGB_COLOURSPACES["sRGB"].whitepoint)
+    np.testing.assert_allclose(d65.values, expected, atol=1e-12)

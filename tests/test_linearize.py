@@ -293,7 +293,7 @@ def test_reference_in_lab_is_converted():
     camera = encode(rgb.clip(0, 1), "gamma", gamma=2.2)
     b = fit_linearization(camera, rgb, "color_polyfit")
     xr.testing.assert_allclose(fit_linearization(camera, lab, "color_polyfit"), b, atol=1e-12)
-    c = fit_linearization(camera, lab.assign_attrs(space="xyz"), reference_space="lab-d50")
+    c = fit_linearization(camera, lab.assign_attrs(space="xyz"), reference_space="lab-icc-d50")
     xr.testing.assert_allclose(c, b, atol=1e-12)
     # into another RGB space: the reference is converted to linear Display P3
     p3 = fit_linearization(camera, lab, "color_polyfit", rgb_space="display-p3")
@@ -564,3 +564,14 @@ def test_bad_fit_inputs(rng):
         fit_linearization(x, ref, rgb_space="nope")
     with pytest.raises(ValueError, match="coords must be"):
         fit_linearization(x, ref.assign_attrs(space="lab-d50"))
+
+
+def test_identity_never_returns_a_view_of_the_input():
+    x = np.full((2, 3), 0.5)
+    y = linearize(x, "identity")
+    y[0, 0] = 5.0
+    assert x[0, 0] == 0.5
+    da = xr.DataArray(np.full((2, 3), 0.5), dims=("patch", "channel"))
+    out = linearize(da, "identity")
+    out[0, 0] = 5.0
+    assert float(da[0, 0]) == 0.5

@@ -35,6 +35,7 @@ def prepare(
     weights,
     *,
     dim: Hashable,
+    samples: tuple[Hashable, ...],
     loss: str | None,
     rgb_space: str,
     reference_space: str | None,
@@ -62,10 +63,14 @@ def prepare(
         attrs.update(colorimetry.metric_attrs(measure))
         attrs["loss"] = attrs.pop("method")
     factors = []
+    if weights is not None and not isinstance(weights, xr.DataArray):
+        from .core import _sample_array
+
+        weights = _sample_array(weights, samples, measured, "weights")
     if saturation is not None:
         from .weights import saturation_mask
 
-        lo, hi = saturation
+        lo, hi = _saturation_range(saturation)
         factors.append(saturation_mask(measured, lo, hi, dim=dim))
         attrs["saturation"] = [float(lo), float(hi)]
     if mask is not None:
@@ -88,16 +93,22 @@ def prepare(
         )
         attrs["lightness_power"] = float(lightness_power)
     if factors:
-        if weights is not None and not isinstance(weights, xr.DataArray):
-            raise TypeError(
-                "with mask=, saturation= or lightness_power=, weights must be a DataArray "
-                "(so that it is paired with the patches by label)"
-            )
         for f in factors:
             _check_labels(f, measured)
             weights = f if weights is None else weights * f
         weights = weights.astype(np.float64)
     return converted, weights, measure, attrs
+
+
+def _saturation_range(saturation) -> tuple[float, float]:
+    try:
+        lo, hi = (float(v) for v in saturation)
+    except (TypeError, ValueError):
+        raise ValueError(
+            "saturation must be (low, high), None (keep every sample) or 'auto' ((0, 0.98) "
+            f"with a loss); got {saturation!r}"
+        ) from None
+    return lo, hi
 
 
 def _check_labels(factor: xr.DataArray, measured: xr.DataArray) -> None:
@@ -119,8 +130,13 @@ def refine_matrix(
     *,
     dim: Hashable,
     max_iter: int,
+    closed_form: bool,
 ) -> xr.DataArray:
-    """Refine ``start`` on the metric; return it with the diagnostics as coords."""
+    """Refine ``start`` on the metric; return it with the diagnostics as coords.
+
+    ``closed_form``: ``start`` already minimises the loss (least squares for ``"linear_rgb"``),
+    so only its loss is evaluated, and it counts as converged.
+    """
     in_dim = matrix_in_dim(dim)
     s, d = arrays[0], arrays[1]
     w = arrays[2] if len(arrays) > 2 else xr.ones_like(s.isel({_IN: 0}, drop=True))
@@ -129,7 +145,7 @@ def refine_matrix(
         s, d, w, start = (
             a.chunk({k: v for k, v in one.items() if k in a.dims}) for a in (s, d, w, start)
         )
-    iterations = 0 if measure.method == "linear_rgb" else max_iter
+    iterations = 0 if closed_form else max_iter
     outputs = xr.apply_ufunc(
         _refine_block,
         s,
@@ -138,7 +154,12 @@ def refine_matrix(
         start,
         input_core_dims=[[*samples, _IN], [*samples, _OUT], list(samples), [in_dim, dim]],
         output_core_dims=[[in_dim, dim], [], [], [], []],
-        kwargs={"metric": measure, "max_iter": iterations, "n_samples": len(samples)},
+        kwargs={
+            "metric": measure,
+            "max_iter": iterations,
+            "n_samples": len(samples),
+            "closed_form": closed_form,
+        },
         dask="parallelized",
         output_dtypes=[np.float64, np.float64, np.float64, np.int64, bool],
     )
@@ -149,7 +170,7 @@ def refine_matrix(
     return matrix
 
 
-def _refine_block(s, d, w, m0, *, metric, max_iter, n_samples):
+def _refine_block(s, d, w, m0, *, metric, max_iter, n_samples, closed_form):
     batch = s.shape[: s.ndim - 1 - n_samples]
     n = int(np.prod(s.shape[len(batch) : -1], dtype=np.int64))
     result = _refine.refine(
@@ -160,7 +181,7 @@ def _refine_block(s, d, w, m0, *, metric, max_iter, n_samples):
         metric,
         max_iter=max_iter,
     )
-    converged = result.converged if max_iter > 0 else np.isfinite(result.loss)
+    converged = np.isfinite(result.loss) if closed_form else result.converged
     return (
         result.matrix.reshape(m0.shape),
         result.loss.reshape(batch),
@@ -191,7 +212,10 @@ def report(
     r"""Judge a correction: per-patch colour differences and their summary statistics.
 
     The measured (linear) colours are corrected with ``matrix`` and compared with
-    ``reference`` in ``method``, exactly as :func:`xccm.fit` does with ``loss=method``.
+    ``reference`` in ``method``, as :func:`xccm.fit` does with ``loss=method``. The report
+    leaves out no sample by itself: to get a fitted matrix's ``m.loss`` back, pass the
+    samples the fit used as ``weights`` (e.g. ``xccm.saturation_mask(measured)``, as
+    ``fit`` leaves out saturated samples by default).
 
     Parameters
     ----------

@@ -26,19 +26,21 @@ Spaces
 ``lab-d50``
     CIE L*a*b* (CIE 1931 2° observer), exactly as published. X-Rite's data are relative to
     the ICC D50 white (attrs ``illuminant = "ICC D50"``, xy = (0.345702914918791,
-    0.358538596679933)); OpenCV's to the CIE D50 white as OpenCV defines it (attrs
-    ``illuminant = "D50"``, xy = (0.34567, 0.35850)).
+    0.358538596679933)); OpenCV's to the CIE D50 white as OpenCV rounds it (attrs
+    ``illuminant = [0.34567, 0.3585]``, its xy chromaticity, which colour-science's "D50",
+    (0.3457, 0.3585), is not).
 ``xyz-d50``
     CIE XYZ under the same white as the L*a*b* data, relative so that the perfect
     reflecting white has Y = 1. Computed once from the L*a*b* values with colour-science
     0.4.7 (``Lab_to_XYZ``).
 ``srgb-linear``
-    Linear sRGB: IEC 61966-2-1 primaries and its XYZ-to-RGB matrix, D65 white, no transfer
-    function (no "gamma"), relative so that the perfect reflecting white has Y = 1. It was
-    computed once from the L*a*b* values with colour-science 0.4.7 (``Lab_to_XYZ`` under
-    the white of the L*a*b* data, then ``XYZ_to_RGB`` to "sRGB" with Bradford adaptation
-    from that white to D65). Values are not clipped: a few patches (the Classic's "cyan",
-    for example) lie just outside the sRGB gamut.
+    Linear sRGB: IEC 61966-2-1 primaries, D65 white, no transfer function (no "gamma"),
+    relative so that the perfect reflecting white has Y = 1. It was computed once from the
+    L*a*b* values with colour-science 0.4.7 (``Lab_to_XYZ`` under the white of the L*a*b*
+    data, Bradford adaptation from that white to D65, then the exact inverse of sRGB's
+    RGB-to-XYZ matrix), exactly as :func:`xccm.convert` converts, so that the two spaces
+    of a chart agree to rounding error. Values are not clipped: a few patches (the
+    Classic's "cyan", for example) lie just outside the sRGB gamut.
 
 User charts
 -----------
@@ -101,8 +103,8 @@ class _Space:
 class _Edition:
     """One edition of a built-in chart: its published L*a*b* and the tables derived from it."""
 
-    #: white of the L*a*b* and XYZ tables ("ICC D50" or "D50")
-    illuminant: str
+    #: white of the L*a*b* and XYZ tables: a name, or OpenCV's D50 chromaticity
+    illuminant: str | tuple[float, float]
     #: citation of the L*a*b* table
     source: str
     #: space -> table, one row per patch
@@ -120,11 +122,21 @@ class _Chart:
     editions: Mapping[str, _Edition]
 
 
+#: OpenCV's D50 white (xy), the white of its L*a*b* data (colour-science's "D50" differs).
+_OPENCV_D50 = (0.34567, 0.3585)
+
+
+def _attr(illuminant: str | tuple[float, float]) -> str | list[float]:
+    """Return an illuminant as an attr value: its name, or its xy chromaticity as a list."""
+    return illuminant if isinstance(illuminant, str) else list(illuminant)
+
+
 _SPACES: dict[str, _Space] = {
     "srgb-linear": _Space(
         ("R", "G", "B"),
         "; converted to linear sRGB (IEC 61966-2-1, D65, no transfer function, white Y = 1) "
-        "with Bradford adaptation {illuminant} -> D65 using colour-science 0.4.7",
+        "with Bradford adaptation {illuminant} -> D65 and the inverse of the sRGB RGB -> XYZ "
+        "matrix, using colour-science 0.4.7",
         illuminant="D65",
         rgb_space="sRGB",
     ),
@@ -176,7 +188,7 @@ _CHARTS: dict[str, _Chart] = {
                 ),
             ),
             "opencv": _Edition(
-                "D50",
+                _OPENCV_D50,
                 _opencv_source(
                     "ColorChecker2005_LAB_D50_2",
                     "GretagMacbeth ColorChecker 2005 data, cited by OpenCV as https://www."
@@ -217,7 +229,7 @@ _CHARTS: dict[str, _Chart] = {
         patches=_data.VINYL18_PATCHES,
         editions={
             "opencv": _Edition(
-                "D50",
+                _OPENCV_D50,
                 _opencv_source("Vinyl_LAB_D50_2", "the Vinyl/DKK ColorChecker"),
                 _tables(
                     _data.VINYL18_OPENCV_LAB,
@@ -312,7 +324,7 @@ def chart(
         ``illuminant``, ``rgb_space`` (``"sRGB"``, ``"srgb-linear"`` only), ``edition``
         and ``source`` (the citation). ``illuminant`` is ``"D65"`` for ``"srgb-linear"``;
         for ``"lab-d50"`` and ``"xyz-d50"`` it is the white of the published data:
-        ``"ICC D50"`` for X-Rite's, ``"D50"`` (xy = (0.34567, 0.35850)) for OpenCV's. Each
+        ``"ICC D50"`` for X-Rite's, ``[0.34567, 0.3585]`` (OpenCV's D50 xy) for OpenCV's. Each
         call returns a new, independent array.
 
     Raises
@@ -369,12 +381,12 @@ def chart(
     attrs = {
         "chart": canonical,
         "space": space_key,
-        "illuminant": space_spec.illuminant or data.illuminant,
+        "illuminant": _attr(space_spec.illuminant or data.illuminant),
     }
     if space_spec.rgb_space is not None:
         attrs["rgb_space"] = space_spec.rgb_space
     attrs["edition"] = edition_key
-    attrs["source"] = data.source + space_spec.derivation.format(illuminant=data.illuminant)
+    attrs["source"] = data.source + space_spec.derivation.format(illuminant=_attr(data.illuminant))
     values = np.array(data.tables[space_key], dtype=np.float64)
     return _data_array(values, spec.patches, space_spec.channels, attrs)
 
@@ -553,8 +565,9 @@ def chart_from_table(
         - a 2-D array-like of shape (n, 3), channels in canonical order; patches are
           numbered ``"1"`` to ``"n"``.
     space : {"lab", "xyz", "rgb"}
-        What the values are, case-insensitive: CIE L*a*b*, CIE XYZ, or linear RGB (no
-        transfer function) of ``rgb_space``.
+        What the values are, case-insensitive: CIE L*a*b* (L* in 0-100), CIE XYZ (relative:
+        the perfect white has Y = 1; a 0-100 table is an error), or linear RGB (no transfer
+        function) of ``rgb_space``.
     illuminant : str, optional
         The white of L*a*b* or XYZ values, recorded in attrs (default ``"D50"``). Only for
         ``space="lab"`` or ``"xyz"``.
@@ -664,6 +677,11 @@ def chart_from_table(
             f"channel {user_space.channels[column]!r}"
         )
 
+    if space_key == "xyz" and values[:, 1].max() > 2:
+        raise ValueError(
+            f"{where}: XYZ must be relative, the perfect white at Y = 1, but Y reaches "
+            f"{values[:, 1].max():g}; divide a 0-100 table by 100"
+        )
     attrs = {"chart": name, "space": user_space.name}
     if space_key == "rgb":
         attrs["rgb_space"] = rgb_space

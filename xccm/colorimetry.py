@@ -69,6 +69,9 @@ RGB_SPACES = {
     "acescg": "ACEScg",
 }
 _OBSERVER = "CIE 1931 2 Degree Standard Observer"
+#: RGB_Colourspace objects passed as rgb_space, by lower-case name, so that the space names
+#: written into attrs ("<name>-linear", rgb_space) can be read back within the session.
+_CUSTOM_RGB_SPACES: dict[str, Any] = {}
 _CHANNELS: dict[str, tuple[str, str, str]] = {
     "rgb": ("R", "G", "B"),
     "xyz": ("X", "Y", "Z"),
@@ -115,6 +118,7 @@ def rgb_colourspace(name):
     """
     colour = _colour()
     if isinstance(name, colour.RGB_Colourspace):
+        _CUSTOM_RGB_SPACES.setdefault(name.name.lower(), name)
         return name
     if not isinstance(name, str):
         raise TypeError(f"rgb_space must be a str, got {type(name).__name__}")
@@ -123,6 +127,8 @@ def rgb_colourspace(name):
     for candidate, space in colour.RGB_COLOURSPACES.items():
         if candidate.lower() == key.lower():
             return space
+    if key.lower() in _CUSTOM_RGB_SPACES:
+        return _CUSTOM_RGB_SPACES[key.lower()]
     raise ValueError(
         f"unknown rgb_space {name!r}; use one of {list(RGB_SPACES)} or a colour-science name "
         "(colour.RGB_COLOURSPACES), e.g. 'Display P3'"
@@ -188,7 +194,9 @@ def space_of(
     if isinstance(space, Space):
         parsed = space
     else:
-        parsed = _parse_space(space or attrs.get("space"), attrs, rgb_space, argname)
+        parsed = _parse_space(
+            space or attrs.get("space"), attrs, rgb_space, argname, from_attrs=space is None
+        )
     if obj is not None and dim in obj.indexes:
         labels = [str(c) for c in obj.indexes[dim]]
         expected = list(_CHANNELS[parsed.kind])
@@ -207,7 +215,8 @@ def given_name(space, attrs) -> str:
     return str(space if space is not None else attrs.get("space", "linear RGB (default)"))
 
 
-def _parse_space(given, attrs: dict, rgb_space: str, argname: str) -> Space:
+def _parse_space(given, attrs: dict, rgb_space, argname: str, from_attrs: bool = True) -> Space:
+    """Parse a space string; ``attrs`` fill in (or, for a space from attrs, refine) it."""
     if given is None:
         return Space("rgb", rgb_space=attrs.get("rgb_space") or rgb_space)
     if not isinstance(given, str):
@@ -215,8 +224,13 @@ def _parse_space(given, attrs: dict, rgb_space: str, argname: str) -> Space:
     text = given.strip().lower()
     for kind in ("lab", "xyz"):
         if text == kind or text.startswith(kind + "-"):
-            suffix = given.strip()[len(kind) + 1 :].replace("-", " ")
-            illuminant = attrs.get("illuminant") or suffix.upper() or None
+            suffix = given.strip()[len(kind) + 1 :].replace("-", " ").upper() or None
+            # attrs["illuminant"] is exact where a space name is a family ("lab-d50" for
+            # ICC D50 data); a space the caller names explicitly wins over attrs.
+            if from_attrs:
+                illuminant = attrs.get("illuminant") or suffix
+            else:
+                illuminant = suffix or attrs.get("illuminant")
             if illuminant is None:
                 raise ValueError(
                     f"{argname} is in {kind!r} but its illuminant is unknown; set "
@@ -363,8 +377,15 @@ def lab_components(lab: np.ndarray, lab_reference: np.ndarray, method: str) -> n
 
 
 def encode_rgb(rgb: np.ndarray, rgb_space: str) -> np.ndarray:
-    """Apply the encoding transfer function (e.g. sRGB's) of ``rgb_space`` to linear values."""
-    return np.asarray(rgb_colourspace(rgb_space).cctf_encoding(rgb), dtype=np.float64)
+    """Apply the encoding transfer function (e.g. sRGB's) of ``rgb_space`` to linear values.
+
+    Mirrored for negative values (``sign(x) f(|x|)``), as OpenCV's encodings and extended
+    sRGB are (colour-science continues sRGB's linear segment below 0 instead, and gives NaN
+    for a pure power law such as Adobe RGB's).
+    """
+    rgb = np.asarray(rgb, dtype=np.float64)
+    encoded = rgb_colourspace(rgb_space).cctf_encoding(np.abs(rgb))
+    return np.copysign(np.asarray(encoded, dtype=np.float64), rgb)
 
 
 @dataclass(frozen=True)

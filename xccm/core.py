@@ -222,6 +222,7 @@ def fit(
             reference,
             weights,
             dim=dim,
+            samples=_sample_dims(measured, reference, dim, sample_dims),
             loss=loss,
             rgb_space=rgb_space,
             reference_space=reference_space,
@@ -281,8 +282,17 @@ def fit(
     matrix.name = "ccm"
     matrix.attrs = {"model": model, "init": init, **colour_attrs}
     if loss is not None:
+        closed_form = (
+            loss is not None and measure.method == "linear_rgb" and init != "white_balance"
+        )
         matrix = chartfit.refine_matrix(
-            matrix, arrays, samples, measure, dim=dim, max_iter=int(max_iter)
+            matrix,
+            arrays,
+            samples,
+            measure,
+            dim=dim,
+            max_iter=int(max_iter),
+            closed_form=closed_form,
         )
     return matrix
 
