@@ -549,13 +549,11 @@ def _target_space(to, src: Space, illuminant, rgb_space: str) -> Space:
 
 
 def _white_name(space: Space) -> str | tuple[float, float]:
+    """Name the RGB space's white if colour-science knows it by that name, else its xy."""
     cs = rgb_colourspace(space.rgb_space)
-    name = cs.whitepoint_name
-    try:
-        if np.allclose(illuminant_xy(name), cs.whitepoint, atol=1e-12):
-            return name
-    except ValueError:
-        pass
+    known = _colour().CCS_ILLUMINANTS[_OBSERVER].get(cs.whitepoint_name)
+    if known is not None and np.allclose(known, cs.whitepoint, rtol=0, atol=1e-12):
+        return cs.whitepoint_name
     return tuple(float(v) for v in cs.whitepoint)
 
 
