@@ -3,7 +3,7 @@
 For a batch of B synthetic ColorChecker frames (24 patches, CIEDE2000 loss, 3x3), times
 
 * ``xccm.fit(..., loss="ciede2000")`` on the whole batch (one vectorised optimisation),
-* the same on a Dask-backed batch, chunked 250 frames per task, threaded scheduler,
+* the same on a Dask-backed batch, in one chunk of frames per core, threaded scheduler,
 * a Python loop of ``scipy.optimize.least_squares`` per frame (same residuals, same start),
 * a Python loop of OpenCV's ``cv2.ccm`` per frame (Nelder–Mead), where installed,
 
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 import warnings
 from pathlib import Path
@@ -93,7 +94,7 @@ def main(argv=None) -> None:
     for n in args.frames:
         frames = frames_of(n)
         t = best(lambda f=frames: xccm.fit(f, ref, **kw), args.repeat)
-        lazy = frames.chunk({"time": 250})
+        lazy = frames.chunk({"time": -(-n // (os.cpu_count() or 1))})  # a chunk per core
         t_dask = best(lambda f=lazy: xccm.fit(f, ref, **kw).compute(), args.repeat)
         m = xccm.fit(frames, ref, **kw)
         rows.append(
