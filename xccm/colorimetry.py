@@ -203,15 +203,17 @@ def space_of(
         if [c.rstrip("*").lower() for c in labels] != [c.lower() for c in expected]:
             raise ValueError(
                 f"{argname} is in {parsed.kind.upper() if parsed.kind != 'lab' else 'Lab'} "
-                f"(space {given_name(space, attrs)!r}) so its {dim!r} coords must be "
+                f"(space {_space_name(space, attrs)!r}) so its {dim!r} coords must be "
                 f"{expected}; got {labels}. Pass {argname}_space= (or set attrs['space']) if "
                 "the space is wrong, or relabel the channels"
             )
     return parsed
 
 
-def given_name(space, attrs) -> str:
+def _space_name(space, attrs) -> str:
     """Return the space as the user gave it, for messages."""
+    if isinstance(space, Space):
+        return space.attrs()["space"]
     return str(space if space is not None else attrs.get("space", "linear RGB (default)"))
 
 
