@@ -297,3 +297,40 @@ def test_encoding_of_lazy_variables_is_codecs_only(tmp_path):
     assert not (tmp_path / "out.zarr").exists()
     to_zarr(_stack().image, tmp_path / "ok.zarr", encoding={"image": {"compressors": None}})
     xr.testing.assert_allclose(open_zarr(tmp_path / "ok.zarr").image.compute(), _stack().image)
+
+
+def test_scalar_and_empty_dask_variables(tmp_path):
+    import dask.array as da
+
+    ds = xr.Dataset(
+        {
+            "scale": ((), da.from_array(np.float32(3.0))),
+            "empty": (("u", "c"), da.ones((0, 3), chunks=(1, 3))),
+            "image": (("t", "c"), da.ones((4, 3), chunks=(1, 3))),
+        }
+    )
+    path = tmp_path / "s.zarr"
+    to_zarr(ds, path)
+    back = open_zarr(path)
+    assert float(back["scale"]) == 3.0 and back["empty"].shape == (0, 3)
+    assert is_complete(path)
+    to_zarr(ds, path, mode="resume")  # nothing left to write
+    assert is_complete(path)
+
+
+def test_resume_after_an_interrupted_creation_says_so(tmp_path):
+    import shutil
+
+    img = xr.DataArray(np.ones((4, 3)), dims=("t", "c"), name="image").chunk(t=1)
+    path = tmp_path / "c.zarr"
+    to_zarr(img, path, compute=False)
+    shutil.rmtree(path / "xccm_progress")  # as if killed while creating the store
+    with pytest.raises(ValueError, match=r"creation was interrupted.*mode='w'"):
+        to_zarr(img, path, mode="resume")
+
+
+def test_progress_bar_needs_compute(tmp_path):
+    img = xr.DataArray(np.ones((4, 3)), dims=("t", "c"), name="image").chunk(t=1)
+    with pytest.raises(ValueError, match="ProgressBar"):
+        to_zarr(img, tmp_path / "p.zarr", compute=False, progress=True)
+    assert not (tmp_path / "p.zarr").exists()

@@ -87,7 +87,8 @@ def to_zarr(
         compute when you like (e.g. under one progress bar, or with ``distributed``).
     progress : bool, default False
         Show Dask's progress bar while computing (local schedulers; with a
-        ``distributed.Client`` use its dashboard or ``distributed.progress``).
+        ``distributed.Client`` use its dashboard or ``distributed.progress``). Needs
+        ``compute=True``: compute a deferred write under ``dask.diagnostics.ProgressBar()``.
     attrs : mapping, optional
         Extra attributes for the store, e.g. provenance (source store, model, loss). They
         must be JSON-serialisable.
@@ -109,7 +110,8 @@ def to_zarr(
     ValueError
         If a variable's Dask chunks are irregular (the message says how to rechunk), or
         ``mode="resume"`` meets a store written from another computation, other variables,
-        shapes or chunks.
+        shapes or chunks, or one whose creation was interrupted; or ``progress=True`` with
+        ``compute=False``.
 
     Examples
     --------
@@ -124,7 +126,20 @@ def to_zarr(
     _require_zarr()
     if mode not in ("w-", "w", "resume"):
         raise ValueError(f"unknown mode {mode!r}; expected 'w-', 'w' or 'resume'")
+    if progress and not compute:
+        raise ValueError(
+            "progress=True shows a bar while to_zarr computes, but compute=False returns "
+            "the write to compute later: compute it under dask.diagnostics.ProgressBar()"
+        )
     ds = _as_dataset(obj)
+    # An empty Dask-backed variable has nothing to compute: write it as an empty array.
+    ds = ds.assign(
+        {
+            k: v.copy(data=np.empty(v.shape, v.dtype))
+            for k, v in ds.data_vars.items()
+            if v.chunks is not None and v.size == 0
+        }
+    )
     store = os.fspath(store)
     lazy = {name: var for name, var in ds.variables.items() if var.chunks is not None}
     _check_encoding(encoding, lazy)
@@ -149,7 +164,7 @@ def to_zarr(
         done = np.asarray(group[f"{PROGRESS}/{name}"][...], dtype=bool).reshape(n_blocks)
         writer = _ChunkWriter(store, str(name), chunks[name], n_blocks, token)
         for region, blocks in _missing_runs(done, var.chunks):
-            sources.append(var.data.blocks[blocks])
+            sources.append(var.data.blocks[blocks] if blocks else var.data)  # 0-d: no blocks
             targets.append(writer)
             regions.append(region)
     stored = da.store(sources, targets, regions=regions, lock=False, compute=False)
@@ -301,6 +316,9 @@ def _missing_runs(done: np.ndarray, chunks: tuple[tuple[int, ...], ...]):
     """Yield ``(region, block_slices)`` for runs of unwritten blocks along the first axis."""
     if done.all():
         return
+    if done.ndim == 0:  # a 0-d variable: one block
+        yield (), ()
+        return
     offsets = [np.concatenate([[0], np.cumsum(c)]) for c in chunks]
     for rest in np.ndindex(done.shape[1:]):
         column = done[(slice(None), *rest)]
@@ -393,8 +411,14 @@ def _check_resumable(group, store, ds, chunks, token) -> None:
         )
     for name, c in chunks.items():
         key = str(name)
-        if key not in group or f"{PROGRESS}/{key}" not in group:
+        if key not in group:
             raise ValueError(f"store {store!r} has no variable {key!r} to resume")
+        if f"{PROGRESS}/{key}" not in group:
+            raise ValueError(
+                f"store {store!r} has variable {key!r} but no record of its written chunks: "
+                "its creation was interrupted before any chunk was written. Start over with "
+                "mode='w'"
+            )
         arr = group[key]
         if arr.shape != ds[name].shape or tuple(arr.chunks) != c:
             raise ValueError(
