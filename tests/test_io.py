@@ -334,3 +334,31 @@ def test_progress_bar_needs_compute(tmp_path):
     with pytest.raises(ValueError, match="ProgressBar"):
         to_zarr(img, tmp_path / "p.zarr", compute=False, progress=True)
     assert not (tmp_path / "p.zarr").exists()
+
+
+def test_progress_markers_are_one_byte_chunk_files_zarr_reads(tmp_path):
+    import zarr
+
+    img = xr.DataArray(np.ones((4, 3)), dims=("t", "c"), name="image").chunk(t=1)
+    out = tmp_path / "m.zarr"
+    to_zarr(img, out)
+    progress = zarr.open_array(out, path="xccm_progress/image")
+    assert progress[...].all()
+    assert (out / "xccm_progress" / "image" / "c" / "2").read_bytes() == b"\x01"
+    assert not list((out / "xccm_progress" / "image" / "c").glob("*.tmp"))
+
+
+def test_compressed_markers_of_an_older_store_are_written_through_zarr(tmp_path):
+    import zarr
+
+    img = xr.DataArray(np.arange(12.0).reshape(4, 3), dims=("t", "c"), name="image")
+    img = img.chunk(t=1)
+    out = tmp_path / "old.zarr"
+    to_zarr(img, out, compute=False)
+    group = zarr.open_group(out, mode="r+")
+    del group["xccm_progress/image"]  # as an older xccm created it: zstd-compressed markers
+    group.create_array("xccm_progress/image", shape=(4,), chunks=(1,), dtype=bool, fill_value=False)
+    group["xccm_progress/image"][1] = True  # chunk 1 "written" earlier
+    to_zarr(img, out, mode="resume")
+    assert zarr.open_array(out, path="xccm_progress/image")[...].all()
+    np.testing.assert_array_equal(open_zarr(out)["image"].values[[0, 2, 3]], img.values[[0, 2, 3]])

@@ -259,7 +259,30 @@ class _ChunkWriter:
         _open_array(self.store, self.name, self.token)[index] = block
         chunk = tuple((s.start or 0) // c for s, c in zip(index, self.chunks, strict=True))
         flat = int(np.ravel_multi_index(chunk, self.n_blocks)) if chunk else 0
-        _open_array(self.store, f"{PROGRESS}/{self.name}", self.token)[flat] = True
+        _mark_written(self.store, f"{PROGRESS}/{self.name}", self.token, flat)
+
+
+def _mark_written(store: str, path: str, token: str, flat: int) -> None:
+    """Set element ``flat`` of the progress array ``path`` to True.
+
+    In a local store whose progress array is uncompressed (as :func:`to_zarr` creates it),
+    the chunk file (one byte, ``0x01``) is written directly and renamed into place, which
+    is atomic; zarr reads it back as any chunk. This keeps the marker off zarr's event loop,
+    where it would queue behind the data writes of the other threads. Elsewhere (an fsspec
+    URL, or a store from an older xccm with compressed markers) zarr writes it.
+    """
+    arr = _open_array(store, path, token)
+    codecs = getattr(arr.metadata, "codecs", ())
+    if "://" in store or len(codecs) != 1 or not isinstance(codecs[0], zarr.codecs.BytesCodec):
+        arr[flat] = True
+        return
+    key = arr.metadata.chunk_key_encoding.encode_chunk_key((flat,))
+    target = os.path.join(store, *path.split("/"), *key.split("/"))
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    tmp = f"{target}.{os.getpid()}-{threading.get_ident()}.tmp"
+    with open(tmp, "wb") as f:
+        f.write(b"\x01")
+    os.replace(tmp, target)
 
 
 _arrays: dict[tuple[str, str, str], Any] = {}
@@ -302,7 +325,7 @@ def _create(ds, store, chunks, token, attrs, encoding, *, overwrite: bool) -> No
             # One flat element (one small object) per chunk, C order: no nested directories.
             progress.create_array(
                 str(name), shape=(math.prod(len(c) for c in var.chunks),), chunks=(1,),
-                dtype=bool, fill_value=False,
+                dtype=bool, fill_value=False, compressors=None,
             )  # fmt: skip
 
 
