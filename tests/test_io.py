@@ -362,3 +362,14 @@ def test_compressed_markers_of_an_older_store_are_written_through_zarr(tmp_path)
     to_zarr(img, out, mode="resume")
     assert zarr.open_array(out, path="xccm_progress/image")[...].all()
     np.testing.assert_array_equal(open_zarr(out)["image"].values[[0, 2, 3]], img.values[[0, 2, 3]])
+
+
+def test_a_marker_left_half_written_is_cleared_at_completion(tmp_path):
+    img = xr.DataArray(np.ones((4, 3)), dims=("t", "c"), name="image").chunk(t=1)
+    out = tmp_path / "t.zarr"
+    to_zarr(img, out, compute=False)
+    stray = out / "xccm_progress" / "image" / "c" / "1.123-456.tmp"
+    stray.parent.mkdir(parents=True, exist_ok=True)
+    stray.write_bytes(b"\x01")  # a worker killed between writing a marker and renaming it
+    to_zarr(img, out, mode="resume")
+    assert is_complete(out) and not stray.exists()

@@ -23,6 +23,7 @@ import threading
 import warnings
 from collections.abc import Hashable, Mapping
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 from typing import Any, Literal
 
 import dask
@@ -330,6 +331,9 @@ def _create(ds, store, chunks, token, attrs, encoding, *, overwrite: bool) -> No
 
 
 def _mark_complete(store: str, _stored: Any) -> None:
+    if "://" not in store:  # a worker killed between writing a marker and renaming it
+        for stray in Path(store, PROGRESS).rglob("*.tmp"):
+            stray.unlink(missing_ok=True)
     zarr.open_group(store, mode="r+").attrs[COMPLETE] = True
     with _quiet_consolidated():
         zarr.consolidate_metadata(store)
