@@ -219,11 +219,9 @@ def _space_name(space, attrs) -> str:
 
 def _parse_space(given, attrs: dict, rgb_space, argname: str, from_attrs: bool = True) -> Space:
     """Parse a space string; ``attrs`` fill in (or, for a space from attrs, refine) it."""
-    if given is None:
-        return Space("rgb", rgb_space=attrs.get("rgb_space") or rgb_space)
-    if not isinstance(given, str):
+    if given is not None and not isinstance(given, str):
         raise TypeError(f"{argname} space must be a str; got {type(given).__name__}")
-    text = given.strip().lower()
+    text = "rgb" if given is None else given.strip().lower()
     for kind in ("lab", "xyz"):
         if text == kind or text.startswith(kind + "-"):
             suffix = given.strip()[len(kind) + 1 :].replace("-", " ").upper() or None
@@ -450,12 +448,15 @@ def metric(
     cs = rgb_colourspace(rgb_space)
     if method in ("linear_rgb", "rgb"):
         return Metric(method, cs, None, None, standard)
-    white = (
-        np.asarray(cs.whitepoint, dtype=np.float64)
-        if illuminant is None
-        else illuminant_xy(illuminant)
-    )
+    white = lab_white(cs, illuminant)
     return Metric(method, cs, white, to_xyz_matrix(cs, white, adaptation), standard)
+
+
+def lab_white(rgb_space, illuminant=None) -> np.ndarray:
+    """Return the xy white ΔE and L* are taken under: ``illuminant``, else ``rgb_space``'s own."""
+    if illuminant is None:
+        return np.asarray(rgb_colourspace(rgb_space).whitepoint, dtype=np.float64)
+    return illuminant_xy(illuminant)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -214,6 +214,7 @@ def fit(
         raise ValueError(f"max_iter must be a non-negative integer; got {max_iter!r}")
     from . import chartfit  # imports core: import here, not at the top
 
+    samples = _sample_dims(measured, reference, dim, sample_dims)  # a conversion keeps dims
     if chartfit.wants_colour(reference, loss, reference_space):
         if saturation == "auto":
             saturation = (0.0, 0.98) if loss is not None else None
@@ -222,7 +223,7 @@ def fit(
             reference,
             weights,
             dim=dim,
-            samples=_sample_dims(measured, reference, dim, sample_dims),
+            samples=samples,
             loss=loss,
             rgb_space=rgb_space,
             reference_space=reference_space,
@@ -239,7 +240,6 @@ def fit(
             "mask into weights= yourself"
         )
 
-    samples = _sample_dims(measured, reference, dim, sample_dims)
     n_in, n_out = measured.sizes[dim], reference.sizes[dim]
     s = measured.rename({dim: _IN})
     d = reference.rename({dim: _OUT})
@@ -282,9 +282,6 @@ def fit(
     matrix.name = "ccm"
     matrix.attrs = {"model": model, "init": init, **colour_attrs}
     if loss is not None:
-        closed_form = (
-            loss is not None and measure.method == "linear_rgb" and init != "white_balance"
-        )
         matrix = chartfit.refine_matrix(
             matrix,
             arrays,
@@ -292,7 +289,7 @@ def fit(
             measure,
             dim=dim,
             max_iter=int(max_iter),
-            closed_form=closed_form,
+            closed_form=measure.method == "linear_rgb" and init != "white_balance",
         )
     return matrix
 

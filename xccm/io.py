@@ -274,7 +274,8 @@ def _mark_written(store: str, path: str, token: str, flat: int) -> None:
     """
     arr = _open_array(store, path, token)
     codecs = getattr(arr.metadata, "codecs", ())
-    if "://" in store or len(codecs) != 1 or not isinstance(codecs[0], zarr.codecs.BytesCodec):
+    raw = len(codecs) == 1 and isinstance(codecs[0], zarr.codecs.BytesCodec)
+    if not (_is_local(store) and raw):
         arr[flat] = True
         return
     key = arr.metadata.chunk_key_encoding.encode_chunk_key((flat,))
@@ -330,8 +331,13 @@ def _create(ds, store, chunks, token, attrs, encoding, *, overwrite: bool) -> No
             )  # fmt: skip
 
 
+def _is_local(store: str) -> bool:
+    """Whether ``store`` is a local path (not an fsspec URL): its files can be written directly."""
+    return "://" not in store
+
+
 def _mark_complete(store: str, _stored: Any) -> None:
-    if "://" not in store:  # a worker killed between writing a marker and renaming it
+    if _is_local(store):  # a worker killed between writing a marker and renaming it
         for stray in Path(store, PROGRESS).rglob("*.tmp"):
             stray.unlink(missing_ok=True)
     zarr.open_group(store, mode="r+").attrs[COMPLETE] = True

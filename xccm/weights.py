@@ -105,7 +105,7 @@ def lightness_weights(
     space = colorimetry.space_of(
         reference, reference_space, rgb_space=rgb_space, argname="reference", dim=dim
     )
-    white = colorimetry.metric("cie76", rgb_space, illuminant).white
+    white = colorimetry.lab_white(rgb_space, illuminant)
     target = colorimetry.Space("lab", illuminant=tuple(float(v) for v in white))
     lab = colorimetry.convert(reference, target, dim=dim, source=space)
     lightness = lab.sel({dim: "L"}, drop=True).clip(min=0)
