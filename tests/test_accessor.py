@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import xarray as xr
-from conftest import raise_if_dask_computes
 
 import xccm
+from conftest import raise_if_dask_computes
 
 
 def test_accessor_is_the_function(patches, image, true_matrix):

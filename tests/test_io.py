@@ -373,3 +373,69 @@ def test_a_marker_left_half_written_is_cleared_at_completion(tmp_path):
     stray.write_bytes(b"\x01")  # a worker killed between writing a marker and renaming it
     to_zarr(img, out, mode="resume")
     assert is_complete(out) and not stray.exists()
+
+
+def _count_direct_writes(monkeypatch) -> dict[str, int]:
+    """Count the chunk files :mod:`xccm.io` writes itself, by array path."""
+    import threading
+
+    import xccm.io
+
+    calls: dict[str, int] = {}
+    lock = threading.Lock()
+    write = xccm.io._write_chunk_file
+
+    def counted(store, path, *args):
+        with lock:
+            calls[path] = calls.get(path, 0) + 1
+        write(store, path, *args)
+
+    monkeypatch.setattr(xccm.io, "_write_chunk_file", counted)
+    return calls
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64", "int16", "uint8", "complex64", "bool"])
+def test_uncompressed_chunks_written_directly_equal_zarrs_own(tmp_path, monkeypatch, dtype):
+    # Whole chunks of uncompressed variables skip zarr's writer; their files must be the
+    # bytes zarr itself writes (the partial edge chunk still goes through zarr).
+    direct = _count_direct_writes(monkeypatch)
+    rng = np.random.default_rng(2)
+    data = (rng.random((5, 4, 3)) * 100).astype(dtype)
+    ds = xr.Dataset({"v": (("t", "y", "c"), data)}).chunk(t=2)
+    enc = {"v": {"compressors": None}}
+    ours, theirs = tmp_path / "ours.zarr", tmp_path / "theirs.zarr"
+    to_zarr(ds, ours, encoding=enc)
+    ds.to_zarr(theirs, encoding=enc, write_empty_chunks=True)
+    chunk_files = {k: v for k, v in _files(theirs / "v" / "c").items()}
+    assert sorted(chunk_files) == ["0/0/0", "1/0/0", "2/0/0"]
+    assert _files(ours / "v" / "c") == chunk_files
+    assert direct == {"v": 2, "xccm_progress/v": 3}
+    np.testing.assert_array_equal(open_zarr(ours)["v"].values, data)
+
+
+def test_blocks_zarr_must_convert_go_through_zarr(tmp_path, monkeypatch):
+    # A big-endian block (zarr swaps its bytes) and a compressed variable take zarr's writer.
+    direct = _count_direct_writes(monkeypatch)
+    data = np.arange(24.0).reshape(4, 2, 3)
+    ds = xr.Dataset(
+        {"be": (("t", "y", "c"), data.astype(">f8")), "zstd": (("t", "y", "c"), data)}
+    ).chunk(t=1)
+    out = tmp_path / "o.zarr"
+    to_zarr(ds, out, encoding={"be": {"compressors": None}})
+    back = open_zarr(out)
+    np.testing.assert_array_equal(back["be"].values, data)
+    np.testing.assert_array_equal(back["zstd"].values, data)
+    assert (out / "zstd" / "c" / "0" / "0" / "0").read_bytes() != data[0].tobytes()
+    assert set(direct) == {"xccm_progress/be", "xccm_progress/zstd"}
+
+
+def test_a_chunk_file_left_half_written_is_cleared_at_completion(tmp_path):
+    img = xr.DataArray(np.ones((4, 3)), dims=("t", "c"), name="image").chunk(t=1)
+    out = tmp_path / "t.zarr"
+    to_zarr(img, out, compute=False, encoding={"image": {"compressors": None}})
+    stray = out / "image" / "c" / "1" / "0.123-456.tmp"
+    stray.parent.mkdir(parents=True, exist_ok=True)
+    stray.write_bytes(b"\x00" * 5)  # a worker killed while writing a chunk file
+    to_zarr(img, out, mode="resume", encoding={"image": {"compressors": None}})
+    assert is_complete(out) and not stray.exists()
+    np.testing.assert_array_equal(open_zarr(out)["image"].values, img.values)

@@ -9,6 +9,11 @@ true, and its metadata is consolidated, only after every chunk is written; :func
 refuses a store that is not complete, so a half-written store is never mistaken for a finished
 one.
 
+In a local store, whole chunks of uncompressed variables (and the progress records) are
+written by xccm itself: their zarr encoding is the chunk's raw bytes, so each is written to a
+temporary file and renamed into place, off zarr's event loop and atomically (a chunk file is
+whole or absent). Compressed variables, partial edge chunks and remote stores go through zarr.
+
 Reading needs nothing special: ``xr.open_zarr(path)`` for zarr, ``xr.open_dataset(path,
 engine="h5netcdf", chunks={})`` for netCDF; both give Dask chunks aligned to the file's own.
 Needs the ``io`` extra (zarr), imported with this module: ``import xccm.io``.
@@ -19,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import sys
 import threading
 import warnings
 from collections.abc import Hashable, Mapping
@@ -169,7 +175,7 @@ def to_zarr(
             targets.append(writer)
             regions.append(region)
     stored = da.store(sources, targets, regions=regions, lock=False, compute=False)
-    final = dask.delayed(_mark_complete, pure=False)(store, stored)
+    final = dask.delayed(_mark_complete, pure=False)(store, [str(k) for k in lazy], stored)
     if not compute:
         return final
     if progress:
@@ -257,8 +263,14 @@ class _ChunkWriter:
         self.token = token
 
     def __setitem__(self, index: tuple[slice, ...], block: np.ndarray) -> None:
-        _open_array(self.store, self.name, self.token)[index] = block
+        arr = _open_array(self.store, self.name, self.token)
         chunk = tuple((s.start or 0) // c for s, c in zip(index, self.chunks, strict=True))
+        dtype = block.dtype
+        whole = block.shape == self.chunks and dtype == arr.dtype and dtype.kind in "biufc"
+        if whole and dtype.isnative and _raw_local(self.store, arr):
+            _write_chunk_file(self.store, self.name, arr, chunk, np.ascontiguousarray(block))
+        else:
+            arr[index] = block
         flat = int(np.ravel_multi_index(chunk, self.n_blocks)) if chunk else 0
         _mark_written(self.store, f"{PROGRESS}/{self.name}", self.token, flat)
 
@@ -267,23 +279,48 @@ def _mark_written(store: str, path: str, token: str, flat: int) -> None:
     """Set element ``flat`` of the progress array ``path`` to True.
 
     In a local store whose progress array is uncompressed (as :func:`to_zarr` creates it),
-    the chunk file (one byte, ``0x01``) is written directly and renamed into place, which
-    is atomic; zarr reads it back as any chunk. This keeps the marker off zarr's event loop,
-    where it would queue behind the data writes of the other threads. Elsewhere (an fsspec
-    URL, or a store from an older xccm with compressed markers) zarr writes it.
+    the one-byte chunk file is written directly (:func:`_write_chunk_file`). Elsewhere (an
+    fsspec URL, or a store from an older xccm with compressed markers) zarr writes it.
     """
     arr = _open_array(store, path, token)
-    codecs = getattr(arr.metadata, "codecs", ())
-    raw = len(codecs) == 1 and isinstance(codecs[0], zarr.codecs.BytesCodec)
-    if not (_is_local(store) and raw):
+    if _raw_local(store, arr):
+        _write_chunk_file(store, path, arr, (flat,), np.ones(1, bool))
+    else:
         arr[flat] = True
-        return
-    key = arr.metadata.chunk_key_encoding.encode_chunk_key((flat,))
+
+
+def _raw_local(store: str, arr) -> bool:
+    """Whether ``arr``'s chunk files are the raw C-ordered bytes of its chunks, on local disk.
+
+    True for a zarr v3 array in a local store whose only codec is the ``bytes`` codec in this
+    machine's byte order (no compressor, filter, transpose or sharding): what
+    :func:`to_zarr` creates for uncompressed variables and for its progress markers.
+    """
+    codecs = getattr(arr.metadata, "codecs", ())  # zarr v2 metadata has none: not raw
+    if not (_is_local(store) and len(codecs) == 1):
+        return False
+    codec = codecs[0]
+    return isinstance(codec, zarr.codecs.BytesCodec) and (
+        codec.endian is None or codec.endian.value == sys.byteorder
+    )
+
+
+def _write_chunk_file(store: str, path: str, arr, chunk: tuple[int, ...], data) -> None:
+    """Write one whole chunk of ``arr`` (a :func:`_raw_local` array) as its file, atomically.
+
+    The bytes go to a temporary file renamed into place, so the chunk file is either whole or
+    absent, even if the process is killed mid-write; zarr reads it as any chunk. This keeps
+    the write off zarr's event loop, where it queues behind the other threads' reads and
+    writes: for uncompressed frames it makes a store-to-store correction ~1.5x faster (see
+    ``benchmarks/bench_store.py``). ``data`` is C-contiguous with the chunk's shape and the
+    array's dtype.
+    """
+    key = arr.metadata.chunk_key_encoding.encode_chunk_key(chunk)
     target = os.path.join(store, *path.split("/"), *key.split("/"))
     os.makedirs(os.path.dirname(target), exist_ok=True)
     tmp = f"{target}.{os.getpid()}-{threading.get_ident()}.tmp"
     with open(tmp, "wb") as f:
-        f.write(b"\x01")
+        f.write(memoryview(data.reshape(-1)).cast("B"))
     os.replace(tmp, target)
 
 
@@ -336,10 +373,11 @@ def _is_local(store: str) -> bool:
     return "://" not in store
 
 
-def _mark_complete(store: str, _stored: Any) -> None:
-    if _is_local(store):  # a worker killed between writing a marker and renaming it
-        for stray in Path(store, PROGRESS).rglob("*.tmp"):
-            stray.unlink(missing_ok=True)
+def _mark_complete(store: str, names: list[str], _stored: Any) -> None:
+    if _is_local(store):  # a worker killed between writing a chunk file and renaming it
+        for folder in (PROGRESS, *names):
+            for stray in Path(store, folder).rglob("*.tmp"):
+                stray.unlink(missing_ok=True)
     zarr.open_group(store, mode="r+").attrs[COMPLETE] = True
     with _quiet_consolidated():
         zarr.consolidate_metadata(store)
