@@ -50,7 +50,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import dask
-import dask.array as da
 import numpy as np
 import xarray as xr
 from _timing import best_time, peak_rss
@@ -349,16 +348,6 @@ def bench_dask(bench: Bench, arr: np.ndarray, m: np.ndarray, mem: dict) -> None:
         row.baseline += " (in memory, §1)"
         if side == 1024:
             row.check("ratio ≤ 1.5", row.ratio <= 1.5)
-            stored = bench.time(
-                "`da.store(xccm.apply(lazy, m).data, out, lock=False)`",
-                lambda lazy=lazy: _store_in_memory(xccm.apply(lazy, m).data),
-                **kw,
-                baseline=mem["apply"],
-                tasks=_n_tasks(result) + frames,
-                notes="into `out = np.empty(...)` allocated in the call: no concatenation",
-            )
-            stored.baseline += " (in memory, §1)"
-            stored.check("ratio ≤ 1.5", stored.ratio <= 1.5)
         floor_row = bench.time(
             "Dask floor: `lazy.data.map_blocks(np.copy).compute()`",
             lambda floor=floor: floor.compute(),
@@ -371,13 +360,6 @@ def bench_dask(bench: Bench, arr: np.ndarray, m: np.ndarray, mem: dict) -> None:
         row.compare("Dask floor", floor_row)
         del lazy, result, floor, view
         gc.collect()
-
-
-def _store_in_memory(x: da.Array) -> np.ndarray:
-    """Compute ``x`` into one preallocated array, each task writing its block in place."""
-    out = np.empty(x.shape, x.dtype)
-    da.store(x, out, lock=False)
-    return out
 
 
 # ---------------------------------------------------------------------------------------------
