@@ -215,17 +215,29 @@ def _pair(v) -> tuple[float, float]:
 def _as_boxes(boxes, patch_dim: Hashable) -> xr.DataArray:
     if isinstance(boxes, Mapping):
         boxes = xr.DataArray(
-            np.array([list(b) for b in boxes.values()]).reshape(len(boxes), -1),
+            _box_rows(list(boxes.values()), list(boxes)),
             dims=(patch_dim, BOUND),
             coords={patch_dim: list(boxes)},
         )
     elif not isinstance(boxes, xr.DataArray):
-        boxes = xr.DataArray(np.asarray(boxes), dims=(patch_dim, BOUND)[-np.ndim(boxes) :])
+        if isinstance(boxes, list | tuple) and boxes and np.ndim(boxes[0]) == 1:
+            boxes = _box_rows(list(boxes), range(len(boxes)))  # a list of (y0, y1, x0, x1)
+        boxes = np.asarray(boxes)
+        if boxes.size == 0:
+            raise ValueError(f"boxes holds no patch (shape {boxes.shape})")
+        if boxes.ndim == 1 and boxes.size == 4:
+            raise ValueError(
+                f"boxes {boxes.tolist()} is one box; give a box per patch, e.g. "
+                f"[{boxes.tolist()}] or {{'patch name': {boxes.tolist()}}}"
+            )
+        boxes = xr.DataArray(boxes, dims=(patch_dim, BOUND)[-boxes.ndim :])
     if boxes.ndim < 2 or BOUND not in boxes.dims:
         raise ValueError(
             f"boxes must have dims (..., patch, {BOUND!r}) holding y0, y1, x0, x1; "
             f"got dims {tuple(boxes.dims)}"
         )
+    if boxes.size == 0:
+        raise ValueError(f"boxes holds no patch (shape {boxes.shape})")
     if patch_dim not in boxes.dims:
         if boxes.ndim != 2:
             raise ValueError(
@@ -252,6 +264,16 @@ def _as_boxes(boxes, patch_dim: Hashable) -> xr.DataArray:
     ):
         raise TypeError(f"boxes must hold integer pixel indices; got dtype {boxes.dtype}")
     return boxes.astype(np.int64)
+
+
+def _box_rows(rows: list, names) -> np.ndarray:
+    """Stack boxes given one per patch, saying which one is not 4 numbers."""
+    for name, row in zip(names, rows, strict=True):
+        if np.ndim(row) != 1 or len(row) != 4:
+            raise ValueError(
+                f"boxes must give 4 numbers y0, y1, x0, x1 per patch; patch {name!r} has {row!r}"
+            )
+    return np.array(rows).reshape(len(rows), 4)
 
 
 def _check_boxes(boxes: xr.DataArray, frame: tuple[int, int], patch_dim: Hashable) -> None:
