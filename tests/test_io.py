@@ -368,7 +368,7 @@ def test_a_marker_left_half_written_is_cleared_at_completion(tmp_path):
     img = xr.DataArray(np.ones((4, 3)), dims=("t", "c"), name="image").chunk(t=1)
     out = tmp_path / "t.zarr"
     to_zarr(img, out, compute=False)
-    stray = out / "xccm_progress" / "image" / "c" / "1.123-456.tmp"
+    stray = out / "xccm_progress" / "image" / "c" / "1.0123abcd.xccm-tmp"
     stray.parent.mkdir(parents=True, exist_ok=True)
     stray.write_bytes(b"\x01")  # a worker killed between writing a marker and renaming it
     to_zarr(img, out, mode="resume")
@@ -385,10 +385,10 @@ def _count_direct_writes(monkeypatch) -> dict[str, int]:
     lock = threading.Lock()
     write = xccm.io._write_chunk_file
 
-    def counted(store, path, *args):
+    def counted(arr, *args):
         with lock:
-            calls[path] = calls.get(path, 0) + 1
-        write(store, path, *args)
+            calls[arr.path] = calls.get(arr.path, 0) + 1
+        write(arr, *args)
 
     monkeypatch.setattr(xccm.io, "_write_chunk_file", counted)
     return calls
@@ -398,18 +398,20 @@ def _count_direct_writes(monkeypatch) -> dict[str, int]:
 def test_uncompressed_chunks_written_directly_equal_zarrs_own(tmp_path, monkeypatch, dtype):
     # Whole chunks of uncompressed variables skip zarr's writer; their files must be the
     # bytes zarr itself writes (the partial edge chunk still goes through zarr).
+    # A chunk that is all fill value is not written, as zarr does by default.
     direct = _count_direct_writes(monkeypatch)
     rng = np.random.default_rng(2)
-    data = (rng.random((5, 4, 3)) * 100).astype(dtype)
+    data = (rng.random((7, 4, 3)) * 100 + 1).astype(dtype)
+    data[2:4] = np.nan if data.dtype.kind == "f" else 0  # xarray's fill values
     ds = xr.Dataset({"v": (("t", "y", "c"), data)}).chunk(t=2)
     enc = {"v": {"compressors": None}}
     ours, theirs = tmp_path / "ours.zarr", tmp_path / "theirs.zarr"
     to_zarr(ds, ours, encoding=enc)
-    ds.to_zarr(theirs, encoding=enc, write_empty_chunks=True)
-    chunk_files = {k: v for k, v in _files(theirs / "v" / "c").items()}
-    assert sorted(chunk_files) == ["0/0/0", "1/0/0", "2/0/0"]
+    ds.to_zarr(theirs, encoding=enc)
+    chunk_files = _files(theirs / "v" / "c")
+    assert sorted(chunk_files) == ["0/0/0", "2/0/0", "3/0/0"]
     assert _files(ours / "v" / "c") == chunk_files
-    assert direct == {"v": 2, "xccm_progress/v": 3}
+    assert direct == {"v": 3, "xccm_progress/v": 4}
     np.testing.assert_array_equal(open_zarr(ours)["v"].values, data)
 
 
@@ -433,9 +435,42 @@ def test_a_chunk_file_left_half_written_is_cleared_at_completion(tmp_path):
     img = xr.DataArray(np.ones((4, 3)), dims=("t", "c"), name="image").chunk(t=1)
     out = tmp_path / "t.zarr"
     to_zarr(img, out, compute=False, encoding={"image": {"compressors": None}})
-    stray = out / "image" / "c" / "1" / "0.123-456.tmp"
+    stray = out / "image" / "c" / "1" / "0.0123abcd.xccm-tmp"
     stray.parent.mkdir(parents=True, exist_ok=True)
     stray.write_bytes(b"\x00" * 5)  # a worker killed while writing a chunk file
     to_zarr(img, out, mode="resume", encoding={"image": {"compressors": None}})
     assert is_complete(out) and not stray.exists()
     np.testing.assert_array_equal(open_zarr(out)["image"].values, img.values)
+
+
+def test_fsspec_urls_are_written_through_zarr(tmp_path, monkeypatch):
+    # Also a chained URL without "://": zarr hands both to fsspec, and so must xccm.
+    import fsspec
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(fsspec.filesystem("memory"), "store", {})  # an empty filesystem
+    direct = _count_direct_writes(monkeypatch)
+    ds = xr.Dataset({"v": (("t", "c"), np.arange(12.0).reshape(4, 3))}).chunk(t=1)
+    for url in ("memory::/b.zarr", "memory://xccm-test/a.zarr"):  # zarr roots the first at "/"
+        to_zarr(ds, url, encoding={"v": {"compressors": None}})
+        assert is_complete(url)
+        np.testing.assert_array_equal(open_zarr(url)["v"].values, ds["v"].values)
+    assert not direct and not list(tmp_path.iterdir())
+
+
+def test_overwriting_with_other_codecs_in_one_process(tmp_path):
+    ds = xr.Dataset({"v": (("t", "c"), np.arange(12.0).reshape(4, 3))}).chunk(t=1)
+    out = tmp_path / "o.zarr"
+    for enc in (None, {"v": {"compressors": None}}, None):
+        to_zarr(ds, out, mode="w", encoding=enc)
+        np.testing.assert_array_equal(open_zarr(out)["v"].values, ds["v"].values)
+
+
+def test_completion_cleans_only_inside_the_store(tmp_path):
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "x.0123abcd.xccm-tmp").write_bytes(b"keep")
+    (victim / "y.tmp").write_bytes(b"keep")
+    ds = xr.Dataset({f"/{victim}": (("t",), np.arange(4.0))}).chunk(t=2)
+    to_zarr(ds, tmp_path / "o.zarr", encoding={f"/{victim}": {"compressors": None}})
+    assert sorted(p.name for p in victim.iterdir()) == ["x.0123abcd.xccm-tmp", "y.tmp"]

@@ -206,6 +206,8 @@ def test_per_frame_fit_rejects_occluded_frames_and_fills_them():
         ({"boxes": {"a": (0, 4, 0, 4), "b": 3}}, ValueError, r"patch 'b' has 3"),
         ({"boxes": [0, 4, 0, 4]}, ValueError, r"one box; give a box per patch, e.g. \[\[0, 4"),
         ({"boxes": []}, ValueError, r"boxes holds no patch"),
+        ({"boxes": [0, [0, 4, 0, 4]]}, ValueError, r"patch 0 has 0"),
+        ({"boxes": np.zeros((2, 3, 4), int)}, ValueError, r"pass a DataArray with dims \('time'"),
         ({"boxes": {}}, ValueError, r"boxes holds no patch"),
         ({}, ValueError, r"exactly one of boxes= or labels="),
         ({"boxes": BOXES, "labels": np.ones((14, 16))}, ValueError, r"exactly one"),

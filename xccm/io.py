@@ -26,6 +26,7 @@ import math
 import os
 import sys
 import threading
+import uuid
 import warnings
 from collections.abc import Hashable, Mapping
 from importlib.metadata import PackageNotFoundError, version
@@ -86,8 +87,9 @@ def to_zarr(
         A path (or an fsspec URL) of the zarr store.
     mode : {"w-", "w", "resume"}, default "w-"
         ``"w-"`` creates the store and fails if it exists; ``"w"`` overwrites; ``"resume"``
-        finishes an unfinished store written from the same computation (it writes only the
-        chunks not yet recorded, and nothing if the store is complete) or creates it.
+        finishes an unfinished store written from the same computation, attrs and encoding
+        (it writes only the chunks not yet recorded, and nothing if the store is complete) or
+        creates it. One writer per store at a time.
     compute : bool, default True
         If False, create the store (metadata, in-memory variables) now and return a
         :class:`dask.delayed.Delayed` that writes the chunks and marks the store complete, to
@@ -151,7 +153,7 @@ def to_zarr(
     lazy = {name: var for name, var in ds.variables.items() if var.chunks is not None}
     _check_encoding(encoding, lazy)
     chunks = {name: _regular_chunks(var, name) for name, var in lazy.items()}
-    token = dask.base.tokenize(ds, attrs)
+    token = dask.base.tokenize(ds, attrs, encoding)
     existing = _open_group(store)
 
     if mode == "w-" and existing is not None:
@@ -266,62 +268,92 @@ class _ChunkWriter:
         arr = _open_array(self.store, self.name, self.token)
         chunk = tuple((s.start or 0) // c for s, c in zip(index, self.chunks, strict=True))
         dtype = block.dtype
-        whole = block.shape == self.chunks and dtype == arr.dtype and dtype.kind in "biufc"
-        if whole and dtype.isnative and _raw_local(self.store, arr):
-            _write_chunk_file(self.store, self.name, arr, chunk, np.ascontiguousarray(block))
+        whole = isinstance(block, np.ndarray) and block.shape == self.chunks
+        if whole and dtype == arr.dtype and dtype.isnative and _raw_local(arr):
+            _write_chunk_file(arr, chunk, np.ascontiguousarray(block))
         else:
             arr[index] = block
         flat = int(np.ravel_multi_index(chunk, self.n_blocks)) if chunk else 0
-        _mark_written(self.store, f"{PROGRESS}/{self.name}", self.token, flat)
+        _mark_written(_open_array(self.store, f"{PROGRESS}/{self.name}", self.token), flat)
 
 
-def _mark_written(store: str, path: str, token: str, flat: int) -> None:
-    """Set element ``flat`` of the progress array ``path`` to True.
+def _mark_written(progress, flat: int) -> None:
+    """Set element ``flat`` of the progress array to True.
 
     In a local store whose progress array is uncompressed (as :func:`to_zarr` creates it),
     the one-byte chunk file is written directly (:func:`_write_chunk_file`). Elsewhere (an
     fsspec URL, or a store from an older xccm with compressed markers) zarr writes it.
     """
-    arr = _open_array(store, path, token)
-    if _raw_local(store, arr):
-        _write_chunk_file(store, path, arr, (flat,), np.ones(1, bool))
+    if _raw_local(progress):
+        _write_chunk_file(progress, (flat,), np.ones(1, bool))
     else:
-        arr[flat] = True
+        progress[flat] = True
 
 
-def _raw_local(store: str, arr) -> bool:
+def _raw_local(arr) -> bool:
     """Whether ``arr``'s chunk files are the raw C-ordered bytes of its chunks, on local disk.
 
-    True for a zarr v3 array in a local store whose only codec is the ``bytes`` codec in this
-    machine's byte order (no compressor, filter, transpose or sharding): what
-    :func:`to_zarr` creates for uncompressed variables and for its progress markers.
+    True for a zarr v3 array in a local directory store whose only codec is the ``bytes``
+    codec in this machine's byte order (no compressor, filter, transpose or sharding), of a
+    plain numeric dtype: what :func:`to_zarr` creates for uncompressed variables and for its
+    progress markers.
     """
     codecs = getattr(arr.metadata, "codecs", ())  # zarr v2 metadata has none: not raw
-    if not (_is_local(store) and len(codecs) == 1):
+    if not (isinstance(arr.store, zarr.storage.LocalStore) and len(codecs) == 1):
         return False
     codec = codecs[0]
-    return isinstance(codec, zarr.codecs.BytesCodec) and (
-        codec.endian is None or codec.endian.value == sys.byteorder
+    return (
+        isinstance(codec, zarr.codecs.BytesCodec)
+        and (codec.endian is None or codec.endian.value == sys.byteorder)
+        and arr.dtype.kind in "biufc"
     )
 
 
-def _write_chunk_file(store: str, path: str, arr, chunk: tuple[int, ...], data) -> None:
+#: Suffix of the temporary files chunk files are written to before being renamed into place.
+_TMP = ".xccm-tmp"
+
+
+def _write_chunk_file(arr, chunk: tuple[int, ...], data: np.ndarray) -> None:
     """Write one whole chunk of ``arr`` (a :func:`_raw_local` array) as its file, atomically.
 
     The bytes go to a temporary file renamed into place, so the chunk file is either whole or
     absent, even if the process is killed mid-write; zarr reads it as any chunk. This keeps
     the write off zarr's event loop, where it queues behind the other threads' reads and
-    writes: for uncompressed frames it makes a store-to-store correction ~1.5x faster (see
-    ``benchmarks/bench_store.py``). ``data`` is C-contiguous with the chunk's shape and the
-    array's dtype.
+    writes (see ``benchmarks/bench_store.py``). ``data`` is C-contiguous with the chunk's
+    shape and the array's dtype. As zarr does by default (``write_empty_chunks=False``), a
+    chunk that is all fill value is not written, and any older file of it is removed.
     """
     key = arr.metadata.chunk_key_encoding.encode_chunk_key(chunk)
-    target = os.path.join(store, *path.split("/"), *key.split("/"))
+    target = os.path.join(_folder(arr), *key.split("/"))
+    if not arr.config.write_empty_chunks and _all_fill(data, arr.fill_value):
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(target)
+        return
     os.makedirs(os.path.dirname(target), exist_ok=True)
-    tmp = f"{target}.{os.getpid()}-{threading.get_ident()}.tmp"
+    tmp = f"{target}.{uuid.uuid4().hex}{_TMP}"
     with open(tmp, "wb") as f:
         f.write(memoryview(data.reshape(-1)).cast("B"))
     os.replace(tmp, target)
+
+
+def _folder(arr) -> Path:
+    """Return the directory of ``arr`` in its local store."""
+    return Path(arr.store.root, *arr.path.split("/"))
+
+
+def _all_fill(data: np.ndarray, fill) -> bool:
+    """Whether every value of ``data`` equals ``fill`` (NaN equal to NaN), as zarr tests it."""
+    flat = data.reshape(-1)
+    if flat.size and not _equal(flat[:1], fill)[0]:  # real data differs at once: no full pass
+        return False
+    return bool(_equal(flat, fill).all())
+
+
+def _equal(x: np.ndarray, fill) -> np.ndarray:
+    eq = x == fill
+    if x.dtype.kind in "fc" and np.isnan(fill):
+        eq |= np.isnan(x)
+    return eq
 
 
 _arrays: dict[tuple[str, str, str], Any] = {}
@@ -368,17 +400,15 @@ def _create(ds, store, chunks, token, attrs, encoding, *, overwrite: bool) -> No
             )  # fmt: skip
 
 
-def _is_local(store: str) -> bool:
-    """Whether ``store`` is a local path (not an fsspec URL): its files can be written directly."""
-    return "://" not in store
-
-
 def _mark_complete(store: str, names: list[str], _stored: Any) -> None:
-    if _is_local(store):  # a worker killed between writing a chunk file and renaming it
-        for folder in (PROGRESS, *names):
-            for stray in Path(store, folder).rglob("*.tmp"):
-                stray.unlink(missing_ok=True)
-    zarr.open_group(store, mode="r+").attrs[COMPLETE] = True
+    group = zarr.open_group(store, mode="r+")
+    for name in names:  # a worker killed between writing a chunk file and renaming it
+        for arr in (group[name], group[f"{PROGRESS}/{name}"]):
+            if _raw_local(arr):
+                for stray in _folder(arr).rglob(f"*{_TMP}"):
+                    if stray.is_file():
+                        stray.unlink(missing_ok=True)
+    group.attrs[COMPLETE] = True
     with _quiet_consolidated():
         zarr.consolidate_metadata(store)
 
@@ -500,8 +530,9 @@ def _check_resumable(group, store, ds, chunks, token) -> None:
             )
     if group.attrs[_TOKEN] != token:
         raise ValueError(
-            f"store {store!r} was started from a different computation (other inputs, matrix "
-            "or attrs), so finishing it would mix two results; use mode='w' to start over"
+            f"store {store!r} was started from a different computation (other inputs, matrix, "
+            "attrs or encoding), so finishing it would mix two results; use mode='w' to start "
+            "over"
         )
 
 

@@ -220,7 +220,7 @@ def _as_boxes(boxes, patch_dim: Hashable) -> xr.DataArray:
             coords={patch_dim: list(boxes)},
         )
     elif not isinstance(boxes, xr.DataArray):
-        if isinstance(boxes, list | tuple) and boxes and np.ndim(boxes[0]) == 1:
+        if isinstance(boxes, list | tuple) and any(np.ndim(b) == 1 for b in boxes):
             boxes = _box_rows(list(boxes), range(len(boxes)))  # a list of (y0, y1, x0, x1)
         boxes = np.asarray(boxes)
         if boxes.size == 0:
@@ -229,6 +229,12 @@ def _as_boxes(boxes, patch_dim: Hashable) -> xr.DataArray:
             raise ValueError(
                 f"boxes {boxes.tolist()} is one box; give a box per patch, e.g. "
                 f"[{boxes.tolist()}] or {{'patch name': {boxes.tolist()}}}"
+            )
+        if boxes.ndim > 2:
+            raise ValueError(
+                f"boxes of shape {boxes.shape}: an array gives one (patch, 4) set of boxes; "
+                f"for boxes that move over time pass a DataArray with dims "
+                f"('time', {patch_dim!r}, {BOUND!r})"
             )
         boxes = xr.DataArray(boxes, dims=(patch_dim, BOUND)[-boxes.ndim :])
     if boxes.ndim < 2 or BOUND not in boxes.dims:
