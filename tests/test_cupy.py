@@ -48,3 +48,31 @@ def test_fit_and_inverse_on_device(patches):
     back = on_device.ccm.apply(m).ccm.inverse(m)
     assert isinstance(back.data, cp.ndarray)
     np.testing.assert_allclose(back.data.get(), measured.values, rtol=1e-10, atol=1e-12)
+
+
+def test_dask_with_cupy_chunks_stays_lazy_and_on_device(rng):
+    dsa = pytest.importorskip("dask.array")
+    from conftest import raise_if_dask_computes
+
+    host = rng.random((4, 8, 9, 3)).astype(np.float32)
+    lazy = dsa.from_array(cp.asarray(host), chunks=(1, 8, 9, 3), asarray=False)
+    img = xr.DataArray(lazy, dims=("time", "y", "x", "channel"))
+    m = (np.eye(4, 3) + 0.1 * rng.normal(size=(4, 3))).astype(np.float32)
+    with raise_if_dask_computes():
+        out = img.ccm.apply(m)
+    assert isinstance(out.data._meta, cp.ndarray) and out.chunks == img.chunks
+    got = out.data.compute()
+    assert isinstance(got, cp.ndarray) and got.dtype == np.float32
+    np.testing.assert_allclose(got.get(), xccm.apply(host, m), rtol=1e-5, atol=1e-6)
+
+
+def test_fit_from_dask_cupy_pixel_pairs(rng):
+    dsa = pytest.importorskip("dask.array")
+    s = rng.random((4000, 3))
+    truth = np.vstack([np.eye(3) + 0.1 * rng.normal(size=(3, 3)), [[0.01, 0.02, 0.03]]])
+    d = s @ truth[:3] + truth[3]
+    chunked = [dsa.from_array(cp.asarray(a), chunks=(1000, 3), asarray=False) for a in (s, d)]
+    measured, reference = (xr.DataArray(a, dims=("pixel", "channel")) for a in chunked)
+    m = measured.ccm.fit(reference, model="affine").compute()
+    assert isinstance(m.data, cp.ndarray)
+    np.testing.assert_allclose(m.data.get(), truth, rtol=1e-10, atol=1e-12)
