@@ -65,7 +65,9 @@ def test_per_frame_matrix_with_other_frames(image):
         dims=("time", "channel_in", "channel"),
         coords={"time": np.arange(4) + 10},
     )
-    with pytest.raises(ValueError, match=r"exact"):
+    with pytest.raises(
+        ValueError, match=r"different 'time' coords \(4 labels from 10 vs 4 from 0\)"
+    ):
         image.ccm.apply(m)
 
 
@@ -220,3 +222,43 @@ def test_inputs_are_never_mutated(patches, image, rng):
     for old, new in zip(before, (measured, reference, w, image), strict=True):
         xr.testing.assert_identical(old, new)
     np.testing.assert_array_equal(m_arr, m_before)
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+def test_matrix_batch_dim_the_image_lacks(image, chunked):
+    m = xr.DataArray(np.stack([np.eye(3), 2 * np.eye(3)]), dims=("camera", "channel_in", "channel"))
+    img = image.chunk() if chunked else image
+    with pytest.raises(ValueError, match=r"batch dim 'camera' \(size 2\) but image has dims"):
+        img.ccm.apply(m)  # was xarray's internal error, or a lazy result of the wrong shape
+    frame = image.isel(time=1)
+    per_frame = xr.DataArray(
+        np.broadcast_to(np.eye(3), (image.sizes["time"], 3, 3)),
+        dims=("time", "channel_in", "channel"),
+        coords={"time": image.time},
+    )
+    with pytest.raises(ValueError, match=r"scalar coord time=1: .* matrix.sel\(time=image.time\)"):
+        frame.ccm.apply(per_frame)
+    xr.testing.assert_allclose(
+        frame.ccm.apply(per_frame.sel(time=frame.time)), image.ccm.apply(per_frame).isel(time=1)
+    )
+
+
+@pytest.mark.parametrize("scale", [xr.DataArray([1.0, 2.0, 3.0], dims="time"), [0.5], True, "1"])
+def test_scale_must_be_one_number(image, scale):
+    with pytest.raises(TypeError, match=r"scale must be one real number .*\(image \* gain\)"):
+        image.ccm.apply(np.eye(3), scale=scale)
+
+
+def test_accessor_given_as_matrix_says_use_the_variable(image):
+    ds = xr.Dataset({"image": image, "ccm": (("channel_in", "channel"), 2 * np.eye(3))})
+    xr.testing.assert_allclose(ds.ccm.apply(ds["ccm"])["image"], 2 * image)
+    with pytest.raises(TypeError, match=r"\.ccm accessor, not a matrix.*ds\['ccm'\]"):
+        ds.ccm.apply(ds.ccm)
+    with pytest.raises(TypeError, match=r"\.ccm accessor"):
+        xccm.invert(ds.ccm)
+
+
+def test_dataset_errors_name_the_variable(image):
+    ds = xr.Dataset({"image": image, "names": ("channel", ["red", "green", "blue"])})
+    with pytest.raises(TypeError, match=r"data variable 'names': image must hold real numbers"):
+        ds.ccm.apply(np.eye(3))

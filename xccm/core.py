@@ -9,6 +9,7 @@ axis last ("numpy in, numpy out").
 from __future__ import annotations
 
 import functools
+import numbers
 from collections.abc import Callable, Hashable, Iterable
 from typing import Any, Literal, TypeVar, get_args
 
@@ -628,8 +629,7 @@ def invert(
            [0.  , 0.  , 2.  ]])
     """
     if not isinstance(matrix, xr.DataArray):
-        arr = np.asarray(matrix)
-        _require_real(arr, "matrix")
+        arr = _plain_matrix(matrix)
         if arr.ndim < 2:
             raise ValueError(
                 f"matrix must have at least 2 dims (n_in, n_out); got shape {arr.shape}"
@@ -674,6 +674,7 @@ def _prepare_apply(image: xr.DataArray, matrix, dim: Hashable, scale: float | No
     _require_one_chunk(image, dim, "image")
     matrix = _as_matrix(matrix, dim, image)
     if scale is not None:
+        _check_scale(scale)
         factor = np.ones(matrix.sizes[matrix_in_dim(dim)])
         factor[: image.sizes[dim]] = scale
         matrix = matrix * xr.DataArray(factor, dims=matrix_in_dim(dim))
@@ -722,7 +723,12 @@ def _map_dataset(func: Callable, ds: xr.Dataset, *args, dim: Hashable, **kwargs)
             f"no data variable has the channel dim {dim!r}; variables and their dims: "
             f"{ {k: v.dims for k, v in ds.data_vars.items()} }"
         )
-    done = {k: func(ds[k], *args, dim=dim, **kwargs) for k in names}
+    done = {}
+    for k in names:
+        try:
+            done[k] = func(ds[k], *args, dim=dim, **kwargs)
+        except (ValueError, TypeError) as err:
+            raise type(err)(f"data variable {k!r}: {err}") from err
     # Coords along dim may change (n_out, column labels): drop them from what is copied.
     rest = ds.drop_vars(names).drop_vars([k for k, c in ds.coords.items() if dim in c.dims])
     out = rest.assign(done)
@@ -787,7 +793,7 @@ def _as_matrix(matrix, dim: Hashable, image: xr.DataArray) -> xr.DataArray:
     """Validate ``matrix`` against ``image`` and return it as a labelled DataArray."""
     in_dim = matrix_in_dim(dim)
     if not isinstance(matrix, xr.DataArray):
-        arr = _asarray(matrix)
+        arr = _plain_matrix(matrix)
         if arr.ndim != 2:
             raise ValueError(
                 f"a plain-array matrix must be 2-D, (n_in, n_out) or (n_in + 1, n_out); got shape "
@@ -807,7 +813,67 @@ def _as_matrix(matrix, dim: Hashable, image: xr.DataArray) -> xr.DataArray:
             f"matrix has model {model!r} and {rows} rows along {in_dim!r}, so it was fitted on "
             f"{rows - (model == 'affine')} channels, but image has {n_in} channels along {dim!r}"
         )
+    _check_batch_dims(matrix, image, dim)
     return _match_rows(matrix, image, dim)
+
+
+def _check_batch_dims(matrix: xr.DataArray, image: xr.DataArray, dim: Hashable) -> None:
+    """Refuse matrix batch dims the image lacks, or labelled differently from the image's."""
+    batch = [d for d in matrix.dims if d not in (matrix_in_dim(dim), dim)]
+    for d in batch:
+        if d not in image.dims:
+            scalar = d in image.coords and image[d].ndim == 0
+            hint = (
+                f"image has the scalar coord {d}={image[d].values}: select its matrix, "
+                f"e.g. matrix.sel({d}=image.{d})"
+                if scalar
+                else f"select one, e.g. matrix.isel({d}=0), or give the image that dim"
+            )
+            raise ValueError(
+                f"matrix has batch dim {d!r} (size {matrix.sizes[d]}) but image has dims "
+                f"{tuple(image.dims)}: each matrix must correct its own part of the image; {hint}"
+            )
+        if d in matrix.indexes and d in image.indexes:
+            if not matrix.indexes[d].equals(image.indexes[d]):
+                m_idx, i_idx = matrix.indexes[d], image.indexes[d]
+                raise ValueError(
+                    f"matrix and image have different {d!r} coords ({len(m_idx)} labels from "
+                    f"{m_idx[0]} vs {len(i_idx)} from {i_idx[0]}); a matrix is paired with "
+                    f"the image by label. Give the image's labels to the matrix, e.g. "
+                    f"matrix.sel({d}=image.{d}, method='nearest') or "
+                    f"matrix.interp({d}=image.{d})"
+                )
+        elif matrix.sizes[d] != image.sizes[d]:
+            raise ValueError(
+                f"matrix has {matrix.sizes[d]} entries along batch dim {d!r} but image has "
+                f"{image.sizes[d]}"
+            )
+
+
+def _plain_matrix(matrix) -> Any:
+    """Return a matrix given as an array (or array-like) of real numbers, as an array."""
+    if type(matrix).__module__ == "xccm.accessor":
+        raise TypeError(
+            "matrix is a .ccm accessor, not a matrix: in a Dataset, ds.ccm is the accessor "
+            "even if a variable is named 'ccm'; use ds['ccm']"
+        )
+    arr = _asarray(matrix)
+    _require_real(arr, "matrix")
+    return arr
+
+
+def _check_scale(scale) -> None:
+    number = isinstance(scale, numbers.Real) and not isinstance(scale, bool | np.bool_)
+    if not (
+        number
+        or (isinstance(scale, np.ndarray) and scale.shape == () and scale.dtype.kind in "iuf")
+    ):
+        got = f"shape {np.shape(scale)}" if np.ndim(scale) else repr(scale)
+        raise TypeError(
+            f"scale must be one real number (e.g. 1 / 255); got {type(scale).__name__} {got}. "
+            "For a factor per frame or channel, multiply the image first (image * gain): "
+            "apply broadcasts its matrix, not scale."
+        )
 
 
 def _match_rows(matrix: xr.DataArray, image: xr.DataArray, dim: Hashable) -> xr.DataArray:
