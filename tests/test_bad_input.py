@@ -46,11 +46,18 @@ def test_channel_dim_split_across_chunks(image):
         image.chunk({"channel": 2}).ccm.apply(np.eye(3))
 
 
-def test_mismatched_sample_coords(patches):
+def test_samples_are_paired_by_label(patches):
     measured, reference = patches
-    shuffled = reference.isel(patch=np.roll(np.arange(24), 1))
-    with pytest.raises(ValueError, match=r"different coords on sample dim 'patch'"):
-        measured.ccm.fit(shuffled)
+    shuffled = reference.isel(patch=np.roll(np.arange(24), 1))  # same labels, other order
+    w = xr.DataArray(np.linspace(1, 2, 24), dims="patch", coords={"patch": measured.patch})
+    expected = measured.ccm.fit(reference, weights=w)
+    xr.testing.assert_allclose(measured.ccm.fit(shuffled, weights=w[::-1]), expected)
+    renamed = reference.assign_coords(patch=[f"p{i}" for i in range(24)])
+    with pytest.raises(ValueError, match=r"different labels on sample dim 'patch' \(only in "):
+        measured.ccm.fit(renamed)
+    xr.testing.assert_allclose(
+        measured.ccm.fit(renamed.assign_coords(patch=measured.patch)), measured.ccm.fit(reference)
+    )
 
 
 def test_mismatched_sample_sizes(patches):

@@ -247,7 +247,7 @@ def fit(
     arrays = [s, d]
     if weights is not None:
         arrays.append(_as_weights(weights, samples, measured, dim))
-    _check_exact_alignment(arrays, samples)
+    arrays = _align_by_label(arrays, samples)
     if any(a.chunks is not None for a in arrays):
         # Broadcast in Dask, not NumPy: a NumPy view broadcast over many frames would be
         # materialised when the graph is serialised.
@@ -390,24 +390,41 @@ def _as_weights(weights, samples, measured, dim) -> xr.DataArray:
     return weights
 
 
-def _check_exact_alignment(arrays: list[xr.DataArray], samples) -> None:
-    """Refuse to silently align samples or batches: coords and sizes must agree exactly."""
+def _align_by_label(arrays: list[xr.DataArray], samples) -> list[xr.DataArray]:
+    """Pair samples and batches by label, never silently dropping or padding any.
+
+    Sizes must agree; where two inputs label a dim with the same labels in another order, the
+    later one is reordered to the first's; other labels are an error.
+    """
     names = ("measured", "reference", "weights")
-    for d in {d for a in arrays for d in a.dims} - {_IN, _OUT}:
-        have = [(n, a) for n, a in zip(names, arrays, strict=False) if d in a.dims]
-        sizes = {n: a.sizes[d] for n, a in have}
+    arrays = list(arrays)
+    for d in sorted({d for a in arrays for d in a.dims} - {_IN, _OUT}, key=str):
+        have = [i for i, a in enumerate(arrays) if d in a.dims]
+        sizes = {names[i]: arrays[i].sizes[d] for i in have}
         if len(set(sizes.values())) > 1:
             raise ValueError(f"sizes of dim {d!r} differ: {sizes}; they must be equal")
-        labelled = [(n, a.indexes[d]) for n, a in have if d in a.indexes]
-        for n, idx in labelled[1:]:
-            if not idx.equals(labelled[0][1]):
-                kind = "sample" if d in samples else "batch"
-                raise ValueError(
-                    f"{labelled[0][0]} and {n} have different coords on {kind} dim {d!r}: "
-                    f"{list(labelled[0][1][:5])}... vs {list(idx[:5])}...; samples are paired "
-                    "by position, so the coords must be equal. Reorder or select one to match "
-                    f"the other, e.g. {n}.sel({d}=measured.{d})"
-                )
+        labelled = [i for i in have if d in arrays[i].indexes]
+        if not labelled:
+            continue
+        first = arrays[labelled[0]].indexes[d]
+        for i in labelled[1:]:
+            idx = arrays[i].indexes[d]
+            if idx.equals(first):
+                continue
+            if first.is_unique and idx.is_unique and set(idx) == set(first):
+                arrays[i] = arrays[i].sel({d: first})  # the same labels in another order
+                continue
+            a, b = names[labelled[0]], names[i]
+            kind = "sample" if d in samples else "batch"
+            only_a = [x for x in first if x not in set(idx)][:5]
+            only_b = [x for x in idx if x not in set(first)][:5]
+            raise ValueError(
+                f"{a} and {b} have different labels on {kind} dim {d!r} (only in {a}: {only_a}; "
+                f"only in {b}: {only_b}); they are paired by label. Select the common ones, "
+                f"or, if they are the same {kind}s in the same order under other names, relabel "
+                f"one: {b}.assign_coords({d}={a}.{d})"
+            )
+    return arrays
 
 
 def _gram(arrays: list[xr.DataArray], n_sample_axes: int):
