@@ -534,9 +534,9 @@ def test_bad_fit_inputs(rng):
     frames = xr.concat([x, x], dim="time")
     with pytest.raises(ValueError, match=r"dims \('time',\) that reference lacks.*one curve per"):
         fit_linearization(frames, ref)
-    with pytest.raises(ValueError, match="different coords on patch dim 'patch'"):
-        fit_linearization(x, ref.assign_coords(patch=ref.patch[::-1].values))
-    with pytest.raises(ValueError, match="different sizes along patch dim 'patch'"):
+    with pytest.raises(ValueError, match=r"different labels on sample dim 'patch' \(only in"):
+        fit_linearization(x, ref.assign_coords(patch=[f"q{i}" for i in range(ref.sizes["patch"])]))
+    with pytest.raises(ValueError, match=r"sizes of dim 'patch' differ"):
         fit_linearization(x.isel(patch=slice(20)).drop_vars("patch"), ref.drop_vars("patch"))
     with pytest.raises(ValueError, match="reference has no dim besides 'channel'"):
         fit_linearization(x.isel(patch=0), ref.isel(patch=0))
@@ -575,3 +575,11 @@ def test_identity_never_returns_a_view_of_the_input():
     out = linearize(da, "identity")
     out[0, 0] = 5.0
     assert float(da[0, 0]) == 0.5
+
+
+def test_fit_pairs_patches_by_label(rng):
+    x = camera_values(rng)
+    ref = as_reference(x.values**2.2, x)
+    assert "patch" in ref.indexes
+    shuffled = ref.isel(patch=rng.permutation(ref.sizes["patch"]))
+    xr.testing.assert_allclose(fit_linearization(x, shuffled), fit_linearization(x, ref))

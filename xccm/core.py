@@ -390,15 +390,18 @@ def _as_weights(weights, samples, measured, dim) -> xr.DataArray:
     return weights
 
 
-def _align_by_label(arrays: list[xr.DataArray], samples) -> list[xr.DataArray]:
+def _align_by_label(
+    arrays: list[xr.DataArray], samples, skip: tuple = (_IN, _OUT)
+) -> list[xr.DataArray]:
     """Pair samples and batches by label, never silently dropping or padding any.
 
     Sizes must agree; where two inputs label a dim with the same labels in another order, the
-    later one is reordered to the first's; other labels are an error.
+    later one is reordered to the first's; other labels are an error. Dims in ``skip`` (the
+    channel dims) are left alone.
     """
     names = ("measured", "reference", "weights")
     arrays = list(arrays)
-    for d in sorted({d for a in arrays for d in a.dims} - {_IN, _OUT}, key=str):
+    for d in sorted({d for a in arrays for d in a.dims} - set(skip), key=str):
         have = [i for i, a in enumerate(arrays) if d in a.dims]
         sizes = {names[i]: arrays[i].sizes[d] for i in have}
         if len(set(sizes.values())) > 1:
@@ -419,10 +422,10 @@ def _align_by_label(arrays: list[xr.DataArray], samples) -> list[xr.DataArray]:
             only_a = [x for x in first if x not in set(idx)][:5]
             only_b = [x for x in idx if x not in set(first)][:5]
             raise ValueError(
-                f"{a} and {b} have different labels on {kind} dim {d!r} (only in {a}: {only_a}; "
-                f"only in {b}: {only_b}); they are paired by label. Select the common ones, "
-                f"or, if they are the same {kind}s in the same order under other names, relabel "
-                f"one: {b}.assign_coords({d}={a}.{d})"
+                f"{a} and {b} have different labels on {kind} dim {d!r} (only in {a}: "
+                f"{only_a}; only in {b}: {only_b}); they are paired by label. Select the common "
+                f"ones, or, if they are the same {kind} entries in the same order under other "
+                f"names, relabel one: {b}.assign_coords({d}={a}.{d})"
             )
     return arrays
 

@@ -715,6 +715,7 @@ def fit_linearization(
             "scale integer values there first, e.g. measured / 255"
         )
     samples = _patch_dims(measured, reference, dim)
+    measured, reference = core._align_by_label([measured, reference], samples, skip=(dim,))
     cs = colorimetry.rgb_colourspace(rgb_space)
     source = colorimetry.space_of(
         reference, reference_space, rgb_space=cs.name, argname="reference", dim=dim
@@ -825,21 +826,6 @@ def _patch_dims(measured: xr.DataArray, reference: xr.DataArray, dim: Hashable) 
             f"measured lacks the patch dims {tuple(missing)} of reference; its dims are "
             f"{tuple(measured.dims)}"
         )
-    for d in samples:
-        if measured.sizes[d] != reference.sizes[d]:
-            raise ValueError(
-                f"measured and reference have different sizes along patch dim {d!r}: "
-                f"{measured.sizes[d]} vs {reference.sizes[d]}; they must be the same patches"
-            )
-        if d in measured.indexes and d in reference.indexes:
-            a, b = measured.indexes[d], reference.indexes[d]
-            if not a.equals(b):
-                raise ValueError(
-                    f"measured and reference have different coords on patch dim {d!r}: "
-                    f"{list(a[:5])}... vs {list(b[:5])}...; patches are paired by position, "
-                    f"so the coords must be equal. Reorder one to match the other, e.g. "
-                    f"reference.sel({d}=measured.{d})"
-                )
     return samples
 
 
