@@ -84,7 +84,7 @@ def test_zarr_to_zarr_is_lazy_chunk_aligned_and_complete(source, tmp_path):
     )
     assert result.attrs["site"] == "greenhouse 3"
     assert result.attrs["source"] == str(source)
-    assert result.attrs[COMPLETE] is True
+    assert result.attrs[COMPLETE] == 1 and type(result.attrs[COMPLETE]) is int  # not a bool
     assert "consolidated_metadata" in (out / "zarr.json").read_text()
 
 
@@ -474,3 +474,147 @@ def test_completion_cleans_only_inside_the_store(tmp_path):
     ds = xr.Dataset({f"/{victim}": (("t",), np.arange(4.0))}).chunk(t=2)
     to_zarr(ds, tmp_path / "o.zarr", encoding={f"/{victim}": {"compressors": None}})
     assert sorted(p.name for p in victim.iterdir()) == ["x.0123abcd.xccm-tmp", "y.tmp"]
+
+
+# ---------------------------------------------------------------------------------------------
+# a creation that fails, completeness as an integer, the resume message
+
+
+def test_an_attr_zarr_cannot_store_is_refused_before_the_store_is_created(tmp_path):
+    img = xr.DataArray(np.ones((4, 3)), dims=("t", "c"), name="image").chunk(t=1)
+    path = tmp_path / "a.zarr"
+    with pytest.raises(TypeError, match=r"attrs\['created'\] is a numpy.datetime64.*str\(value\)"):
+        to_zarr(img, path, attrs={"created": np.datetime64("2026-06-01")})
+    with pytest.raises(TypeError, match=r"obj.attrs\['tags'\] is a set"):
+        to_zarr(img.to_dataset().assign_attrs(tags={"a"}), path)
+    with pytest.raises(TypeError, match=r"attrs\['raw'\] of variable 'image' is a bytes"):
+        to_zarr(img.assign_attrs(raw=b"\x00"), path)
+    with pytest.raises(TypeError, match=r"attrs\['when'\] of variable 'c' is a numpy.ndarray"):
+        to_zarr(img.assign_coords(c=("c", [1, 2, 3], {"when": np.zeros(2, "M8[s]")})), path)
+    assert not path.exists()
+
+    # what xarray's zarr backend stores today is still accepted
+    fine = {
+        "n": 3, "x": 0.5, "nan": float("nan"), "flag": True, "none": None, "text": "a",
+        "f32": np.float32(1.5), "i64": np.int64(2), "b": np.bool_(True), "s": np.str_("s"),
+        "arr": np.arange(3), "strs": np.array(["a", "b"], object), "list": [1, "a", 2.0],
+        "floats": [np.float64(1.0)], "tuple": (1, 2), "dict": {"a": [1, 2]},
+    }  # fmt: skip
+    to_zarr(img.assign_attrs(fine), path, attrs=fine)
+    back = open_zarr(path)
+    assert back.attrs["f32"] == 1.5 and back.attrs["arr"] == [0, 1, 2]
+    assert back["image"].attrs["dict"] == {"a": [1, 2]} and np.isnan(back.attrs["nan"])
+
+
+@pytest.mark.parametrize("mode", ["w-", "w", "resume"])
+def test_a_failed_creation_leaves_no_store(tmp_path, monkeypatch, mode):
+    img = xr.DataArray(np.ones((4, 3)), dims=("t", "c"), name="image").chunk(t=1)
+    ds = img.to_dataset().assign(ccm=(("c",), np.ones(3)))
+    path = tmp_path / "a.zarr"
+    if mode == "w":
+        to_zarr(ds, path)  # overwritten by the failing call
+    # xarray rejects this once the group and its attrs are written
+    with pytest.raises(ValueError, match="unexpected encoding"):
+        to_zarr(ds, path, mode=mode, encoding={"ccm": {"bogus": 1}})
+    assert not path.exists()
+    assert not is_complete(path)
+
+    # any failure: here the value the check above would refuse, as xarray meets it
+    monkeypatch.setattr(xccm.io, "_check_attrs", lambda ds, attrs: None)
+    with pytest.raises(TypeError, match="Invalid attribute"):
+        to_zarr(img, path, mode=mode, attrs={"created": np.datetime64("2026-06-01")})
+    assert not path.exists()
+
+
+def test_a_failed_creation_in_a_remote_store_leaves_none(tmp_path, monkeypatch):
+    import fsspec
+
+    memory = fsspec.filesystem("memory")
+    monkeypatch.setattr(memory, "store", {})
+    monkeypatch.setattr(memory, "pseudo_dirs", [""])
+    ds = xr.Dataset({"v": (("t", "c"), np.ones((4, 3)))}, coords={"c": ["R", "G", "B"]})
+    ds = ds.chunk(t=1)
+    url = "memory://xccm-test/f.zarr"
+    with pytest.raises(ValueError, match="unexpected encoding"):
+        to_zarr(ds, url, encoding={"v": {"compressors": None}, "c": {"bogus": 1}})
+    assert not memory.store and not is_complete(url)
+    to_zarr(ds, url)  # nothing left behind: "w-" creates it
+    assert is_complete(url)
+
+
+def test_a_store_that_cannot_be_removed_stays_incomplete(tmp_path, monkeypatch):
+    async def refuse(self, prefix):
+        raise NotImplementedError("no deletes here")
+
+    monkeypatch.setattr(zarr.storage.LocalStore, "delete_dir", refuse)
+    img = xr.DataArray(np.ones((4, 3)), dims=("t", "c"), coords={"c": [1, 2, 3]}, name="image")
+    path = tmp_path / "a.zarr"
+    with (
+        pytest.raises(ValueError, match="unexpected encoding"),
+        pytest.warns(RuntimeWarning, match=r"could not remove store .*marked incomplete"),
+    ):
+        to_zarr(img.chunk(t=1), path, encoding={"c": {"bogus": 1}})
+    assert path.exists() and not is_complete(path)
+    with pytest.raises(IncompleteStoreError):
+        open_zarr(path)
+
+
+def test_a_creation_cut_short_is_incomplete_from_the_start(tmp_path, monkeypatch):
+    # A process killed while creating the store leaves it as created so far, never complete.
+    img = xr.DataArray(np.ones((4, 3)), dims=("t", "c"), name="image").chunk(t=1)
+    path = tmp_path / "k.zarr"
+
+    def killed(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(xccm.io, "_fill", killed)
+    monkeypatch.setattr(xccm.io, "_remove", lambda root, store: None)  # no time to clean up
+    with pytest.raises(KeyboardInterrupt):
+        to_zarr(img, path)
+    monkeypatch.undo()
+    assert not is_complete(path)
+    with pytest.raises(ValueError, match=r"creation was interrupted.*mode='w'"):
+        to_zarr(img, path, mode="resume")
+    to_zarr(img, path, mode="w")
+    assert is_complete(path)
+
+
+def test_stores_save_to_netcdf_with_h5netcdf(source, tmp_path):
+    pytest.importorskip("h5netcdf")
+    out, nc = tmp_path / "out.zarr", tmp_path / "out.nc"
+    to_zarr(_pipeline(source), out, attrs={"source": str(source)})
+    written = open_zarr(out)
+    assert written.attrs[COMPLETE] == 1
+    written.to_netcdf(nc, engine="h5netcdf")
+    with xr.open_dataset(nc, engine="h5netcdf") as back:
+        assert back.attrs[COMPLETE] == 1 and back.attrs["source"] == str(source)
+        xr.testing.assert_allclose(back.image, written.image.compute())
+
+
+@pytest.mark.parametrize("flag", [False, True])
+def test_stores_of_earlier_versions_mark_completeness_with_a_bool(tmp_path, flag):
+    img = xr.DataArray(np.ones((4, 3)), dims=("t", "c"), name="image").chunk(t=1)
+    path = tmp_path / "old.zarr"
+    to_zarr(img, path)
+    zarr.open_group(path, mode="r+").attrs[COMPLETE] = flag
+    assert is_complete(path) is flag
+    if not flag:
+        with pytest.raises(IncompleteStoreError):
+            open_zarr(path)
+    else:
+        np.testing.assert_array_equal(open_zarr(path)["image"].values, img.values)
+
+
+def test_resume_says_that_another_spelling_of_the_source_path_is_another_computation(
+    source, tmp_path
+):
+    out = tmp_path / "out.zarr"
+    to_zarr(_pipeline(str(source)), out, compute=False)
+    respelled = f"{source.parent}/./{source.name}"  # the same source
+    with pytest.raises(
+        ValueError,
+        match=r"different computation.*another spelling of its path.*exactly as in the first run",
+    ):
+        to_zarr(_pipeline(respelled), out, mode="resume")
+    to_zarr(_pipeline(str(source)), out, mode="resume")  # spelled as the first time
+    assert is_complete(out)

@@ -4,10 +4,11 @@
 with one zarr chunk per Dask chunk. Each chunk, once written, is recorded in a small progress
 array (``xccm_progress/<variable>`` in the store, one element per chunk in C order), so a run
 that was interrupted (a crash, a killed job, a lost worker) is finished with ``mode="resume"``,
-which writes only the chunks not yet recorded. The store's attribute ``xccm_complete`` turns
-true, and its metadata is consolidated, only after every chunk is written; :func:`open_zarr`
-refuses a store that is not complete, so a half-written store is never mistaken for a finished
-one.
+which writes only the chunks not yet recorded. The store's attribute ``xccm_complete`` is 0
+from the moment the store is created and turns 1, and its metadata is consolidated, only after
+every chunk is written; :func:`open_zarr` refuses a store that is not complete, so a
+half-written store is never mistaken for a finished one. A store whose creation fails is
+removed again, so a failed call leaves no store behind.
 
 In a local store, whole chunks of uncompressed variables (and the progress records) are
 written by xccm itself: their zarr encoding is the chunk's raw bytes, so each is written to a
@@ -22,6 +23,7 @@ Needs the ``io`` extra (zarr), imported with this module: ``import xccm.io``.
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import os
 import sys
@@ -47,7 +49,8 @@ except ImportError:  # pragma: no cover - the io extra is not installed
 
 __all__ = ["COMPLETE", "PROGRESS", "IncompleteStoreError", "is_complete", "open_zarr", "to_zarr"]
 
-#: Root attribute that is true once every chunk of the store is written.
+#: Root attribute: 0 while the store is being written, 1 once every chunk is written (an
+#: integer, as netCDF has no booleans; stores from older versions of xccm hold false/true).
 COMPLETE = "xccm_complete"
 #: Group holding one boolean array per variable, one element per chunk written.
 PROGRESS = "xccm_progress"
@@ -77,6 +80,11 @@ def to_zarr(
     variables (coords, fitted matrices) are written at once when the store is created, with
     the attrs.
 
+    The store is marked incomplete (``xccm_complete`` 0) before anything else is written, and
+    complete (1) once every chunk is. If creating the store fails (``mode="w-"`` or ``"w"``, or
+    ``"resume"`` with no store yet), what was created is removed before the error propagates,
+    so no store is left behind; a store that ``mode="resume"`` found is left as it was.
+
     Parameters
     ----------
     obj : Dataset or DataArray
@@ -99,8 +107,10 @@ def to_zarr(
         ``distributed.Client`` use its dashboard or ``distributed.progress``). Needs
         ``compute=True``: compute a deferred write under ``dask.diagnostics.ProgressBar()``.
     attrs : mapping, optional
-        Extra attributes for the store, e.g. provenance (source store, model, loss). They
-        must be JSON-serialisable.
+        Extra attributes for the store, e.g. provenance (source store, model, loss). Values,
+        like those of ``obj``'s own attrs, must be what zarr stores: numbers, strings, bools,
+        None, NumPy scalars and arrays, and lists, tuples and dicts of these; convert anything
+        else yourself (e.g. ``str(value)`` for a datetime64).
     encoding : mapping, optional
         Per-variable zarr encoding, as in :meth:`xarray.Dataset.to_zarr`. Dask-backed
         variables are written block by block as they are, so for them only codecs are
@@ -116,6 +126,9 @@ def to_zarr(
     ------
     FileExistsError
         If the store exists and ``mode="w-"``.
+    TypeError
+        If an attribute of ``attrs`` or of ``obj`` (or of one of its variables) has a value
+        zarr cannot store; raised before the store is created.
     ValueError
         If a variable's Dask chunks are irregular (the message says how to rechunk), or
         ``mode="resume"`` meets a store written from another computation, other variables,
@@ -152,6 +165,7 @@ def to_zarr(
     store = os.fspath(store)
     lazy = {name: var for name, var in ds.variables.items() if var.chunks is not None}
     _check_encoding(encoding, lazy)
+    _check_attrs(ds, attrs)
     chunks = {name: _regular_chunks(var, name) for name, var in lazy.items()}
     token = dask.base.tokenize(ds, attrs, encoding)
     existing = _open_group(store)
@@ -377,6 +391,24 @@ def _open_array(store: str, path: str, token: str):
 
 
 def _create(ds, store, chunks, token, attrs, encoding, *, overwrite: bool) -> None:
+    """Create the store: metadata, in-memory variables and progress arrays, marked incomplete.
+
+    The root group is created first with ``xccm_complete`` 0, so a store whose creation is cut
+    short never reads as complete; if creating it fails, the store is removed again
+    (:func:`_remove`) and the error propagates.
+    """
+    root = zarr.open_group(
+        store, mode="w" if overwrite else "w-", attributes={COMPLETE: 0, _TOKEN: token}
+    )
+    try:
+        _fill(ds, store, chunks, token, attrs, encoding)
+    except BaseException:
+        _remove(root, store)
+        raise
+
+
+def _fill(ds, store, chunks, token, attrs, encoding) -> None:
+    """Write the variables' metadata, the in-memory variables and the progress arrays."""
     ds = ds.copy(deep=False)
     for var in ds.variables.values():
         var.encoding = {}
@@ -384,12 +416,12 @@ def _create(ds, store, chunks, token, attrs, encoding, *, overwrite: bool) -> No
     fixed = {k: v.astype(object) for k, v in ds.variables.items() if v.dtype.kind == "U"}
     ds = ds.assign_coords({k: v for k, v in fixed.items() if k in ds.coords})
     ds = ds.assign({k: v for k, v in fixed.items() if k in ds.data_vars})
-    ds.attrs = {**ds.attrs, **(attrs or {}), COMPLETE: False, _TOKEN: token, **_version()}
+    ds.attrs = {**ds.attrs, **(attrs or {}), COMPLETE: 0, _TOKEN: token, **_version()}
     enc = {name: dict(e) for name, e in (encoding or {}).items()}
     for name, c in chunks.items():
         enc.setdefault(name, {})["chunks"] = c
-    ds.to_zarr(store, mode="w" if overwrite else "w-", compute=False, consolidated=False,
-               encoding=enc)  # fmt: skip
+    # The group exists (_create made it, with only the xccm attrs): add the variables to it.
+    ds.to_zarr(store, mode="a", compute=False, consolidated=False, encoding=enc)
     progress = zarr.open_group(store, mode="r+").require_group(PROGRESS)
     for name, var in ds.variables.items():
         if name in chunks:
@@ -400,6 +432,25 @@ def _create(ds, store, chunks, token, attrs, encoding, *, overwrite: bool) -> No
             )  # fmt: skip
 
 
+def _remove(root, store: str) -> None:
+    """Remove the store ``root`` whose creation failed; if that fails too, leave it incomplete.
+
+    It is removed through zarr (a local directory, or the keys of a remote store). A store
+    that cannot be removed keeps ``xccm_complete`` 0, so it is never taken as complete.
+    """
+    try:
+        from zarr.core.sync import sync
+
+        sync(root.store.delete_dir(root.path))
+    except Exception as e:  # e.g. a remote store that does not support deletes
+        warnings.warn(
+            f"could not remove store {store!r}, whose creation failed ({e!r}); it is marked "
+            "incomplete. Delete it, or overwrite it with mode='w'",
+            RuntimeWarning,
+            stacklevel=4,
+        )
+
+
 def _mark_complete(store: str, names: list[str], _stored: Any) -> None:
     group = zarr.open_group(store, mode="r+")
     for name in names:  # a worker killed between writing a chunk file and renaming it
@@ -408,7 +459,7 @@ def _mark_complete(store: str, names: list[str], _stored: Any) -> None:
                 for stray in _folder(arr).rglob(f"*{_TMP}"):
                     if stray.is_file():
                         stray.unlink(missing_ok=True)
-    group.attrs[COMPLETE] = True
+    group.attrs[COMPLETE] = 1
     with _quiet_consolidated():
         zarr.consolidate_metadata(store)
 
@@ -477,6 +528,46 @@ def _check_encoding(encoding, lazy) -> None:
             )
 
 
+def _check_attrs(ds: xr.Dataset, attrs: Mapping[str, Any] | None) -> None:
+    """Raise a TypeError naming any attribute whose value zarr cannot store.
+
+    Checked before anything is written. A value is storable if it is JSON once NumPy arrays and
+    scalars are turned into lists and Python scalars, as xarray's zarr backend does.
+    """
+    places = [("attrs[{}]", attrs or {}), ("obj.attrs[{}]", ds.attrs)]
+    places += [(f"attrs[{{}}] of variable {k!r}", v.attrs) for k, v in ds.variables.items()]
+    for where, mapping in places:
+        for key, value in mapping.items():
+            if not _storable(value):
+                raise TypeError(
+                    f"{where.format(repr(key))} is a {_type_name(value)}, which zarr cannot "
+                    "store as an attribute (it takes numbers, strings, bools, None, NumPy "
+                    "scalars and arrays, and lists and dicts of these). Convert it first, "
+                    "e.g. to str(value)"
+                )
+
+
+def _storable(value: Any) -> bool:
+    """Whether zarr can store ``value`` as an attribute (what xarray's zarr backend writes)."""
+    if isinstance(value, np.ndarray):
+        value = value.tolist()
+    elif isinstance(value, np.generic):
+        value = value.item()
+    try:
+        json.dumps(value, allow_nan=True)
+    except (TypeError, ValueError, RecursionError):
+        return False
+    return True
+
+
+def _type_name(value: Any) -> str:
+    """Return the type of ``value`` as written in code, e.g. ``numpy.datetime64`` or ``set``."""
+    t = type(value)
+    if isinstance(value, np.ndarray):
+        return f"numpy.ndarray of {value.dtype}"
+    return t.__qualname__ if t.__module__ == "builtins" else f"{t.__module__}.{t.__qualname__}"
+
+
 def _require_zarr() -> None:
     if zarr is None:  # pragma: no cover - the io extra is not installed
         raise ImportError("xccm.io needs zarr>=3: python -m pip install 'xccm[io]'")
@@ -512,11 +603,11 @@ def _check_resumable(group, store, ds, chunks, token) -> None:
         )
     for name, c in chunks.items():
         key = str(name)
-        if key not in group:
+        if key not in group and PROGRESS in group:
             raise ValueError(f"store {store!r} has no variable {key!r} to resume")
         if f"{PROGRESS}/{key}" not in group:
             raise ValueError(
-                f"store {store!r} has variable {key!r} but no record of its written chunks: "
+                f"store {store!r} has no record of the chunks of variable {key!r} written: "
                 "its creation was interrupted before any chunk was written. Start over with "
                 "mode='w'"
             )
@@ -532,7 +623,10 @@ def _check_resumable(group, store, ds, chunks, token) -> None:
         raise ValueError(
             f"store {store!r} was started from a different computation (other inputs, matrix, "
             "attrs or encoding), so finishing it would mix two results; use mode='w' to start "
-            "over"
+            "over. The same source opened through another spelling of its path (e.g. "
+            "xr.open_zarr('./camera.zarr') and xr.open_zarr('camera.zarr')) counts as a "
+            "different computation, as Dask names the source's tasks from its path: open it "
+            "exactly as in the first run"
         )
 
 
