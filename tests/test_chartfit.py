@@ -218,16 +218,117 @@ def test_mask_and_lightness_weights_stay_paired_with_their_patch():
     assert float(m.loss) == pytest.approx(np.sqrt(np.sum(wn[:, None] * resid**2) / keep.sum()))
     # Shuffled patch order in the mask: still paired by label, not position.
     shuffled = mask.isel(patch=np.random.default_rng(0).permutation(24))
-    with pytest.raises(ValueError, match="other 'patch' labels than measured"):
-        xccm.fit(measured, ref, loss="linear_rgb", mask=shuffled)
+    again = xccm.fit(measured, ref, loss="linear_rgb", mask=shuffled, lightness_power=2.0)
+    xr.testing.assert_identical(again, m)
     lw = xccm.lightness_weights(ref, 2.0)
     np.testing.assert_allclose(lw.values, lightness**2, rtol=1e-12)
+
+
+def test_masks_and_weights_in_another_patch_order_are_matched_by_label(rng):
+    measured, ref = camera(), xccm.chart()
+    hot = measured.copy()
+    hot[18] = [0.99, 0.995, 0.97]  # left out by the default saturation mask
+    w = xr.DataArray(rng.uniform(0.2, 1, 24), dims="patch", coords={"patch": ref.patch})
+    mask = xr.DataArray(np.arange(24) % 5 != 0, dims="patch", coords={"patch": ref.patch})
+    order = rng.permutation(24)
+    for loss in ("linear_rgb", "cie76"):
+        m = xccm.fit(hot, ref, loss=loss, weights=w, mask=mask)
+        shuffled = xccm.fit(
+            hot, ref, loss=loss, weights=w.isel(patch=order), mask=mask.isel(patch=order)
+        )
+        xr.testing.assert_allclose(shuffled, m, rtol=0, atol=1e-12)
+        # Plain arrays have no labels: paired by position, like measured.
+        plain = xccm.fit(hot, ref, loss=loss, weights=w.values, mask=mask.values)
+        xr.testing.assert_allclose(plain, m, rtol=0, atol=1e-12)
+    keep = (np.arange(24) % 5 != 0) & (np.arange(24) != 18)
+    expected = lstsq(hot.values[keep], ref.values[keep], w.values[keep])
+    m = xccm.fit(hot, ref, loss="linear_rgb", weights=w.isel(patch=order), mask=mask)
+    np.testing.assert_allclose(m.values, expected, atol=1e-12)
+    # Weights alone (no mask, no saturation) are matched by label too.
+    m = xccm.fit(hot, ref, loss="linear_rgb", weights=w.isel(patch=order), saturation=None)
+    np.testing.assert_allclose(m.values, lstsq(hot.values, ref.values, w.values), atol=1e-12)
+
+
+def test_masks_and_weights_with_other_labels_are_an_error_that_lists_them():
+    measured, ref = camera(), xccm.chart()
+    mask = xr.ones_like(measured.isel(channel=0), dtype=bool).drop_vars("channel")
+    renamed = mask.assign_coords(patch=[*mask.patch.values[:-1], "white 2"])
+    with pytest.raises(
+        ValueError,
+        match=r"mask has other 'patch' labels than measured: 1 label\(s\) of measured are "
+        r"not in mask \('black 2 \(1.5 D\)'\); 1 label\(s\) of mask are not in "
+        r"measured \('white 2'\)\..*mask.reindex\(patch=measured.patch, fill_value=False\)",
+    ):
+        xccm.fit(measured, ref, loss="cie76", mask=renamed)
+    w = xr.DataArray(np.ones(20), dims="patch", coords={"patch": ref.patch.values[4:]})
+    with pytest.raises(
+        ValueError,
+        match=r"weights has other 'patch' labels than measured: 4 label\(s\) of measured are "
+        r"not in weights \('dark skin', 'light skin', 'blue sky', 'foliage'\)\. "
+        r".*fill_value=0\)",
+    ):
+        xccm.fit(measured, ref, loss="cie76", weights=w)
+    # The suggested fix works: the missing patches are left out.
+    m = xccm.fit(
+        measured, ref, loss="linear_rgb", weights=w.reindex(patch=measured.patch, fill_value=0)
+    )
+    expected = lstsq(measured.values[4:], ref.values[4:])
+    np.testing.assert_allclose(m.values, expected, atol=1e-12)
+
+
+def test_masks_and_weights_are_matched_by_label_lazily():
+    frames = camera(seed=3, frames=4)
+    ref = xccm.chart()
+    mask = xr.DataArray(np.arange(24) % 4 != 1, dims="patch", coords={"patch": ref.patch})
+    order = np.random.default_rng(1).permutation(24)
+    lazy = frames.chunk({"time": 2})
+    with raise_if_dask_computes():
+        m = xccm.fit(lazy, ref, loss="cie76", mask=mask.isel(patch=order).chunk())
+    eager = xccm.fit(frames, ref, loss="cie76", mask=mask)
+    xr.testing.assert_allclose(m.compute(), eager, rtol=0, atol=1e-12)
 
 
 def test_all_patches_masked_is_a_clear_error():
     measured, ref = camera(), xccm.chart()
     with pytest.raises(ValueError, match=r"no valid sample.*masked"):
         xccm.fit(measured + 1, ref, loss="ciede2000")  # everything saturated
+
+
+@pytest.mark.parametrize(
+    ("scale", "says"),
+    [
+        (
+            255,
+            r"look like 8-bit integers \(0-255\).*divide measured by 255.*saturation=\(0, 249.9\)",
+        ),
+        (65535, r"look like 10- to 16-bit integers \(0-65535\).*65535 for 16-bit"),
+        (1e6, r"are not in \[0, 1\].*scale measured to \[0, 1\] first"),
+    ],
+)
+def test_integer_valued_data_with_a_loss_says_to_scale_it(scale, says):
+    measured, ref = camera(), xccm.chart()
+    frames = camera(seed=1, frames=3)
+    for data in (measured, frames):
+        counts = (data.clip(0, 1) * scale).round()
+        with pytest.raises(ValueError, match=r"saturation=\(0, 0.98\) leaves 0 of the 24 samples"):
+            xccm.fit(counts, ref, loss="ciede2000")
+        with pytest.raises(ValueError, match=says):
+            xccm.fit(counts, ref, loss="ciede2000", model="affine")
+    counts = (measured.clip(0, 1) * 255).round()
+    with pytest.raises(ValueError, match="in any batch element"):
+        xccm.fit((frames.clip(0, 1) * 255).round(), ref, loss="cie76")
+    # Each suggested fix works.
+    scaled = xccm.fit(counts / 255, ref, loss="ciede2000")
+    in_units = xccm.fit(counts, ref, loss="ciede2000", saturation=(0, 0.98 * 255))
+    np.testing.assert_allclose(in_units.values * 255, scaled.values, atol=1e-4)
+    assert float(in_units.loss) == pytest.approx(float(scaled.loss), rel=1e-6)
+    assert bool(xccm.fit(counts, ref, loss="ciede2000", saturation=None).converged)
+    # Overexposed [0, 1] data (peak not well above 1) is no unit problem: the usual error.
+    hot = measured.copy()
+    hot[:22] = 1.5
+    with pytest.raises(ValueError, match="at least 3 valid samples") as info:
+        xccm.fit(hot, ref, loss="cie76")
+    assert "integers" not in str(info.value)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -279,6 +380,45 @@ def test_report_statistics(rng):
     assert float(weighted["max"]) == pytest.approx(de[1:].max())
 
 
+def test_report_of_plain_arrays():
+    measured, ref = camera(), xccm.chart(space="lab-d50")
+    m = xccm.fit(measured, ref, loss="ciede2000", saturation=None)
+    w = np.linspace(0, 2, 24)
+    expected = xccm.report(measured, ref, m, weights=w)
+    # A plain measured takes the chart's dims and patch names.
+    rep = xccm.report(measured.values, ref, m.values, weights=w)
+    xr.testing.assert_allclose(rep, expected, rtol=0, atol=1e-12)
+    assert float(rep["loss"]) == pytest.approx(loss_of(measured, xccm.chart(), m, "ciede2000", w))
+    # Both plain: dims ("patch",), the reference's space given (or linear sRGB).
+    rgb = xccm.chart()
+    rep = xccm.report(measured.values, rgb.values, m.values, "ciede2000", weights=w)
+    assert rep["delta_e"].dims == ("patch",) and isinstance(rep, xr.Dataset)
+    np.testing.assert_allclose(rep["delta_e"].values, expected["delta_e"].values, atol=1e-9)
+    # Frames: leading batch axes, with per-frame plain matrices.
+    frames = camera(seed=4, frames=3)
+    mf = xccm.fit(frames, ref, loss="cie76", saturation=None)
+    rep = xccm.report(frames.values, ref, mf.values, "cie76")
+    assert rep["delta_e"].dims == ("axis_0", "patch")
+    np.testing.assert_allclose(rep["loss"].values, mf.loss.values, rtol=1e-9)
+    with pytest.raises(TypeError, match="reference must be a DataArray when measured is one"):
+        xccm.report(measured, ref.values, m)
+    with pytest.raises(ValueError, match=r"must have shape \(\.\.\., 24, n_channels\).*\(20, 3\)"):
+        xccm.report(measured.values[:20], ref, m.values)
+    with pytest.raises(ValueError, match=r"weights as a plain array .* got shape \(20,\)"):
+        xccm.report(measured.values, ref, m.values, weights=w[:20])
+
+
+def test_report_weights_are_matched_by_label():
+    measured, ref = camera(), xccm.chart()
+    m = xccm.fit(measured, ref, loss="cie76", saturation=None)
+    w = xr.DataArray(np.linspace(0, 2, 24), dims="patch", coords={"patch": ref.patch})
+    expected = xccm.report(measured, ref, m, "cie76", weights=w)
+    shuffled = xccm.report(measured, ref, m, "cie76", weights=w.isel(patch=slice(None, None, -1)))
+    xr.testing.assert_allclose(shuffled, expected, rtol=0, atol=1e-12)
+    with pytest.raises(ValueError, match=r"weights has other 'patch' labels .* \('dark skin'\)"):
+        xccm.report(measured, ref, m, weights=w.isel(patch=slice(1, None)))
+
+
 # ---------------------------------------------------------------------------------------------
 # bad input
 
@@ -292,8 +432,14 @@ def test_bad_chart_fit_input():
         xccm.fit(measured, wrong, loss="ciede2000")
     with pytest.raises(ValueError, match="apply when fitting to a chart"):
         xccm.fit(measured, ref, lightness_power=2.0)
-    with pytest.raises(TypeError, match="mask must be a boolean DataArray"):
-        xccm.fit(measured, ref, loss="cie76", mask=np.ones(24, bool))
+    with pytest.raises(TypeError, match=r"mask must be boolean .* got ndarray of dtype float64"):
+        xccm.fit(measured, ref, loss="cie76", mask=np.ones(24))
+    with pytest.raises(TypeError, match=r"mask must be boolean .* got DataArray of dtype int64"):
+        xccm.fit(measured, ref, loss="cie76", mask=xr.ones_like(measured.isel(channel=0), int))
+    with pytest.raises(ValueError, match=r"mask as a plain array must have the shape .* \(24,\)"):
+        xccm.fit(measured, ref, loss="cie76", mask=np.ones(23, bool))
+    with pytest.raises(ValueError, match="mask must not have the channel dim"):
+        xccm.fit(measured, ref, loss="cie76", mask=measured > 0)
     with pytest.raises(TypeError, match="need DataArrays"):
         xccm.fit(measured.values, ref.values, loss="cie76")
     with pytest.raises(ValueError, match="max_iter must be a non-negative integer"):

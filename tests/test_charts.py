@@ -332,6 +332,24 @@ def test_unknown_chart():
         chart("foo")
 
 
+@pytest.mark.parametrize(
+    ("name", "charts"),
+    [
+        ("opencv", ["colorchecker24", "vinyl18"]),
+        ("2014", ["colorchecker24", "colorchecker_sg"]),
+        (" PRE2014", ["colorchecker24", "colorchecker_sg"]),
+    ],
+)
+def test_an_edition_given_as_the_chart_says_how_to_ask_for_it(name, charts):
+    edition = name.strip().lower()
+    calls = " or ".join(rf"chart\('{c}', edition='{edition}'\)" for c in charts)
+    with pytest.raises(
+        ValueError, match=rf"unknown chart '{name}' \(it is an edition, not a chart: {calls}\)"
+    ):
+        chart(name)
+    assert chart("colorchecker24", edition="opencv").attrs["edition"] == "opencv"
+
+
 def test_unknown_space():
     with pytest.raises(
         ValueError, match=r"unknown space 'srgb'.*'srgb-linear', 'lab-d50', 'xyz-d50'"
@@ -650,6 +668,53 @@ def test_array_input():
     assert got.dtype == np.float64
     got.values[:] = 9
     assert array[0, 0] == np.float32(0.5)
+
+
+@pytest.mark.parametrize(
+    ("builtin", "kwargs", "plain"),
+    [
+        ("lab-d50", {}, {"space": "lab"}),
+        ("xyz-d50", {}, {"space": "xyz"}),
+        ("srgb-linear", {}, {"space": "rgb"}),
+        ("rgb-linear", {"rgb_space": "Display P3"}, {"space": "rgb", "rgb_space": "Display P3"}),
+        ("LAB-D50", {"illuminant": "ICC D50"}, {"space": "lab", "illuminant": "ICC D50"}),
+        ("xyz-d50", {"illuminant": "d50"}, {"space": "xyz", "illuminant": "d50"}),
+        ("sRGB-linear", {"rgb_space": "srgb"}, {"space": "rgb", "rgb_space": "srgb"}),
+    ],
+)
+def test_chart_space_names_are_aliases_in_chart_from_table(tmp_path, builtin, kwargs, plain):
+    ref = chart(space=builtin.lower() if builtin.lower() != "rgb-linear" else "srgb-linear")
+    got = chart_from_table(ref, space=builtin, **kwargs)
+    xr.testing.assert_identical(got, chart_from_table(ref, **plain))
+    np.testing.assert_array_equal(got.values, ref.values)
+    path = tmp_path / "chart.csv"
+    ref.to_pandas().rename_axis("patch").reset_index().to_csv(path, index=False)
+    xr.testing.assert_identical(
+        chart_from_table(path, space=builtin, **kwargs), chart_from_table(path, **plain)
+    )
+
+
+def test_chart_space_names_that_contradict_the_other_arguments():
+    with pytest.raises(
+        ValueError,
+        match=r"space 'lab-d50' is under a D50 white, but illuminant='D65'; for another white "
+        r"pass space='lab', illuminant='D65'",
+    ):
+        chart_from_table([[50.0, 1.0, 2.0]], space="lab-d50", illuminant="D65")
+    with pytest.raises(
+        ValueError,
+        match=r"space 'srgb-linear' is linear sRGB, but rgb_space='display-p3'; for linear RGB "
+        r"of another space pass space='rgb', rgb_space='display-p3'",
+    ):
+        chart_from_table([[0.1, 0.2, 0.3]], space="srgb-linear", rgb_space="display-p3")
+    with pytest.raises(ValueError, match=r"illuminant applies to space 'lab' or 'xyz' only"):
+        chart_from_table([[0.1, 0.2, 0.3]], space="srgb-linear", illuminant="D65")
+    with pytest.raises(
+        ValueError,
+        match=r"unknown space 'lab-d65'; choose one of \['lab', 'xyz', 'rgb'\] \(or the built-in "
+        r"charts' names \['lab-d50', 'xyz-d50', 'srgb-linear'\]\)",
+    ):
+        chart_from_table([[50.0, 1.0, 2.0]], space="lab-d65")
 
 
 def test_builtin_chart_round_trips_through_chart_from_table():

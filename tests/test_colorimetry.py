@@ -206,6 +206,50 @@ def test_delta_e_broadcasts_by_name_and_is_lazy(rgb):
     assert via_accessor.attrs["method"] == "cie76"
 
 
+def test_delta_e_of_plain_arrays_is_numpy_in_numpy_out(rgb):
+    ref = xccm.chart(space="lab-d50").isel(patch=slice(0, 7))
+    labelled = xccm.delta_e(rgb, ref.drop_vars("patch"), "ciede2000")
+    # A plain sample against a DataArray chart: the chart's space from its attrs.
+    de = xccm.delta_e(rgb.values, ref, "ciede2000")
+    assert isinstance(de, np.ndarray) and de.shape == (5, 7)
+    np.testing.assert_allclose(de, labelled.values, rtol=0, atol=1e-12)
+    # Both plain: spaces from sample_space / reference_space, else linear rgb_space.
+    lab = ref.values
+    de = xccm.delta_e(
+        rgb.values, lab, "ciede2000", reference_space=colorimetry.Space("lab", illuminant="ICC D50")
+    )
+    np.testing.assert_allclose(de, labelled.values, rtol=0, atol=1e-12)
+    one = xccm.delta_e(rgb.values[0, 0], rgb.values[1, 0].tolist(), "cie76")  # a list too
+    assert np.ndim(one) == 0
+    assert float(one) == pytest.approx(
+        colour.delta_E(_lab(rgb.values[1, 0]), _lab(rgb.values[0, 0]), "CIE 1976")
+    )
+    # A channel-first DataArray reference has its channel dim moved last.
+    de = xccm.delta_e(rgb.values, ref.transpose("channel", "patch"), "cie76")
+    np.testing.assert_allclose(de, xccm.delta_e(rgb, ref.drop_vars("patch"), "cie76").values)
+    # Dask arrays stay lazy.
+    dsa = pytest.importorskip("dask.array")
+    with raise_if_dask_computes():
+        lazy = xccm.delta_e(dsa.from_array(rgb.values, chunks=(2, 7, 3)), ref, "ciede2000")
+    assert isinstance(lazy, dsa.Array)
+    np.testing.assert_allclose(lazy.compute(), labelled.values, rtol=0, atol=1e-12)
+
+
+def test_delta_e_of_plain_arrays_bad_input(rgb):
+    with pytest.raises(TypeError, match="reference must be a DataArray when sample is one"):
+        xccm.delta_e(rgb, rgb.values)
+    with pytest.raises(
+        ValueError, match=r"shape \(5, 7, 3\) and reference of shape \(6, 3\) do not"
+    ):
+        xccm.delta_e(rgb.values, np.ones((6, 3)))
+    with pytest.raises(
+        ValueError, match=r"sample as a plain array must have 3 channels .* \(7, 4\)"
+    ):
+        xccm.delta_e(np.ones((7, 4)), np.ones((7, 3)))
+    with pytest.raises(ValueError, match="reference must have 3 channels"):
+        xccm.delta_e(np.ones((7, 3)), rgb.isel(channel=[0, 1]).drop_vars("channel"))
+
+
 # ---------------------------------------------------------------------------------------------
 # bad input
 

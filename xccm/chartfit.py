@@ -47,8 +47,12 @@ def prepare(
 ) -> tuple[xr.DataArray, Any, colorimetry.Metric, dict[str, Any]]:
     """Return the reference in linear ``rgb_space``, the weights, the metric and attrs.
 
-    Masks and weights are multiplied as DataArrays, so each stays paired with its patch by
-    label (never by position after masking).
+    Masks and weights given as DataArrays are paired with the samples by label: the same
+    labels in another order are put in ``measured``'s order (other labels are an error that
+    lists them), and they are multiplied as DataArrays, so a weight never moves to another
+    patch after masking. Plain arrays (shaped like the sample dims) have no labels and are
+    paired by position. When the saturation range leaves too few samples of NumPy-backed
+    data whose values reach well above 1 (0-255 or 0-65535 data), the error says so.
     """
     if loss is not None:
         loss = colorimetry.distance_name(loss, "loss")
@@ -63,41 +67,61 @@ def prepare(
         attrs.update(colorimetry.metric_attrs(measure))
         attrs["loss"] = attrs.pop("method")
     factors = []
-    if weights is not None and not isinstance(weights, xr.DataArray):
-        from .core import _sample_array
-
-        weights = _sample_array(weights, samples, measured, "weights")
+    if weights is not None:
+        weights = _per_sample(weights, samples, measured, "weights")
     if saturation is not None:
         from .weights import saturation_mask
 
         lo, hi = _saturation_range(saturation)
-        factors.append(saturation_mask(measured, lo, hi, dim=dim))
+        kept = saturation_mask(measured, lo, hi, dim=dim)
+        _check_units(measured, kept, samples, (lo, hi), dim=dim)
+        factors.append(kept)
         attrs["saturation"] = [float(lo), float(hi)]
     if mask is not None:
-        if not isinstance(mask, xr.DataArray) or mask.dtype != bool:
-            raise TypeError(
-                "mask must be a boolean DataArray over the sample dims (True = use the "
-                f"sample), e.g. xccm.saturation_mask(measured); got {type(mask).__name__}"
-                + (f" of dtype {mask.dtype}" if hasattr(mask, "dtype") else "")
-            )
-        if dim in mask.dims:
-            raise ValueError(f"mask must not have the channel dim {dim!r}; dims {mask.dims}")
-        factors.append(mask)
+        factors.append(_as_mask(mask, samples, measured, dim))
     if lightness_power is not None:
+        from .core import _match_labels
         from .weights import lightness_weights
 
-        factors.append(
-            lightness_weights(
-                converted, lightness_power, dim=dim, rgb_space=rgb_space, illuminant=illuminant
-            )
+        lightness = lightness_weights(
+            converted, lightness_power, dim=dim, rgb_space=rgb_space, illuminant=illuminant
         )
+        try:  # labelled like the reference: put in measured's order, as fit pairs them
+            lightness = _match_labels(lightness, measured, "reference")
+        except ValueError:
+            pass  # the reference has other labels than measured: fit itself says so
+        factors.append(lightness)
         attrs["lightness_power"] = float(lightness_power)
     if factors:
         for f in factors:
-            _check_labels(f, measured)
             weights = f if weights is None else weights * f
         weights = weights.astype(np.float64)
     return converted, weights, measure, attrs
+
+
+def _per_sample(values, samples, measured: xr.DataArray, argname: str) -> xr.DataArray:
+    """Per-sample values as a DataArray: matched to ``measured`` by label, or by position."""
+    from .core import _match_labels, _sample_array
+
+    if isinstance(values, xr.DataArray):
+        return _match_labels(values, measured, argname)
+    return _sample_array(values, samples, measured, argname)
+
+
+def _as_mask(mask, samples, measured: xr.DataArray, dim: Hashable) -> xr.DataArray:
+    """Check a ``mask=``: boolean, without the channel dim; return it paired with the samples."""
+    dtype = getattr(mask, "dtype", None)
+    if isinstance(mask, xr.DataArray | np.ndarray) and np.dtype(dtype) == np.bool_:
+        mask = _per_sample(mask, samples, measured, "mask")
+        if dim in mask.dims:
+            raise ValueError(f"mask must not have the channel dim {dim!r}; dims {mask.dims}")
+        return mask
+    raise TypeError(
+        "mask must be boolean (True = use the sample): a DataArray over the sample dims, "
+        "paired with the samples by label, e.g. xccm.saturation_mask(measured), or an array "
+        f"of the sample dims' shape, paired by position; got {type(mask).__name__}"
+        + (f" of dtype {dtype}" if dtype is not None else "")
+    )
 
 
 def _saturation_range(saturation) -> tuple[float, float]:
@@ -111,15 +135,57 @@ def _saturation_range(saturation) -> tuple[float, float]:
     return lo, hi
 
 
-def _check_labels(factor: xr.DataArray, measured: xr.DataArray) -> None:
-    for d in factor.dims:
-        if d in measured.indexes and d in factor.indexes:
-            if not factor.indexes[d].equals(measured.indexes[d]):
-                raise ValueError(
-                    f"a mask or weight has other {d!r} labels than measured: "
-                    f"{list(factor.indexes[d][:5])}... vs {list(measured.indexes[d][:5])}...; "
-                    "patches are paired by label, so they must be the same"
-                )
+#: Largest code values of integer images, with what to call them in messages.
+_INTEGER_RANGES = ((255, "8-bit integers (0-255)"), (65535, "10- to 16-bit integers (0-65535)"))
+
+
+def _check_units(
+    measured: xr.DataArray,
+    kept: xr.DataArray,
+    samples: tuple[Hashable, ...],
+    saturation: tuple[float, float],
+    *,
+    dim: Hashable,
+) -> None:
+    """Say so when the saturation range leaves too few samples because of measured's units.
+
+    A range for [0, 1] data, such as the default (0, 0.98), leaves out every patch of
+    0-255 or 0-65535 data. Checked for NumPy-backed input only: a Dask-backed ``measured``
+    stays lazy (the fit then fails on compute for want of valid samples).
+    """
+    if measured.chunks is not None or kept.chunks is not None:
+        return
+    n_in = measured.sizes[dim]
+    n_samples = int(np.prod([measured.sizes[d] for d in samples]))
+    most = int(kept.sum([d for d in samples if d in kept.dims]).max()) if kept.size else 0
+    if most > n_in:  # enough for any model (an affine one has n_in + 1 unknowns a column)
+        return
+    values = np.asarray(measured.values, dtype=np.float64)
+    finite = values[np.isfinite(values)]
+    lo, hi = saturation
+    peak = float(finite.max()) if finite.size else np.nan
+    if not peak > max(2.0, 2 * hi):
+        return
+    scale, looks = next(
+        ((s, f"look like {name}") for s, name in _INTEGER_RANGES if peak <= s),
+        (None, "are not in [0, 1]"),
+    )
+    where = " in any batch element" if kept.ndim > len(samples) else ""
+    fix = (
+        f"divide measured by {scale} first (e.g. measured / {scale}, before linearising), "
+        if scale == 255
+        else "scale measured to [0, 1] first (divide by the largest code value, e.g. 65535 "
+        "for 16-bit or 4095 for 12-bit data), "
+        if scale is not None
+        else "scale measured to [0, 1] first, "
+    )
+    raise ValueError(
+        f"saturation=({lo:g}, {hi:g}) leaves {most} of the {n_samples} samples of measured"
+        f"{where} to fit (too few), but measured's values reach {peak:g}: they {looks}. The "
+        f"saturation range and the loss expect linear values in [0, 1]: {fix}or pass "
+        "saturation=None, or a range in measured's units"
+        + (f", e.g. saturation=(0, {hi * scale:g})" if scale is not None else "")
+    )
 
 
 def refine_matrix(
@@ -196,14 +262,14 @@ def _refine_block(s, d, w, m0, *, metric, max_iter, n_samples, closed_form):
 
 
 def report(
-    measured: xr.DataArray,
-    reference: xr.DataArray,
+    measured: xr.DataArray | np.ndarray,
+    reference: xr.DataArray | np.ndarray,
     matrix: xr.DataArray | np.ndarray,
     method: str = "ciede2000",
     *,
     dim: Hashable = "channel",
     sample_dims: Hashable | Sequence[Hashable] | None = None,
-    weights: xr.DataArray | None = None,
+    weights: xr.DataArray | np.ndarray | None = None,
     rgb_space: str = "sRGB",
     reference_space: str | None = None,
     illuminant: str | Sequence[float] | None = None,
@@ -219,20 +285,28 @@ def report(
 
     Parameters
     ----------
-    measured : DataArray
+    measured : DataArray or ndarray
         Linear camera colours ``(..., patch, channel)``, e.g. from :func:`xccm.linearize`.
-    reference : DataArray
+        A plain array has its channel axis last, after the sample axes: it is labelled
+        with the dims (and patch coords) of a DataArray ``reference``, else as
+        ``(axis_0, ..., "patch", dim)``, and leading axes are batch axes (``axis_0``...).
+    reference : DataArray or ndarray
         The chart, e.g. :func:`xccm.chart`; its space from ``reference_space`` or attrs.
+        A plain array ``(..., n_patches, 3)`` (linear ``rgb_space`` unless
+        ``reference_space`` says otherwise) needs a plain-array ``measured``.
     matrix : DataArray or ndarray
-        Any matrix :func:`xccm.apply` accepts (per-frame matrices broadcast by name).
+        Any matrix :func:`xccm.apply` accepts (per-frame matrices broadcast by name; with
+        a plain-array ``measured``, leading axes match its leading batch axes).
     method : str, default "ciede2000"
         A distance of :func:`xccm.delta_e`.
     dim : hashable, default "channel"
     sample_dims : hashable or sequence, optional
         Dims the statistics reduce over; default the dims of ``reference`` besides ``dim``.
-    weights : DataArray, optional
+    weights : DataArray or ndarray, optional
         Per-sample weights for ``loss`` (rescaled to mean 1 over the samples used); zero
         or NaN weight leaves a sample out of every statistic (its ΔE is still reported).
+        A DataArray is paired with the samples by label (the same labels in another order
+        are reordered); a plain array, shaped like the sample dims, by position.
     rgb_space, reference_space, illuminant, standard : optional
         As for :func:`xccm.fit`.
 
@@ -242,7 +316,13 @@ def report(
         ``delta_e`` (batch dims and sample dims) and, over the batch dims, ``mean``,
         ``median``, ``p90`` (90th percentile), ``max`` and ``loss``
         (:math:`\sqrt{\sum_i w_i \Delta E_i^2 / N}`, OpenCV's ccm loss), with attrs
-        recording the method, RGB space and Lab white. Lazy for Dask-backed input.
+        recording the method, RGB space and Lab white. Lazy for Dask-backed input. Plain
+        arrays give a Dataset too, over the dims they were labelled with.
+
+    Raises
+    ------
+    TypeError
+        If ``measured`` is a DataArray and ``reference`` is not.
 
     Examples
     --------
@@ -254,7 +334,17 @@ def report(
     >>> rep = report(measured, ref, m)
     >>> bool(rep["max"] < 1e-6), rep["delta_e"].dims
     (True, ('patch',))
+    >>> rep = report(measured.values, ref, m.values)  # plain arrays, channel axis last
+    >>> bool(rep["max"] < 1e-6), rep["delta_e"].dims
+    (True, ('patch',))
     """
+    from .core import _as_dataarray
+
+    if not isinstance(measured, xr.DataArray):
+        measured, reference, matrix, weights = _label_arrays(
+            measured, reference, matrix, weights, dim=dim
+        )
+    reference = _as_dataarray(reference, "reference", dim)
     corrected = apply(measured, matrix, dim=dim)
     corrected.attrs = {}
     space = colorimetry.space_of(
@@ -275,6 +365,8 @@ def report(
         samples = tuple(x for x in reference.dims if x != dim)
     else:
         samples = (sample_dims,) if isinstance(sample_dims, str) else tuple(sample_dims)
+    if weights is not None:
+        weights = _per_sample(weights, samples, measured, "weights")
     w = xr.ones_like(de) if weights is None else weights.fillna(0).broadcast_like(de)
     used = (w > 0) & np.isfinite(de)
     w = w.where(used)
@@ -294,3 +386,66 @@ def report(
         attrs=de.attrs,
     )
     return out
+
+
+def _label_arrays(measured, reference, matrix, weights, *, dim: Hashable):
+    """Label :func:`report`'s plain arrays (channel axis last) with dims, as fit does.
+
+    The sample axes come just before the channel axis: a DataArray ``reference`` lends its
+    dims and sample coords; else there is one, ``"patch"``. Leading axes are batch axes
+    ``axis_0, ...``, aligned from the right between ``measured`` and ``reference``.
+    """
+    from .core import _asarray
+
+    values = _asarray(measured)
+    if isinstance(reference, xr.DataArray):
+        if dim not in reference.dims:
+            raise ValueError(
+                f"reference has no dim {dim!r}; its dims are {tuple(reference.dims)}. Use dim= "
+                "to name the channel dim."
+            )
+        reference = reference.transpose(..., dim)
+        samples = tuple(reference.dims[:-1])
+        ref_batch = 0
+    else:
+        reference = _asarray(reference)
+        if reference.ndim < 2:
+            raise ValueError(
+                "reference as a plain array must have shape (..., n_patches, n_channels), "
+                f"channel axis last; got shape {reference.shape}"
+            )
+        samples, ref_batch = ("patch",), reference.ndim - 2
+    sample_shape = tuple(reference.shape[ref_batch : ref_batch + len(samples)])
+    n_batch = values.ndim - 1 - len(samples)
+    shown = ", ".join(str(n) for n in sample_shape)
+    if n_batch < 0 or tuple(values.shape[n_batch:-1]) != sample_shape:
+        raise ValueError(
+            f"measured as a plain array must have shape (..., {shown}, n_channels): the "
+            f"sample axes of reference {samples}, then the channel axis; got shape "
+            f"{values.shape}"
+        )
+    n = max(n_batch, ref_batch)
+    names = tuple(f"axis_{i}" for i in range(n))
+    coords = {}
+    if isinstance(reference, xr.DataArray):
+        coords = {k: c for k, c in reference.coords.items() if set(c.dims) <= set(samples)}
+    else:
+        reference = xr.DataArray(reference, dims=(*names[n - ref_batch :], *samples, dim))
+    labelled = xr.DataArray(values, dims=(*names[n - n_batch :], *samples, dim), coords=coords)
+    if not isinstance(matrix, xr.DataArray | type(None)):
+        m = _asarray(matrix)
+        n_m = m.ndim - 2
+        if 0 < n_m <= n_batch:  # leading batch axes, as xccm.apply takes them
+            in_dim = matrix_in_dim(dim)
+            matrix = xr.DataArray(m, dims=(*labelled.dims[:n_m], in_dim, dim))
+    if weights is not None and not isinstance(weights, xr.DataArray):
+        w = _asarray(weights)
+        lead = labelled.dims[:-1]
+        if w.ndim > len(lead) or tuple(w.shape) != tuple(labelled.shape[-1 - w.ndim : -1]):
+            raise ValueError(
+                f"weights as a plain array must have the shape of measured's axes before the "
+                f"channel axis, {sample_shape} or with batch axes (..., {shown}); got shape "
+                f"{w.shape} for measured of shape {values.shape}"
+            )
+        weights = xr.DataArray(w, dims=lead[len(lead) - w.ndim :])
+    return labelled, reference, matrix, weights

@@ -272,6 +272,21 @@ def _resolve(
     raise ValueError(f"unknown {kind} {value!r}{context}; choose one of {list(choices)}")
 
 
+def _edition_hint(name: object) -> str:
+    """For an unknown chart ``name`` that is an edition, how to ask for that edition."""
+    if not isinstance(name, str):
+        return ""
+    wanted = name.strip().lower()
+    calls = [
+        f"chart({key!r}, edition={wanted!r})"
+        for key, spec in _CHARTS.items()
+        if wanted in spec.editions
+    ]
+    if not calls:
+        return ""
+    return f" (it is an edition, not a chart: {' or '.join(calls)})"
+
+
 def _data_array(
     values: np.ndarray, patches: Sequence[str], channels: Sequence[str], attrs: dict[str, str]
 ) -> xr.DataArray:
@@ -362,7 +377,12 @@ def chart(
     >>> chart("vinyl", space="lab-d50").attrs["edition"]
     'opencv'
     """
-    canonical = _resolve("chart", name, {key: spec.aliases for key, spec in _CHARTS.items()})
+    canonical = _resolve(
+        "chart",
+        name,
+        {key: spec.aliases for key, spec in _CHARTS.items()},
+        context=_edition_hint(name),
+    )
     spec = _CHARTS[canonical]
     space_key = _resolve("space", space, {key: (key,) for key in _SPACES})
     if edition is None:
@@ -423,6 +443,57 @@ _USER_SPACES: dict[str, _UserSpace] = {
         "rgb", "rgb-linear", ("R", "G", "B"), {"r": "R", "g": "G", "b": "B"}, "R, G, B"
     ),
 }
+
+
+#: The space names of the built-in charts (:func:`chart`), accepted by
+#: :func:`chart_from_table` too: name -> (its space, the white or RGB space it implies).
+_USER_SPACE_ALIASES: dict[str, tuple[str, str | None]] = {
+    "lab-d50": ("lab", "D50"),
+    "xyz-d50": ("xyz", "D50"),
+    "srgb-linear": ("rgb", "sRGB"),
+    "rgb-linear": ("rgb", None),  # the attrs["space"] chart_from_table gives RGB tables
+}
+#: Names of a D50 white a ``"lab-d50"`` or ``"xyz-d50"`` table may give as ``illuminant``.
+_D50_WHITES = ("d50", "icc d50")
+
+
+def _user_space(space: object, illuminant: str | None, rgb_space: str) -> tuple[str, str | None]:
+    """Resolve ``space`` of :func:`chart_from_table`; return its key and its illuminant.
+
+    The built-in charts' names (``"lab-d50"``, ``"xyz-d50"``, ``"srgb-linear"``) are aliases
+    of ``"lab"``, ``"xyz"`` and ``"rgb"`` that also fix the white (a D50 one) or the RGB space
+    (sRGB): a conflicting ``illuminant`` or ``rgb_space`` is an error.
+    """
+    choices = {
+        key: (key, *[a for a, (k, _) in _USER_SPACE_ALIASES.items() if k == key])
+        for key in _USER_SPACES
+    }
+    if not isinstance(space, str):
+        raise TypeError(f"space must be a str, got {type(space).__name__}")
+    wanted = space.strip().lower()
+    if not any(wanted in accepted for accepted in choices.values()):
+        raise ValueError(
+            f"unknown space {space!r}; choose one of {list(_USER_SPACES)} (or the built-in "
+            f"charts' names {[a for a in _USER_SPACE_ALIASES if a != 'rgb-linear']})"
+        )
+    key, implied = _USER_SPACE_ALIASES.get(wanted, (wanted, None))
+    if implied is None:
+        return key, illuminant
+    if key == "rgb":
+        if rgb_space.strip().lower() != implied.lower():
+            raise ValueError(
+                f"space {space!r} is linear {implied}, but rgb_space={rgb_space!r}; for linear "
+                f"RGB of another space pass space='rgb', rgb_space={rgb_space!r}"
+            )
+        return key, illuminant
+    if illuminant is None:
+        return key, implied
+    if illuminant.strip().lower() not in _D50_WHITES:
+        raise ValueError(
+            f"space {space!r} is under a D50 white, but illuminant={illuminant!r}; for another "
+            f"white pass space={key!r}, illuminant={illuminant!r}"
+        )
+    return key, illuminant
 
 
 def _channel_order(labels: Sequence[object], space: _UserSpace) -> list[int] | None:
@@ -564,10 +635,15 @@ def chart_from_table(
           ``patch`` coords, if any, are the patch names.
         - a 2-D array-like of shape (n, 3), channels in canonical order; patches are
           numbered ``"1"`` to ``"n"``.
-    space : {"lab", "xyz", "rgb"}
+    space : {"lab", "xyz", "rgb", "lab-d50", "xyz-d50", "srgb-linear", "rgb-linear"}
         What the values are, case-insensitive: CIE L*a*b* (L* in 0-100), CIE XYZ (relative:
         the perfect white has Y = 1; a 0-100 table is an error), or linear RGB (no transfer
-        function) of ``rgb_space``.
+        function) of ``rgb_space``. The names :func:`chart` uses are aliases that also fix
+        the white or RGB space: ``"lab-d50"`` and ``"xyz-d50"`` are ``"lab"`` and ``"xyz"``
+        under a D50 white (``illuminant`` ``"D50"``, the default, or ``"ICC D50"``),
+        ``"srgb-linear"`` is ``"rgb"`` with ``rgb_space="sRGB"``, and ``"rgb-linear"`` (the
+        ``attrs["space"]`` of an RGB result) is ``"rgb"``. An alias gives the same chart as
+        the plain name.
     illuminant : str, optional
         The white of L*a*b* or XYZ values, recorded in attrs (default ``"D50"``). Only for
         ``space="lab"`` or ``"xyz"``.
@@ -591,10 +667,12 @@ def chart_from_table(
     Raises
     ------
     ValueError
-        If ``space`` is unknown; if the columns or channel coords do not match ``space``
-        or ``patch_column`` is missing; if the table is empty or not (n, 3); if a patch
-        name is missing or duplicated; if a value is not finite; if ``illuminant`` is given
-        with ``space="rgb"``, or ``patch_column`` with a DataArray or array.
+        If ``space`` is unknown, or an alias that ``illuminant`` or ``rgb_space``
+        contradicts (``"lab-d50"`` with ``illuminant="D65"``); if the columns or channel
+        coords do not match ``space`` or ``patch_column`` is missing; if the table is
+        empty or not (n, 3); if a patch name is missing or duplicated; if a value is not
+        finite; if ``illuminant`` is given with ``space="rgb"``, or ``patch_column`` with a
+        DataArray or array.
     TypeError
         If an argument that must be a string is not.
 
@@ -617,8 +695,6 @@ def chart_from_table(
     >>> ref.sel(patch="black").values.tolist()
     [20.6, 0.1, -0.5]
     """
-    space_key = _resolve("space", space, {key: (key,) for key in _USER_SPACES})
-    user_space = _USER_SPACES[space_key]
     for argument, value in [("name", name), ("rgb_space", rgb_space)]:
         if not isinstance(value, str):
             raise TypeError(f"{argument} must be a str, got {type(value).__name__}")
@@ -626,6 +702,8 @@ def chart_from_table(
         raise TypeError(f"patch_column must be a str or None, got {type(patch_column).__name__}")
     if illuminant is not None and not isinstance(illuminant, str):
         raise TypeError(f"illuminant must be a str or None, got {type(illuminant).__name__}")
+    space_key, illuminant = _user_space(space, illuminant, rgb_space)
+    user_space = _USER_SPACES[space_key]
     if illuminant is not None and space_key == "rgb":
         raise ValueError(
             "illuminant applies to space 'lab' or 'xyz' only; RGB values take the white of "

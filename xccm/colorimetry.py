@@ -570,8 +570,8 @@ def _check_three(obj: xr.DataArray, dim: Hashable, argname: str) -> None:
 
 
 def delta_e(
-    sample: xr.DataArray,
-    reference: xr.DataArray,
+    sample: xr.DataArray | np.ndarray,
+    reference: xr.DataArray | np.ndarray,
     method: str = "ciede2000",
     *,
     dim: Hashable = "channel",
@@ -581,7 +581,7 @@ def delta_e(
     illuminant: str | Sequence[float] | None = None,
     adaptation: str = "Bradford",
     standard: Standard = "reference",
-) -> xr.DataArray:
+) -> xr.DataArray | np.ndarray:
     """Colour difference between ``sample`` and ``reference``, lazily and broadcast by name.
 
     Both are converted to CIE L*a*b* under ``illuminant`` (by default the RGB space's own
@@ -592,11 +592,14 @@ def delta_e(
 
     Parameters
     ----------
-    sample, reference : DataArray
+    sample, reference : DataArray or ndarray
         Colours along ``dim``; other dims broadcast against each other by name (e.g. a
         corrected ``(time, patch, channel)`` against a chart ``(patch, channel)``). Their
         spaces come from ``sample_space`` / ``reference_space`` or their
-        ``attrs["space"]``, else linear ``rgb_space``.
+        ``attrs["space"]``, else linear ``rgb_space``. A plain-array ``sample`` has its
+        channel axis last and broadcasts against ``reference`` as NumPy does; a DataArray
+        ``reference`` then has ``dim`` moved last (its space still read from its attrs).
+        A DataArray ``sample`` needs a DataArray ``reference``.
     method : str, default "ciede2000"
         ``"cie76"``, ``"cie94"`` (graphic arts), ``"cie94_textiles"``, ``"ciede2000"``,
         ``"cmc"`` (l:c = 1:1), ``"cmc_2to1"``, ``"linear_rgb"`` or ``"rgb"``. For the
@@ -616,9 +619,15 @@ def delta_e(
 
     Returns
     -------
-    DataArray
+    DataArray or ndarray
         The differences, without ``dim``, named ``"delta_e"``, with ``attrs`` recording the
-        method, RGB space and Lab white. Dask-backed input stays lazy.
+        method, RGB space and Lab white. Dask-backed input stays lazy. A plain-array
+        ``sample`` gives a plain array of the broadcast shape without the channel axis.
+
+    Raises
+    ------
+    TypeError
+        If ``sample`` is a DataArray and ``reference`` is not.
 
     Examples
     --------
@@ -627,7 +636,22 @@ def delta_e(
     >>> de = delta_e(ref * 1.05, ref, "ciede2000")
     >>> de.dims, bool(0 < de.max() < 3)
     (('patch',), True)
+    >>> delta_e(np.array([[0.5, 0.5, 0.5], [0.2, 0.3, 0.4]]), [0.5, 0.5, 0.5], "cie76").round(3)
+    array([ 0.   , 21.245])
     """
+    if not isinstance(sample, xr.DataArray) or not isinstance(reference, xr.DataArray):
+        return _delta_e_arrays(
+            sample,
+            reference,
+            method,
+            dim=dim,
+            sample_space=sample_space,
+            reference_space=reference_space,
+            rgb_space=rgb_space,
+            illuminant=illuminant,
+            adaptation=adaptation,
+            standard=standard,
+        )
     measure = metric(method, rgb_space, illuminant, adaptation, standard)
     s_space = space_of(sample, sample_space, rgb_space=rgb_space, argname="sample", dim=dim)
     r_space = space_of(
@@ -654,6 +678,53 @@ def delta_e(
     out.name = "delta_e"
     out.attrs = metric_attrs(measure)
     return out
+
+
+def _delta_e_arrays(sample, reference, method, *, dim, sample_space, reference_space, **kwargs):
+    """:func:`delta_e` on plain arrays (channel axis last), broadcast as NumPy does."""
+    from .core import _asarray
+
+    if isinstance(sample, xr.DataArray):
+        raise TypeError(
+            f"reference must be a DataArray when sample is one (got {type(reference).__name__});"
+            f" wrap it with xr.DataArray(..., dims=...) naming its dims and {dim!r}, or pass "
+            "sample as a plain array (channel axis last)"
+        )
+    spaces, arrays = [], []
+    for argname, obj, space in (
+        ("sample", sample, sample_space),
+        ("reference", reference, reference_space),
+    ):
+        if isinstance(obj, xr.DataArray):  # a chart, say: its space is in its attrs
+            space = space_of(obj, space, rgb_space=kwargs["rgb_space"], argname=argname, dim=dim)
+            _check_three(obj, dim, argname)
+            obj = obj.transpose(..., dim).data
+        arr = _asarray(obj)
+        if arr.ndim < 1 or arr.shape[-1] != 3:
+            raise ValueError(
+                f"{argname} as a plain array must have 3 channels on its last axis; got shape "
+                f"{arr.shape}"
+            )
+        spaces.append(space)
+        arrays.append(arr)
+    try:
+        shape = np.broadcast_shapes(arrays[0].shape[:-1], arrays[1].shape[:-1])
+    except ValueError:
+        raise ValueError(
+            f"sample of shape {arrays[0].shape} and reference of shape {arrays[1].shape} do not "
+            "broadcast (as NumPy does, channel axis last, other axes aligned from the right)"
+        ) from None
+    names = [f"axis_{i}" for i in range(len(shape))]
+    labelled = [xr.DataArray(np.broadcast_to(a, (*shape, 3)), dims=(*names, dim)) for a in arrays]
+    out = delta_e(
+        *labelled,
+        method,
+        dim=dim,
+        sample_space=spaces[0],
+        reference_space=spaces[1],
+        **kwargs,
+    )
+    return out.data
 
 
 def metric_attrs(measure: Metric) -> dict[str, Any]:

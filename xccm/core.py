@@ -94,8 +94,10 @@ def fit(
         The closed-form solution to return (later refinements start from it).
     weights : DataArray or ndarray, optional
         Non-negative weight per sample (applied as :math:`\sqrt{w}` row scaling), over the
-        sample dims and optionally batch dims. An ndarray must have the shape of the sample
-        dims. Samples with zero weight are left out.
+        sample dims and optionally batch dims. A DataArray is paired with the samples by
+        label (the same labels in another order are reordered); an ndarray must have the
+        shape of the sample dims and is paired by position. Samples with zero weight are left
+        out. ``measured`` and ``reference`` are paired by label too.
     sample_dims : hashable or sequence of hashable, optional
         The dims summed over. Defaults to the dims of ``reference`` other than ``dim``.
     min_samples : int, optional
@@ -124,9 +126,10 @@ def fit(
         sRGB, as OpenCV does); ``"D50"`` for the ICC convention.
     standard : {"reference", "sample"}, default "reference"
         Which colour the asymmetric CIE94 and CMC weight by (OpenCV: ``"sample"``).
-    mask : DataArray of bool, optional
+    mask : DataArray or ndarray of bool, optional
         With a loss: samples to use (True), over the sample dims and optionally batch dims,
-        paired with the samples by label, e.g. :func:`xccm.saturation_mask`.
+        e.g. :func:`xccm.saturation_mask`. A DataArray is paired with the samples by label;
+        an ndarray, shaped like the sample dims, by position.
     saturation : (low, high) or None, default "auto"
         With a loss, samples with any ``measured`` channel outside ``[low, high]`` are left
         out; ``"auto"`` is (0, 0.98), OpenCV's default, when a loss is given and no range
@@ -391,43 +394,91 @@ def _as_weights(weights, samples, measured, dim) -> xr.DataArray:
 
 
 def _align_by_label(
-    arrays: list[xr.DataArray], samples, skip: tuple = (_IN, _OUT)
+    arrays: list[xr.DataArray],
+    samples,
+    skip: tuple = (_IN, _OUT),
+    names: tuple[str, ...] = ("measured", "reference", "weights"),
 ) -> list[xr.DataArray]:
     """Pair samples and batches by label, never silently dropping or padding any.
 
-    Sizes must agree; where two inputs label a dim with the same labels in another order, the
-    later one is reordered to the first's; other labels are an error. Dims in ``skip`` (the
+    Where two inputs label a dim, the later one is put in the first's order (:func:`_relabel`);
+    unlabelled dims are paired by position, so their sizes must agree. Dims in ``skip`` (the
     channel dims) are left alone.
     """
-    names = ("measured", "reference", "weights")
     arrays = list(arrays)
     for d in sorted({d for a in arrays for d in a.dims} - set(skip), key=str):
         have = [i for i, a in enumerate(arrays) if d in a.dims]
-        sizes = {names[i]: arrays[i].sizes[d] for i in have}
-        if len(set(sizes.values())) > 1:
-            raise ValueError(f"sizes of dim {d!r} differ: {sizes}; they must be equal")
         labelled = [i for i in have if d in arrays[i].indexes]
-        if not labelled:
-            continue
-        first = arrays[labelled[0]].indexes[d]
+        sizes = {names[i]: arrays[i].sizes[d] for i in have}
+        if len(set(sizes.values())) > 1 and len(labelled) < len(have):
+            raise ValueError(f"sizes of dim {d!r} differ: {sizes}; they must be equal")
         for i in labelled[1:]:
-            idx = arrays[i].indexes[d]
-            if idx.equals(first):
-                continue
-            if first.is_unique and idx.is_unique and set(idx) == set(first):
-                arrays[i] = arrays[i].sel({d: first})  # the same labels in another order
-                continue
-            a, b = names[labelled[0]], names[i]
-            kind = "sample" if d in samples else "batch"
-            only_a = [x for x in first if x not in set(idx)][:5]
-            only_b = [x for x in idx if x not in set(first)][:5]
-            raise ValueError(
-                f"{a} and {b} have different labels on {kind} dim {d!r} (only in {a}: "
-                f"{only_a}; only in {b}: {only_b}); they are paired by label. Select the common "
-                f"ones, or, if they are the same {kind} entries in the same order under other "
-                f"names, relabel one: {b}.assign_coords({d}={a}.{d})"
-            )
+            first = labelled[0]
+            arrays[i] = _relabel(arrays[i], d, arrays[first].indexes[d], names[i], names[first])
     return arrays
+
+
+def _match_labels(values: xr.DataArray, measured: xr.DataArray, argname: str) -> xr.DataArray:
+    """Put ``values`` (a mask or weights) in ``measured``'s label order on every shared index.
+
+    Dims that either does not index are left to be paired by position.
+
+    Examples
+    --------
+    >>> measured = xr.DataArray(np.zeros((3, 3)), dims=("patch", "channel"),
+    ...                         coords={"patch": ["a", "b", "c"]})
+    >>> w = xr.DataArray([3.0, 1.0, 2.0], dims="patch", coords={"patch": ["c", "a", "b"]})
+    >>> _match_labels(w, measured, "weights").values.tolist()
+    [1.0, 2.0, 3.0]
+    """
+    for d in values.dims:
+        if d in values.indexes and d in measured.indexes:
+            values = _relabel(values, d, measured.indexes[d], argname, "measured")
+    return values
+
+
+#: How many labels an error about mismatched labels lists on each side.
+_SHOWN = 5
+
+
+def _relabel(values: xr.DataArray, d: Hashable, labels, argname: str, target: str):
+    """Return ``values`` with its ``d`` labels in the order of ``labels`` (``target``'s).
+
+    The same labels in another order are reordered (lazily for Dask); other labels, or
+    repeated labels that cannot be matched, are an error that lists a few on each side.
+    """
+    mine = values.indexes[d]
+    if mine.equals(labels):
+        return values
+    lacking = labels.difference(mine, sort=False)
+    extra = mine.difference(labels, sort=False)
+    if len(lacking) or len(extra):
+        parts = [
+            f"{len(idx)} label(s) of {x} are not in {y} ({_some(idx)})"
+            for idx, x, y in ((lacking, target, argname), (extra, argname, target))
+            if len(idx)
+        ]
+        fill = {"b": ", fill_value=False"}.get(values.dtype.kind, "")
+        fill = ", fill_value=0" if argname == "weights" else fill
+        raise ValueError(
+            f"{argname} has other {d!r} labels than {target}: {'; '.join(parts)}. They are "
+            f"paired by label (in any order): to leave out what {argname} lacks, pass "
+            f"{argname}.reindex({d}={target}.{d}{fill}); if they are the same entries in the "
+            f"same order under other names, relabel: {argname}.assign_coords({d}={target}.{d})"
+        )
+    if not (mine.is_unique and labels.is_unique) or len(mine) != len(labels):
+        raise ValueError(
+            f"{argname} has its {d!r} labels in another order than {target}, and the labels of "
+            f"{argname if not mine.is_unique else target} repeat, so they cannot be matched; "
+            f"make the labels unique or give {argname} in {target}'s order"
+        )
+    return values.reindex({d: labels})
+
+
+def _some(labels) -> str:
+    """Return a few labels of an index, for messages."""
+    shown = ", ".join(repr(x) for x in labels[:_SHOWN].tolist())
+    return shown + (", ..." if len(labels) > _SHOWN else "")
 
 
 def _gram(arrays: list[xr.DataArray], n_sample_axes: int):
