@@ -393,7 +393,7 @@ def solve_gram(
         a = stats[..., :k, :k]
         b = stats[..., :k, n_in + 1 :]
         needed = max(k, min_samples)
-        bad = (count < needed) | singular_mask(a, MAX_GRAM_CONDITION)
+        bad = (count < needed) | singular_mask(a, MAX_GRAM_CONDITION, symmetric=True)
         eye = np.broadcast_to(np.eye(k), a.shape)
         a = np.where(bad[..., None, None], eye, a)
         b = np.where(bad[..., None, None], 0.0, b)
@@ -421,15 +421,21 @@ def solve_gram(
     return m
 
 
-def singular_mask(a: np.ndarray, max_condition: float) -> np.ndarray:
+def singular_mask(a: np.ndarray, max_condition: float, *, symmetric: bool = False) -> np.ndarray:
     """Flag the matrices in the square stack ``a`` that are singular or ill-conditioned.
 
-    Matrices with a non-finite entry are not flagged (they propagate as NaN).
+    Matrices with a non-finite entry are not flagged (they propagate as NaN). For a
+    ``symmetric`` stack (Gram matrices) the condition number comes from the eigenvalues,
+    whose moduli are the singular values: half the cost of an SVD.
     """
     finite = np.isfinite(a).all(axis=(-1, -2))
     safe = np.where(finite[..., None, None], a, np.eye(a.shape[-1]))
     with np.errstate(divide="ignore", invalid="ignore"):
-        cond = np.linalg.cond(safe)
+        if symmetric:
+            sv = np.abs(np.linalg.eigvalsh(safe))
+            cond = sv.max(axis=-1) / sv.min(axis=-1)
+        else:
+            cond = np.linalg.cond(safe)
     return finite & ~(cond <= max_condition)
 
 
