@@ -234,3 +234,14 @@ def test_invert_matrix_rejects_singular_and_non_square():
         _kernels.invert_matrix(np.stack([np.eye(3), singular]))
     with pytest.raises(np.linalg.LinAlgError, match="shape \\(3, 4\\)"):
         _kernels.invert_matrix(np.ones((3, 4)))
+
+
+def test_singular_mask_of_gram_matrices_from_eigenvalues_matches_the_svd(rng):
+    x = rng.random((200, 24, 4))
+    x[5, :, 3] = 2 * x[5, :, 0]  # rank-deficient
+    x[7, :, 2] = x[7, :, 1] + 1e-9 * rng.random(24)  # ill-conditioned
+    x[9, :, 1] = np.nan  # non-finite: not flagged, propagates
+    gram = np.einsum("bij,bik->bjk", x, x)
+    flags = _kernels.singular_mask(gram, _kernels.MAX_GRAM_CONDITION, symmetric=True)
+    np.testing.assert_array_equal(flags, _kernels.singular_mask(gram, _kernels.MAX_GRAM_CONDITION))
+    assert np.flatnonzero(flags).tolist() == [5, 7]
