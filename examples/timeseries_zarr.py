@@ -9,7 +9,8 @@ drifts; now and then a dark object (a person, a leaf) covers part of the chart. 
 2. open it lazily and extract the median colour of each chart patch in every frame (one pass
    over the store), masking patches too dark to trust;
 3. fit one affine matrix per frame; frames with fewer than 18 usable patches get NaN matrices
-   (with a warning), which we fill by interpolating over time;
+   (with a warning), which we fill from their neighbours in time (interpolated, and carried
+   to the first and last frames);
 4. correct the store into a new zarr store, chunk for chunk, with the matrices and provenance
    stored next to the images, under one progress bar (``xccm.io.to_zarr``; rerunning with
    ``mode="resume"`` would finish an interrupted run);
@@ -131,7 +132,7 @@ def main(argv: list[str] | None = None) -> None:
     for w in caught:
         print(f"   warning: {w.message}")
     rejected = m.isnull().any(("channel_in", "channel"))
-    m = m.interpolate_na("time")  # fill rejected frames from their neighbours
+    m = m.interpolate_na("time").ffill("time").bfill("time")  # fill rejected frames
 
     print(f"4. correcting out of core into {target}")
     corrected = src[["image"]].ccm.apply(m).assign(ccm=m)
@@ -149,7 +150,7 @@ def main(argv: list[str] | None = None) -> None:
     print("\nRMS error of the usable patches (linear RGB), every frame:")
     print(f"{'frame':>5}  {'time':>16}  {'gain':>5}  {'patches':>7}  {'before':>7}  {'after':>8}")
     for t in range(out.sizes["time"]):
-        note = "  (occluded: matrix interpolated)" if rejected.values[t] else ""
+        note = "  (occluded: matrix filled from neighbours)" if rejected.values[t] else ""
         when = str(out.time.values[t])[:16].replace("T", " ")
         print(
             f"{t:>5}  {when:>16}  {src.gain.values[t]:5.2f}  {int(usable[t].sum()):>7}  "
