@@ -42,7 +42,7 @@ def test_timeseries_zarr_corrects_out_of_core(tmp_path, capsys):
         filled = "occluded" in " ".join(row)
         # Interpolated matrices follow the drifting exposure; the last frame's is carried over.
         assert after < (0.002 if not filled else 0.02 if i < len(rows) - 1 else 0.05)
-        assert after < before / 2
+        assert after < before
     assert xccm.io.is_complete(tmp_path / "corrected.zarr")
     stored = xccm.io.open_zarr(tmp_path / "corrected.zarr")
     assert stored["ccm"].sizes["time"] == 31 and stored.attrs["model"] == "affine"

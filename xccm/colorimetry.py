@@ -621,8 +621,12 @@ def delta_e(
     -------
     DataArray or ndarray
         The differences, without ``dim``, named ``"delta_e"``, with ``attrs`` recording the
-        method, RGB space and Lab white. Dask-backed input stays lazy. A plain-array
-        ``sample`` gives a plain array of the broadcast shape without the channel axis.
+        method, RGB space and Lab white. Computed in float64, returned in the inputs'
+        floating result type: float32 where both are float32, float64 where either is
+        float64 or integer (so a float32 stack against a float64 chart gives float64; cast
+        the chart with ``.astype("float32")`` to keep float32). Dask-backed input stays
+        lazy. A plain-array ``sample`` gives a plain array of the broadcast shape without
+        the channel axis.
 
     Raises
     ------
@@ -661,10 +665,12 @@ def delta_e(
     _check_three(reference, dim, "reference")
     rgb = Space("rgb", rgb_space=measure.rgb_space)
 
+    dtype = _result_float(sample.dtype, reference.dtype)
+
     def kernel(s, r):
         s = measure.transform(convert_array(s, s_space, rgb, adaptation))
         r = measure.transform(convert_array(r, r_space, rgb, adaptation))
-        return measure.distance(s, r)
+        return measure.distance(s, r).astype(dtype, copy=False)  # computed in float64
 
     out = xr.apply_ufunc(
         kernel,
@@ -672,12 +678,18 @@ def delta_e(
         reference.rename({dim: _C_REF}),
         input_core_dims=[[_C], [_C_REF]],
         dask="parallelized",
-        output_dtypes=[np.float64],
+        output_dtypes=[dtype],
         keep_attrs=False,
     )
     out.name = "delta_e"
     out.attrs = metric_attrs(measure)
     return out
+
+
+def _result_float(*dtypes: np.dtype) -> np.dtype:
+    """float32 where the inputs' result type is float32 (as :func:`convert` keeps), else float64."""
+    result = np.result_type(*dtypes)
+    return result if result == np.float32 else np.dtype(np.float64)
 
 
 def _delta_e_arrays(sample, reference, method, *, dim, sample_space, reference_space, **kwargs):

@@ -184,6 +184,7 @@ def extract_patches(
         n = _n_labels(geometry, names, spatial_dims)
         geometry_core = list(spatial_dims)
         kernel, names_out = _reduce_labels, names
+    geometry = _pair_frames(geometry, image, "boxes" if boxes is not None else "labels")
 
     out = xr.apply_ufunc(
         kernel,
@@ -301,6 +302,71 @@ def _check_boxes(boxes: xr.DataArray, frame: tuple[int, int], patch_dim: Hashabl
                 f"boxes patch {names[p]!r} spans {label} = {start[tuple(out[0])]} to "
                 f"{stop[tuple(out[0])]}, outside the frame (0 to {size})"
             )
+
+
+def _pair_frames(geometry: xr.DataArray, image: xr.DataArray, argname: str) -> xr.DataArray:
+    """Put ``geometry``'s frames in the image's order along the dims they share, by label.
+
+    Boxes or labels that vary over e.g. ``time`` are paired with the image's frames by their
+    labels on that dim: the same labels in another order are reordered to the image's order;
+    other labels, or another number of frames, raise a ValueError saying how to select them.
+    Only the (in-memory) indexes are read, so Dask-backed inputs stay lazy.
+    """
+    for d in geometry.dims:
+        if d not in image.dims:
+            continue
+        mine, theirs = geometry.indexes.get(d), image.indexes.get(d)
+        if mine is None or theirs is None:  # paired by position: the sizes must agree
+            if geometry.sizes[d] != image.sizes[d]:
+                raise ValueError(
+                    f"{argname} has {geometry.sizes[d]} entries on dim {d!r} but image has "
+                    f"{image.sizes[d]}; {argname} that vary along {d!r} need one entry per "
+                    f"image frame (or drop dim {d!r} to use the same {argname} for every frame)"
+                )
+            continue
+        if mine.equals(theirs):
+            continue
+        if mine.is_unique and len(mine) == len(theirs):
+            order = mine.get_indexer(theirs)
+            if (order >= 0).all():  # the same labels in another order: follow the image's
+                geometry = geometry.isel({d: order})
+                continue
+        raise ValueError(_mismatch_message(argname, d, mine, theirs))
+    return geometry
+
+
+def _mismatch_message(argname: str, d: Hashable, mine, theirs) -> str:
+    only_mine, only_theirs = mine.difference(theirs), theirs.difference(mine)
+    if len(only_mine) or len(only_theirs):
+        what = (
+            f"{argname} has {len(mine)} labels, {_not_in(only_mine, 'image')}; image has "
+            f"{len(theirs)}, {_not_in(only_theirs, argname)}"
+        )
+    else:  # the same set of labels, repeated differently
+        what = (
+            f"{argname} has {len(mine)} labels and image has {len(theirs)}, the same ones "
+            f"repeated differently ({argname}' labels must be unique)"
+        )
+    return (
+        f"{argname} and image have different labels on dim {d!r}: {what}. {argname} are paired "
+        f"with image frames by their {d!r} label, not by position. Give {argname} the image's "
+        f"labels, e.g. {argname}.sel({d}=image.{d}, method=\"nearest\") (the nearest frame) "
+        f"or {argname}.reindex({d}=image.{d}, method=\"ffill\") (the last one before)"
+        + (
+            f", or {argname}.assign_coords({d}=image.{d}) to pair them by position"
+            if len(mine) == len(theirs)
+            else ""
+        )
+        + "."
+    )
+
+
+def _not_in(extra, other: str, n: int = 2) -> str:
+    """``"all in image"`` or ``"3 not in image (e.g. 4, 5, ...)"``."""
+    if len(extra) == 0:
+        return f"all in {other}"
+    shown = ", ".join(repr(v) if isinstance(v, str) else str(v) for v in extra[:n])
+    return f"{len(extra)} not in {other} (e.g. {shown}{', ...' if len(extra) > n else ''})"
 
 
 def _n_labels(labels: xr.DataArray, names, spatial_dims) -> int:
