@@ -504,3 +504,25 @@ def test_saturation_must_be_a_range():
     measured, ref = camera(), xccm.chart()
     with pytest.raises(ValueError, match=r"saturation must be \(low, high\), None"):
         xccm.fit(measured, ref, loss="cie76", saturation="none")
+
+
+def test_lazy_chart_fit_of_per_frame_chunks_gives_one_chunk_the_fill_works_on(monkeypatch):
+    # Patch colours per frame come one frame a chunk from extract_patches; the fit groups
+    # frames into large blocks and returns one chunk along time, as a least-squares fit does.
+    import xccm.chartfit
+
+    monkeypatch.setattr(xccm.chartfit, "_FRAMES_PER_TASK", 4)  # several blocks of 4 frames
+    frames = camera(seed=5, frames=10)
+    frames[9, :12] = np.nan  # the last frame occluded: a NaN matrix
+    lazy = frames.chunk({"time": 1})
+    with raise_if_dask_computes():
+        m = xccm.fit(lazy, xccm.chart(), loss="cie76", min_samples=18)
+        filled = m.interpolate_na("time").ffill("time").bfill("time")
+    assert m.chunks[0] == (10,) and m.loss.chunks == ((10,),)
+    refine = [k for k in dict(m.data.__dask_graph__()) if k[0].startswith("refine_block-")]
+    assert len(refine) == 3  # a fit task per block of 4 frames, not per frame
+    with pytest.warns(xccm.InsufficientSamplesWarning):
+        eager = xccm.fit(frames, xccm.chart(), loss="cie76", min_samples=18)
+        got, filled = m.compute(), filled.compute()
+    xr.testing.assert_allclose(got, eager, rtol=0, atol=1e-12)
+    np.testing.assert_array_equal(filled.isel(time=9).values, eager.isel(time=8).values)

@@ -206,10 +206,14 @@ def refine_matrix(
     in_dim = matrix_in_dim(dim)
     s, d = arrays[0], arrays[1]
     w = arrays[2] if len(arrays) > 2 else xr.ones_like(s.isel({_IN: 0}, drop=True))
-    if any(a.chunks is not None for a in (s, d, w, start)):
-        one = {x: -1 for x in (*samples, _IN, _OUT, in_dim, dim)}
+    lazy = any(a.chunks is not None for a in (s, d, w, start))
+    if lazy:
+        # Whole samples per block, and blocks of ~_FRAMES_PER_TASK batch elements: patch
+        # colours are tiny, and a task per frame would cost far more than its fit.
+        sizes = _batch_chunks(s, (*samples, _IN))
+        chunks = {x: -1 for x in (*samples, _IN, _OUT, in_dim, dim)} | sizes
         s, d, w, start = (
-            a.chunk({k: v for k, v in one.items() if k in a.dims}) for a in (s, d, w, start)
+            a.chunk({k: v for k, v in chunks.items() if k in a.dims}) for a in (s, d, w, start)
         )
     iterations = 0 if closed_form else max_iter
     outputs = xr.apply_ufunc(
@@ -229,11 +233,27 @@ def refine_matrix(
         dask="parallelized",
         output_dtypes=[np.float64, np.float64, np.float64, np.int64, bool],
     )
+    if lazy:  # one chunk along the batch dims, as a least-squares fit gives (so that
+        # m.interpolate_na("time") works): a few numbers per batch element
+        outputs = [o.chunk(dict.fromkeys(o.dims, -1)) for o in outputs]
     matrix = outputs[0].assign_coords(start.coords)
     matrix = matrix.assign_coords(dict(zip(DIAGNOSTICS, outputs[1:], strict=True)))
     matrix.attrs = dict(start.attrs)
     matrix.name = start.name
     return matrix
+
+
+#: Batch elements (frames) per task of a lazy chart fit: ~0.5 s of work.
+_FRAMES_PER_TASK = 1024
+
+
+def _batch_chunks(s: xr.DataArray, core: tuple[Hashable, ...]) -> dict[Hashable, int]:
+    """Chunk sizes along the batch dims of ``s`` giving ~``_FRAMES_PER_TASK`` per block."""
+    batch = [x for x in s.dims if x not in core]
+    if not batch:
+        return {}
+    rest = int(np.prod([s.sizes[x] for x in batch[1:]], dtype=np.int64))
+    return {batch[0]: max(1, _FRAMES_PER_TASK // max(rest, 1))} | dict.fromkeys(batch[1:], -1)
 
 
 def _refine_block(s, d, w, m0, *, metric, max_iter, n_samples, closed_form):
