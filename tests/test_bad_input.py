@@ -87,13 +87,24 @@ def test_matrix_rows_labelled_with_other_channels(image):
         image.ccm.apply(m)
 
 
-@pytest.mark.parametrize("bad", [-0.5, np.nan])
-def test_negative_or_nan_weights(patches, bad):
+def test_negative_weights(patches):
     measured, reference = patches
     w = np.ones(24)
-    w[4] = bad
-    with pytest.raises(ValueError, match=r"weights must be non-negative and not NaN"):
+    w[4] = -0.5
+    with pytest.raises(ValueError, match=r"weights must be non-negative \(NaN or 0 leaves"):
         measured.ccm.fit(reference, weights=w)
+
+
+@pytest.mark.parametrize("loss", [None, "cie76"])
+def test_nan_weights_leave_samples_out_as_zero_does(patches, loss):
+    measured, reference = patches
+    w = np.linspace(0.5, 2, 24)
+    w[[4, 9]] = np.nan  # e.g. a cloud or an occluder in a weight map
+    kw = {} if loss is None else {"loss": loss, "reference_space": "rgb", "saturation": None}
+    reference = reference.assign_coords(channel=["R", "G", "B"])  # linear RGB, for the loss
+    measured = measured.assign_coords(channel=["R", "G", "B"])
+    got = measured.ccm.fit(reference, weights=w, **kw)
+    xr.testing.assert_allclose(got, measured.ccm.fit(reference, weights=np.nan_to_num(w), **kw))
 
 
 def test_negative_weights_lazily_raise_on_compute(patches):

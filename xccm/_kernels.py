@@ -303,10 +303,13 @@ def _gram_matmul(s, d, weight, xp=np):
 
 
 def _check_weights(w: np.ndarray, shape: tuple[int, ...], xp=np) -> np.ndarray:
-    w = xp.broadcast_to(xp.asarray(w, dtype=np.float64), shape)
-    if bool(xp.isnan(w).any()) or bool((w < 0).any()):
-        raise ValueError("weights must be non-negative and not NaN; got negative or NaN values")
-    return w
+    """Weights broadcast to ``shape``; a NaN weight leaves its sample out, as a zero does."""
+    w = xp.asarray(w, dtype=np.float64)
+    if bool((w < 0).any()):
+        raise ValueError(
+            "weights must be non-negative (NaN or 0 leaves a sample out); got negative values"
+        )
+    return xp.broadcast_to(xp.where(xp.isnan(w), 0.0, w), shape)
 
 
 def _on_host(func):
