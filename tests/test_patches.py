@@ -131,6 +131,105 @@ def test_labels_varying_over_time(stack):
             np.testing.assert_allclose(p.values[t, k - 1], expected)
 
 
+def _moving(stack) -> tuple[xr.DataArray, xr.DataArray]:
+    """Boxes and a label image that differ in every frame, on the stack's time labels."""
+    base = xr.DataArray(np.array(list(BOXES.values())), dims=("patch", "bound"))
+    shift = xr.DataArray(np.arange(5) % 3, dims="time", coords={"time": stack.time})
+    boxes = base + shift * xr.DataArray([1, 1, 0, 0], dims="bound")
+    frames = [np.roll(_labels_for(BOXES, (14, 16)), t % 3, axis=0) for t in range(5)]
+    lab = xr.DataArray(np.stack(frames), dims=("time", "y", "x"), coords={"time": stack.time})
+    return boxes, lab
+
+
+@pytest.mark.parametrize("lazy", [False, True])
+def test_moving_geometry_in_another_order_is_paired_by_label(stack, lazy):
+    boxes, lab = _moving(stack)
+    image, labels = (stack.chunk(time=2), lab.chunk(time=3)) if lazy else (stack, lab)
+    order = [3, 0, 4, 2, 1]
+    with raise_if_dask_computes():
+        by_box = extract_patches(image, boxes=boxes.isel(time=order), reduce="mean")
+        by_label = extract_patches(image, labels=labels.isel(time=order), names=list(BOXES))
+    assert (by_box.chunks is not None) == lazy and (by_label.chunks is not None) == lazy
+    np.testing.assert_array_equal(by_box.time, stack.time)
+    np.testing.assert_array_equal(by_label.time, stack.time)
+    xr.testing.assert_allclose(by_box, extract_patches(stack, boxes=boxes, reduce="mean"))
+    xr.testing.assert_allclose(by_label, extract_patches(stack, labels=lab, names=list(BOXES)))
+
+
+@pytest.mark.parametrize("lazy", [False, True])
+@pytest.mark.parametrize("argname", ["boxes", "labels"])
+def test_moving_geometry_with_other_time_labels_is_refused(stack, lazy, argname):
+    boxes, lab = _moving(stack)
+    geometry = {"boxes": boxes, "labels": lab}[argname]
+    image = stack.chunk(time=2) if lazy else stack
+    extra = {"names": list(BOXES)} if argname == "labels" else {}
+    how = (
+        rf"{argname} are paired with image frames by their 'time' label, not by position\. "
+        rf"Give {argname} the image's labels, e\.g\. {argname}\.reindex\(time=image\.time, "
+        r'method="nearest"\)'
+    )
+    with raise_if_dask_computes():
+        # labels shifted by one step: one extra on each side
+        shifted = geometry.assign_coords(time=geometry.time + 10)
+        with pytest.raises(
+            ValueError,
+            match=rf"{argname} and image have different labels on dim 'time': {argname} has 5 "
+            rf"time labels, 1 not in image \(e\.g\. 50\); image has 5, 1 not in {argname} "
+            rf"\(e\.g\. 0\)\. {how}.*assign_coords\(time=image\.time\)",
+        ):
+            extract_patches(image, **{argname: shifted}, **extra)
+        # a subset of the frames
+        with pytest.raises(
+            ValueError,
+            match=rf"{argname} has 2 time labels, all in image; image has 5, 3 not in {argname} "
+            rf"\(e\.g\. 0, 20, \.\.\.\)\. {how}",
+        ):
+            extract_patches(image, **{argname: geometry.isel(time=[1, 3])}, **extra)
+        # without time labels on the image, paired by position: the sizes must agree
+        with pytest.raises(ValueError, match=rf"{argname} has 2 entries on dim 'time' but image"):
+            extract_patches(
+                image.drop_vars("time"), **{argname: geometry.isel(time=[1, 3])}, **extra
+            )
+
+
+def test_moving_boxes_with_shifted_datetimes_say_how_to_select(stack):
+    times = np.datetime64("2024-05-01T12:00:00") + np.arange(5) * np.timedelta64(1, "s")
+    image = stack.assign_coords(time=times).chunk(time=2)
+    boxes = _moving(stack)[0].assign_coords(time=times + np.timedelta64(1, "s"))
+    with raise_if_dask_computes(), pytest.raises(ValueError) as info:
+        extract_patches(image, boxes=boxes)
+    message = str(info.value)
+    assert "not in image (e.g. 2024-05-01 12:00:05)" in message
+    assert "not in boxes (e.g. 2024-05-01 12:00:00)" in message
+    nearest = 'boxes.reindex(time=image.time, method="nearest")'
+    assert nearest in message and 'boxes.reindex(time=image.time, method="ffill")' in message
+    with raise_if_dask_computes():  # the suggested fix works
+        p = extract_patches(image, boxes=boxes.reindex(time=image.time, method="nearest"))
+    np.testing.assert_array_equal(p.time, times)
+    moved = _moving(stack)[0].isel(time=[0, 0, 1, 2, 3]).assign_coords(time=times)
+    expected = extract_patches(image, boxes=moved)  # frame t takes the boxes labelled t
+    xr.testing.assert_allclose(p, expected)
+    # ffill leaves the first frame without boxes: NaN, said as such
+    ffilled = boxes.reindex(time=image.time, method="ffill")
+    with pytest.raises(
+        ValueError, match=r"boxes holds NaN in 1 of the 5 entries along \('time',\)"
+    ):
+        extract_patches(image, boxes=ffilled)
+    p = extract_patches(image.isel(time=slice(1, None)), boxes=ffilled.dropna("time"))
+    xr.testing.assert_allclose(p, expected.isel(time=slice(1, None)))
+
+
+def test_moving_geometry_with_repeated_time_labels_is_refused(stack):
+    boxes = _moving(stack)[0]
+    repeated = boxes.assign_coords(time=[0, 10, 20, 20, 40])
+    with pytest.raises(
+        ValueError,
+        match=r"boxes has 5 time labels, all in image, 1 repeated \(e\.g\. 20\); image has 5, "
+        r"1 not in boxes \(e\.g\. 30\)",
+    ):
+        extract_patches(stack, boxes=repeated)
+
+
 def test_channel_first_and_integer_images(stack):
     as_uint8 = (stack * 255).round().astype(np.uint8)
     p = extract_patches(as_uint8.transpose("channel", "time", "x", "y"), boxes=BOXES)

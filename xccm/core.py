@@ -96,8 +96,8 @@ def fit(
         Non-negative weight per sample (applied as :math:`\sqrt{w}` row scaling), over the
         sample dims and optionally batch dims. A DataArray is paired with the samples by
         label (the same labels in another order are reordered); an ndarray must have the
-        shape of the sample dims and is paired by position. Samples with zero or NaN weight are left
-        out. ``measured`` and ``reference`` are paired by label too.
+        shape of the sample dims and is paired by position. Samples with zero or NaN weight
+        are left out. ``measured`` and ``reference`` are paired by label too.
     sample_dims : hashable or sequence of hashable, optional
         The dims summed over. Defaults to the dims of ``reference`` other than ``dim``.
     min_samples : int, optional

@@ -107,6 +107,11 @@ def extract_patches(
     - ``labels``: an integer image over ``spatial_dims`` (plus e.g. ``time`` if it varies),
       ``k`` for the pixels of patch ``k`` (1 to n) and 0 (or negative) for background.
 
+    Boxes or labels that vary along a dim of the image (e.g. ``time``) are paired with its
+    frames by their labels on that dim (in whatever order; without coords, by position), so
+    they need the image's labels: select them first, e.g.
+    ``boxes.reindex(time=image.time, method="nearest")``.
+
     Non-finite pixels are left out; a patch with none left is NaN, which :func:`xccm.fit`
     skips (see its ``min_samples`` to reject frames with too few patches).
 
@@ -142,7 +147,8 @@ def extract_patches(
     ValueError
         If boxes are empty or outside the frame, labels name a patch that has no pixel (for
         fixed in-memory labels) or one beyond ``names``, a spatial dim is split across chunks,
-        or both or neither of ``boxes`` and ``labels`` are given.
+        both or neither of ``boxes`` and ``labels`` are given, or boxes or labels that vary
+        along a dim of the image have other labels (or another size) on it.
 
     Examples
     --------
@@ -266,6 +272,15 @@ def _as_boxes(boxes, patch_dim: Hashable) -> xr.DataArray:
         boxes = boxes.sel({BOUND: list(BOUNDS)})
     if boxes.chunks is not None:
         raise TypeError("boxes must be in memory (a few numbers per patch), not Dask-backed")
+    if boxes.dtype.kind == "f" and np.isnan(boxes.values).any():
+        where = ""
+        if others:
+            k = int(np.isnan(boxes.values).any(axis=(-2, -1)).sum())
+            where = f" in {k} of the {int(np.prod(boxes.shape[:-2]))} entries along {tuple(others)}"
+        raise ValueError(
+            f"boxes holds NaN{where} (frames that a reindex left without boxes?); fill them, "
+            'e.g. reindex(..., method="nearest"), or leave those frames out of the image'
+        )
     if boxes.dtype.kind not in "iu" and not (
         boxes.dtype.kind == "f" and np.array_equal(boxes.values, np.round(boxes.values))
     ):
@@ -326,7 +341,7 @@ def _pair_frames(geometry: xr.DataArray, image: xr.DataArray, argname: str) -> x
             continue
         if mine.equals(theirs):
             continue
-        if mine.is_unique and len(mine) == len(theirs):
+        if mine.is_unique and theirs.is_unique and len(mine) == len(theirs):
             order = mine.get_indexer(theirs)
             if (order >= 0).all():  # the same labels in another order: follow the image's
                 geometry = geometry.isel({d: order})
@@ -336,37 +351,43 @@ def _pair_frames(geometry: xr.DataArray, image: xr.DataArray, argname: str) -> x
 
 
 def _mismatch_message(argname: str, d: Hashable, mine, theirs) -> str:
-    only_mine, only_theirs = mine.difference(theirs), theirs.difference(mine)
-    if len(only_mine) or len(only_theirs):
-        what = (
-            f"{argname} has {len(mine)} labels, {_not_in(only_mine, 'image')}; image has "
-            f"{len(theirs)}, {_not_in(only_theirs, argname)}"
-        )
-    else:  # the same set of labels, repeated differently
-        what = (
-            f"{argname} has {len(mine)} labels and image has {len(theirs)}, the same ones "
-            f"repeated differently ({argname}' labels must be unique)"
-        )
+    what = (
+        f"{argname} has {len(mine)} {d} labels, {_not_in(mine.difference(theirs), 'image')}"
+        f"{_repeats(mine)}; image has {len(theirs)}, "
+        f"{_not_in(theirs.difference(mine), argname)}{_repeats(theirs)}"
+    )
+    by_position = (
+        f", or {argname}.assign_coords({d}=image.{d}) to pair them by position"
+        if len(mine) == len(theirs)
+        else ""
+    )
     return (
         f"{argname} and image have different labels on dim {d!r}: {what}. {argname} are paired "
         f"with image frames by their {d!r} label, not by position. Give {argname} the image's "
-        f"labels, e.g. {argname}.sel({d}=image.{d}, method=\"nearest\") (the nearest frame) "
-        f"or {argname}.reindex({d}=image.{d}, method=\"ffill\") (the last one before)"
-        + (
-            f", or {argname}.assign_coords({d}=image.{d}) to pair them by position"
-            if len(mine) == len(theirs)
-            else ""
-        )
-        + "."
+        f'labels, e.g. {argname}.reindex({d}=image.{d}, method="nearest") (each frame takes '
+        f'the nearest label\'s) or {argname}.reindex({d}=image.{d}, method="ffill") (the last '
+        f"one's before it; NaN before the first){by_position}."
     )
 
 
-def _not_in(extra, other: str, n: int = 2) -> str:
+def _repeats(index) -> str:
+    if index.is_unique:
+        return ""
+    repeated = index[index.duplicated()].unique()
+    return f", {len(repeated)} repeated (e.g. {_shown(repeated)})"
+
+
+def _not_in(extra, other: str) -> str:
     """``"all in image"`` or ``"3 not in image (e.g. 4, 5, ...)"``."""
     if len(extra) == 0:
         return f"all in {other}"
-    shown = ", ".join(repr(v) if isinstance(v, str) else str(v) for v in extra[:n])
-    return f"{len(extra)} not in {other} (e.g. {shown}{', ...' if len(extra) > n else ''})"
+    return f"{len(extra)} not in {other} (e.g. {_shown(extra)})"
+
+
+def _shown(values, n: int = 2) -> str:
+    """Show the first ``n`` labels: ``"4, 5, ..."``."""
+    shown = ", ".join(repr(v) if isinstance(v, str) else str(v) for v in values[:n])
+    return shown + (", ..." if len(values) > n else "")
 
 
 def _n_labels(labels: xr.DataArray, names, spatial_dims) -> int:
