@@ -290,3 +290,17 @@ def test_weights_lacking_a_labelled_sample_list_it(patches):
     w = xr.DataArray(np.ones(24), dims="patch", coords={"patch": measured.patch})
     with pytest.raises(ValueError, match=r"weights has other 'patch' labels than measured: 1 "):
         measured.ccm.fit(reference, weights=w[1:])
+
+
+def test_reference_with_another_channel_dim_name_says_rename(patches):
+    measured, reference = patches
+    with pytest.raises(ValueError, match=r"reference.rename\(\{'rgb': 'channel'\}\)"):
+        measured.ccm.fit(reference.rename(channel="rgb"))
+
+
+def test_collinear_channels_say_so(patches):
+    measured, reference = patches
+    dependent = measured.copy(data=measured.values.copy())
+    dependent[..., 2] = 2 * dependent[..., 0]  # one band a multiple of another
+    with pytest.raises(ValueError, match=r"found 24 valid samples at most: enough samples, so"):
+        dependent.ccm.fit(reference)

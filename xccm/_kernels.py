@@ -412,6 +412,13 @@ def solve_gram(
                     if not count.any()
                     else f"it needs at least {needed} valid samples spanning the input channels "
                     f"(a non-singular system); found {int(count.max())} valid samples at most"
+                    + (
+                        ": enough samples, so the input channels are linearly dependent (one "
+                        "a multiple or sum of others) or the samples do not span them (e.g. "
+                        "all grey)"
+                        if count.max() >= needed
+                        else ""
+                    )
                 )
             )
         warnings.warn(

@@ -212,6 +212,13 @@ def fit(
         raise ValueError(f"min_samples must be a non-negative integer; got {min_samples!r}")
     _check_data(measured, "measured", dim)
     reference = _as_dataarray(reference, "reference", dim)
+    other = [d for d in reference.dims if d not in measured.dims]
+    if dim not in reference.dims and len(other) == 1:
+        raise ValueError(
+            f"reference has no dim {dim!r} but {other[0]!r}; measured, reference and the "
+            f"matrix share one channel dim name (the output channels are labelled by "
+            f"reference's coords): rename it, e.g. reference.rename({{{other[0]!r}: {dim!r}}})"
+        )
     _check_data(reference, "reference", dim)
     colour_attrs, measure = {}, None
     if isinstance(max_iter, bool) or not isinstance(max_iter, int | np.integer) or max_iter < 0:
