@@ -304,3 +304,12 @@ def test_collinear_channels_say_so(patches):
     dependent[..., 2] = 2 * dependent[..., 0]  # one band a multiple of another
     with pytest.raises(ValueError, match=r"found 24 valid samples at most: enough samples, so"):
         dependent.ccm.fit(reference)
+
+
+def test_insufficient_samples_warning_points_at_the_callers_line(patches):
+    measured, reference = patches
+    measured = measured.copy(data=measured.values.copy())
+    measured[1, 3:] = np.nan  # frame 1 keeps 3 patches: too few for an affine fit
+    with pytest.warns(xccm.InsufficientSamplesWarning) as caught:
+        measured.ccm.fit(reference, model="affine")
+    assert caught[0].filename == __file__

@@ -14,9 +14,11 @@ Conventions (row vectors, as in ``D = S @ M``):
 from __future__ import annotations
 
 import functools
+import inspect
 import itertools
 import math
 import os
+import sys
 import warnings
 from typing import Any, Literal
 
@@ -425,10 +427,27 @@ def solve_gram(
             f"{n_bad} of {n_all} batch elements have fewer than {needed} valid samples or a "
             f"singular system; their {model} matrices are NaN",
             InsufficientSamplesWarning,
-            stacklevel=2,
+            stacklevel=_outside_xccm(),
         )
         m[bad] = np.nan
     return m
+
+
+def _outside_xccm() -> int:
+    """Return the ``stacklevel`` of the innermost caller outside xccm and xarray.
+
+    A warning then points at the user's line (or at Dask's, for a lazy computation), so it
+    can be filtered by module and traced to the call, as pandas' ``find_stack_level`` does.
+    """
+    inside = [os.path.dirname(os.path.abspath(__file__)) + os.sep]
+    xarray = sys.modules.get("xarray")  # loaded by whoever called us with a DataArray
+    if xarray is not None and getattr(xarray, "__file__", None):
+        inside.append(os.path.dirname(os.path.abspath(xarray.__file__)) + os.sep)
+    frame, level = inspect.currentframe(), 0
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(tuple(inside)):
+        frame, level = frame.f_back, level + 1
+    del frame
+    return max(level, 1)
 
 
 def singular_mask(a: np.ndarray, max_condition: float, *, symmetric: bool = False) -> np.ndarray:
