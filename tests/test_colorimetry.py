@@ -235,6 +235,46 @@ def test_delta_e_of_plain_arrays_is_numpy_in_numpy_out(rgb):
     np.testing.assert_allclose(lazy.compute(), labelled.values, rtol=0, atol=1e-12)
 
 
+@pytest.mark.parametrize(
+    ("sample_dtype", "reference_dtype", "expected"),
+    [
+        ("float32", "float32", "float32"),
+        ("float32", "float64", "float64"),
+        ("float64", "float32", "float64"),
+        ("int32", "int64", "float64"),
+        ("uint8", "float32", "float64"),
+    ],
+)
+@pytest.mark.parametrize("kind", ["dataarray", "ndarray"])
+@pytest.mark.parametrize("lazy", [False, True])
+@pytest.mark.parametrize("method", ["ciede2000", "rgb"])
+def test_delta_e_dtype_is_the_inputs_float_type(
+    rgb, sample_dtype, reference_dtype, expected, kind, lazy, method
+):
+    ref = xccm.chart().isel(patch=slice(0, 7)).drop_vars("patch")
+    scale = 1 if np.dtype(sample_dtype).kind == "f" else 200  # integers: 0-200 linear RGB
+    sample = (abs(rgb) * scale).astype(sample_dtype)
+    reference = (ref * scale).astype(reference_dtype)
+    # ΔE of the very same values, in float64 throughout
+    exact = xccm.delta_e(sample.astype(np.float64), reference.astype(np.float64), method).values
+    if lazy:
+        sample = sample.chunk({"time": 2})
+    if kind == "ndarray":
+        sample, reference = sample.data, reference.values
+    with raise_if_dask_computes():
+        de = xccm.delta_e(sample, reference, method)
+        assert de.dtype == np.dtype(expected)
+        if lazy:  # the Dask meta says so too, before any compute
+            dask_array = de.data if kind == "dataarray" else de
+            assert dask_array._meta.dtype == np.dtype(expected)
+            assert de.chunks is not None
+    computed = de.compute() if lazy else de
+    values = computed.values if kind == "dataarray" else np.asarray(computed)
+    assert values.dtype == np.dtype(expected)
+    # computed in float64, rounded once to the result's dtype (half an ulp; one more for luck)
+    np.testing.assert_allclose(values, exact, rtol=np.finfo(expected).eps, atol=0)
+
+
 def test_delta_e_of_plain_arrays_bad_input(rgb):
     with pytest.raises(TypeError, match="reference must be a DataArray when sample is one"):
         xccm.delta_e(rgb, rgb.values)

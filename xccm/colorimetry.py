@@ -625,8 +625,8 @@ def delta_e(
         floating result type: float32 where both are float32, float64 where either is
         float64 or integer (so a float32 stack against a float64 chart gives float64; cast
         the chart with ``.astype("float32")`` to keep float32). Dask-backed input stays
-        lazy. A plain-array ``sample`` gives a plain array of the broadcast shape without
-        the channel axis.
+        lazy, with that dtype. A plain-array ``sample`` gives a plain array of the broadcast
+        shape without the channel axis.
 
     Raises
     ------
@@ -687,9 +687,14 @@ def delta_e(
 
 
 def _result_float(*dtypes: np.dtype) -> np.dtype:
-    """float32 where the inputs' result type is float32 (as :func:`convert` keeps), else float64."""
-    result = np.result_type(*dtypes)
-    return result if result == np.float32 else np.dtype(np.float64)
+    """float32 where all inputs are floats promoting to float32, else float64.
+
+    As :func:`convert` keeps float32 and makes integers float64: a uint8 image against a
+    float32 chart gives float64 (NumPy would say float32), float16 alone gives float64.
+    """
+    if all(np.dtype(d).kind == "f" for d in dtypes) and np.result_type(*dtypes) == np.float32:
+        return np.dtype(np.float32)
+    return np.dtype(np.float64)
 
 
 def _delta_e_arrays(sample, reference, method, *, dim, sample_space, reference_space, **kwargs):
