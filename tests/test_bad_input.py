@@ -7,6 +7,7 @@ import pytest
 import xarray as xr
 
 import xccm
+from conftest import raise_if_dask_computes
 
 
 def test_missing_dim_in_measured(patches):
@@ -76,7 +77,7 @@ def test_per_frame_matrix_with_other_frames(image):
         coords={"time": np.arange(4) + 10},
     )
     with pytest.raises(
-        ValueError, match=r"different 'time' coords \(4 labels from 10 vs 4 from 0\)"
+        ValueError, match=r"different 'time' coords \(4 labels: 10, 11, 12, 13 vs 4: 0, 1, 2, 3\)"
     ):
         image.ccm.apply(m)
 
@@ -313,3 +314,66 @@ def test_insufficient_samples_warning_points_at_the_callers_line(patches):
     with pytest.warns(xccm.InsufficientSamplesWarning) as caught:
         measured.ccm.fit(reference, model="affine")
     assert caught[0].filename == __file__
+
+
+# ---------------------------------------------------------------------------------------------
+# from a review of the label pairing
+
+
+def test_labelled_weights_pair_with_unlabelled_measured_through_the_reference():
+    # measured has no patch labels: it pairs with the reference by position, and labelled
+    # weights pair with the reference by label; the saturation mask must land on the clipped
+    # patch whatever the weights' order.
+    ref = xccm.chart()
+    values = ref.values / 2
+    values[0] = [1.0, 0.0, 0.0]  # 'dark skin' clipped: must be left out
+    measured = xr.DataArray(values, dims=("patch", "channel"), coords={"channel": list("RGB")})
+    w = xr.DataArray(np.ones(24), dims="patch", coords={"patch": ref.patch.values})
+    for weights in (w, w[::-1]):
+        m = xccm.fit(measured, ref, weights=weights, loss="linear_rgb")
+        np.testing.assert_allclose(m.values, 2 * np.eye(3), atol=1e-12)
+
+
+def test_stacked_pixel_dims_in_another_order_are_reordered(patches):
+    # Sample labels in a MultiIndex, e.g. pixels stacked from (y, x).
+    measured, reference = patches
+
+    def stacked(a):
+        a = a.rename(patch="p").assign_coords(
+            y=("p", np.arange(24) // 6), x=("p", np.arange(24) % 6)
+        )
+        return a.set_index(p=["y", "x"])
+
+    perm = np.random.default_rng(3).permutation(24)
+    expected = stacked(measured).ccm.fit(stacked(reference))
+    xr.testing.assert_allclose(stacked(measured).ccm.fit(stacked(reference).isel(p=perm)), expected)
+    xr.testing.assert_allclose(expected, measured.ccm.fit(reference))
+
+
+@pytest.mark.parametrize("lazy", [False, True])
+def test_scale_may_be_a_0d_array(image, lazy):
+    scale = (1 / image.max()).chunk() if lazy else 1 / image.max()
+    img = image.chunk() if lazy else image
+    with raise_if_dask_computes():
+        out = img.ccm.apply(np.eye(3), scale=scale)
+    xr.testing.assert_allclose(out, image / image.max())
+
+
+def test_invert_a_plain_dask_stack_lazily(rng):
+    import dask.array as dsa
+
+    m = rng.normal(size=(5, 4, 3)) + np.eye(4, 3)
+    lazy = dsa.from_array(m, chunks=(2, 4, 3))
+    with raise_if_dask_computes():
+        inv = xccm.invert(lazy)
+    np.testing.assert_allclose(inv.compute(), xccm.invert(m), rtol=1e-12)
+
+
+def test_empty_batch_dim_against_labels_is_a_clear_error(image):
+    m = xr.DataArray(
+        np.broadcast_to(np.eye(3), (2, 3, 3)),
+        dims=("time", "channel_in", "channel"),
+        coords={"time": [1, 2]},
+    )
+    with pytest.raises(ValueError, match=r"different 'time' coords \(2 labels: 1, 2 vs 0: \)"):
+        image.isel(time=slice(0, 0)).ccm.apply(m)

@@ -511,7 +511,7 @@ def test_lazy_chart_fit_of_per_frame_chunks_gives_one_chunk_the_fill_works_on(mo
     # frames into large blocks and returns one chunk along time, as a least-squares fit does.
     import xccm.chartfit
 
-    monkeypatch.setattr(xccm.chartfit, "_FRAMES_PER_TASK", 4)  # several blocks of 4 frames
+    monkeypatch.setattr(xccm.chartfit, "_SAMPLES_PER_TASK", 4 * 24)  # blocks of 4 frames
     frames = camera(seed=5, frames=10)
     frames[9, :12] = np.nan  # the last frame occluded: a NaN matrix
     lazy = frames.chunk({"time": 1})
@@ -526,3 +526,20 @@ def test_lazy_chart_fit_of_per_frame_chunks_gives_one_chunk_the_fill_works_on(mo
         got, filled = m.compute(), filled.compute()
     xr.testing.assert_allclose(got, eager, rtol=0, atol=1e-12)
     np.testing.assert_array_equal(filled.isel(time=9).values, eager.isel(time=8).values)
+
+
+def test_report_of_plain_arrays_keeps_leading_axes_as_batches():
+    ref = xccm.chart("colorchecker24", space="srgb-linear")
+    frames = np.stack([ref.values, ref.values * 1.05])  # frame 0 exact, frame 1 off
+    for reference in (ref.values, np.stack([ref.values, ref.values])):
+        rep = xccm.report(frames, reference, np.eye(3))
+        assert rep["mean"].dims == ("axis_0",)
+        assert float(rep["mean"][0]) < 1e-9 < float(rep["mean"][1])
+
+
+def test_report_pairs_patches_by_label():
+    measured, ref = camera(), xccm.chart()
+    m = xccm.fit(measured, ref, loss="cie76")
+    perm = np.random.default_rng(2).permutation(24)
+    shuffled = xccm.report(measured, ref.isel(patch=perm), m, "cie76")
+    xr.testing.assert_allclose(shuffled["mean"], xccm.report(measured, ref, m, "cie76")["mean"])

@@ -247,7 +247,8 @@ def gram(
     d : ndarray, shape (..., *samples, n_out)
         Broadcastable against ``s`` on every axis but the last.
     w : ndarray, shape (..., *samples), optional
-        Non-negative weights, broadcastable like ``d``. ``None`` means all ones.
+        Non-negative weights, broadcastable like ``d``; NaN counts as 0 (the sample is left
+        out). ``None`` means all ones.
     n_sample_axes : int
         How many axes before the channel axis are sample axes (summed over).
     parallel, backend
@@ -260,7 +261,7 @@ def gram(
     Raises
     ------
     ValueError
-        If a weight is negative or NaN.
+        If a weight is negative.
 
     Examples
     --------
@@ -418,7 +419,7 @@ def solve_gram(
                         ": enough samples, so the input channels are linearly dependent (one "
                         "a multiple or sum of others) or the samples do not span them (e.g. "
                         "all grey)"
-                        if count.max() >= needed
+                        if count.max() >= needed and init != "white_balance"
                         else ""
                     )
                 )

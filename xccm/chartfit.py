@@ -243,17 +243,25 @@ def refine_matrix(
     return matrix
 
 
-#: Batch elements (frames) per task of a lazy chart fit: ~0.5 s of work.
-_FRAMES_PER_TASK = 1024
+#: Samples per task of a lazy chart fit (~1000 frames of a 24-patch chart: ~0.5 s of work).
+_SAMPLES_PER_TASK = 24_576
 
 
 def _batch_chunks(s: xr.DataArray, core: tuple[Hashable, ...]) -> dict[Hashable, int]:
-    """Chunk sizes along the batch dims of ``s`` giving ~``_FRAMES_PER_TASK`` per block."""
+    """Chunk sizes along the batch dims of ``s`` for ~``_SAMPLES_PER_TASK`` samples a block.
+
+    Never smaller than the input's own chunks along the first batch dim (a frame of pixels
+    is already a block's worth).
+    """
     batch = [x for x in s.dims if x not in core]
     if not batch:
         return {}
+    per_element = int(np.prod([s.sizes[x] for x in core[:-1]], dtype=np.int64))
     rest = int(np.prod([s.sizes[x] for x in batch[1:]], dtype=np.int64))
-    return {batch[0]: max(1, _FRAMES_PER_TASK // max(rest, 1))} | dict.fromkeys(batch[1:], -1)
+    frames = _SAMPLES_PER_TASK // max(per_element * rest, 1)
+    if s.chunks is not None:
+        frames = max(frames, max(s.chunksizes.get(batch[0], (1,))))
+    return {batch[0]: max(1, frames)} | dict.fromkeys(batch[1:], -1)
 
 
 def _refine_block(s, d, w, m0, *, metric, max_iter, n_samples, closed_form):
@@ -358,13 +366,22 @@ def report(
     >>> bool(rep["max"] < 1e-6), rep["delta_e"].dims
     (True, ('patch',))
     """
-    from .core import _as_dataarray
+    from .core import _align_by_label, _as_dataarray, _borrow_labels
 
     if not isinstance(measured, xr.DataArray):
-        measured, reference, matrix, weights = _label_arrays(
+        measured, reference, matrix, weights, labelled_samples = _label_arrays(
             measured, reference, matrix, weights, dim=dim
         )
+        if sample_dims is None:  # leading axes are batch axes, not samples
+            sample_dims = labelled_samples
     reference = _as_dataarray(reference, "reference", dim)
+    if sample_dims is None:
+        samples = tuple(x for x in reference.dims if x != dim)
+    else:
+        samples = (sample_dims,) if isinstance(sample_dims, str) else tuple(sample_dims)
+    # Paired by label, as fit pairs them: the same patches in another order are reordered.
+    measured = _borrow_labels(measured, reference, samples)
+    measured, reference = _align_by_label([measured, reference], samples, skip=(dim,))
     corrected = apply(measured, matrix, dim=dim)
     corrected.attrs = {}
     space = colorimetry.space_of(
@@ -381,10 +398,6 @@ def report(
         illuminant=illuminant,
         standard=standard,
     )
-    if sample_dims is None:
-        samples = tuple(x for x in reference.dims if x != dim)
-    else:
-        samples = (sample_dims,) if isinstance(sample_dims, str) else tuple(sample_dims)
     if weights is not None:
         weights = _per_sample(weights, samples, measured, "weights")
     w = xr.ones_like(de) if weights is None else weights.fillna(0).broadcast_like(de)
@@ -468,4 +481,4 @@ def _label_arrays(measured, reference, matrix, weights, *, dim: Hashable):
                 f"{w.shape} for measured of shape {values.shape}"
             )
         weights = xr.DataArray(w, dims=lead[len(lead) - w.ndim :])
-    return labelled, reference, matrix, weights
+    return labelled, reference, matrix, weights, samples

@@ -226,6 +226,7 @@ def fit(
     from . import chartfit  # imports core: import here, not at the top
 
     samples = _sample_dims(measured, reference, dim, sample_dims)  # a conversion keeps dims
+    measured = _borrow_labels(measured, reference, samples)
     if chartfit.wants_colour(reference, loss, reference_space):
         if saturation == "auto":
             saturation = (0.0, 0.98) if loss is not None else None
@@ -369,6 +370,23 @@ def _sample_dims(measured, reference, dim, sample_dims) -> tuple[Hashable, ...]:
     return samples
 
 
+def _borrow_labels(measured: xr.DataArray, reference: xr.DataArray, samples) -> xr.DataArray:
+    """Give ``measured`` the reference's labels on sample dims it does not label itself.
+
+    Unlabelled samples are paired with the reference's by position; labelling them so makes
+    masks and weights given with labels pair with the right ones.
+    """
+    borrowed = {
+        d: reference[d]
+        for d in samples
+        if d not in measured.indexes
+        and d in reference.indexes
+        and d in measured.dims
+        and measured.sizes[d] == reference.sizes[d]
+    }
+    return measured.assign_coords(borrowed) if borrowed else measured
+
+
 def _sample_array(values, samples, measured, argname: str) -> xr.DataArray:
     """Return per-sample values as a DataArray: plain arrays get the sample dims."""
     if isinstance(values, xr.DataArray):
@@ -479,7 +497,7 @@ def _relabel(values: xr.DataArray, d: Hashable, labels, argname: str, target: st
             f"{argname if not mine.is_unique else target} repeat, so they cannot be matched; "
             f"make the labels unique or give {argname} in {target}'s order"
         )
-    return values.reindex({d: labels})
+    return values.isel({d: mine.get_indexer(labels)})  # a MultiIndex too, lazily for Dask
 
 
 def _some(labels) -> str:
@@ -712,6 +730,9 @@ def invert(
             raise ValueError(
                 f"matrix must have at least 2 dims (n_in, n_out); got shape {arr.shape}"
             )
+        if _is_dask(arr):  # lazily, each block of whole matrices
+            whole = arr.rechunk({-2: -1, -1: -1})
+            return whole.map_blocks(_kernels.invert_matrix, dtype=np.result_type(arr, np.float32))
         return _kernels.invert_matrix(arr)
     in_dim = matrix_in_dim(dim)
     matrix = _checked_matrix(matrix, dim)
@@ -753,9 +774,10 @@ def _prepare_apply(image: xr.DataArray, matrix, dim: Hashable, scale: float | No
     matrix = _as_matrix(matrix, dim, image)
     if scale is not None:
         _check_scale(scale)
-        factor = np.ones(matrix.sizes[matrix_in_dim(dim)])
-        factor[: image.sizes[dim]] = scale
-        matrix = matrix * xr.DataArray(factor, dims=matrix_in_dim(dim))
+        in_dim = matrix_in_dim(dim)
+        rows = xr.DataArray(np.arange(matrix.sizes[in_dim]) < image.sizes[dim], dims=in_dim)
+        value = scale.reset_coords(drop=True) if isinstance(scale, xr.DataArray) else scale
+        matrix = matrix * xr.where(rows, value, 1.0)  # the offset row is not scaled
     dtype = image.dtype if image.dtype.kind == "f" else np.dtype(np.float32)
     return matrix, dtype
 
@@ -806,7 +828,11 @@ def _map_dataset(func: Callable, ds: xr.Dataset, *args, dim: Hashable, **kwargs)
         try:
             done[k] = func(ds[k], *args, dim=dim, **kwargs)
         except (ValueError, TypeError) as err:
-            raise type(err)(f"data variable {k!r}: {err}") from err
+            try:
+                named = type(err)(f"data variable {k!r}: {err}")
+            except Exception:  # an error type that takes other arguments: keep it as is
+                raise err from None
+            raise named from err
     # Coords along dim may change (n_out, column labels): drop them from what is copied.
     rest = ds.drop_vars(names).drop_vars([k for k, c in ds.coords.items() if dim in c.dims])
     out = rest.assign(done)
@@ -915,8 +941,8 @@ def _check_batch_dims(matrix: xr.DataArray, image: xr.DataArray, dim: Hashable) 
             if not matrix.indexes[d].equals(image.indexes[d]):
                 m_idx, i_idx = matrix.indexes[d], image.indexes[d]
                 raise ValueError(
-                    f"matrix and image have different {d!r} coords ({len(m_idx)} labels from "
-                    f"{m_idx[0]} vs {len(i_idx)} from {i_idx[0]}); a matrix is paired with "
+                    f"matrix and image have different {d!r} coords ({len(m_idx)} labels: "
+                    f"{_some(m_idx)} vs {len(i_idx)}: {_some(i_idx)}); a matrix is paired with "
                     f"the image by label. Give the image's labels to the matrix, e.g. "
                     f"matrix.sel({d}=image.{d}, method='nearest') or "
                     f"matrix.interp({d}=image.{d})"
@@ -942,10 +968,9 @@ def _plain_matrix(matrix) -> Any:
 
 def _check_scale(scale) -> None:
     number = isinstance(scale, numbers.Real) and not isinstance(scale, bool | np.bool_)
-    if not (
-        number
-        or (isinstance(scale, np.ndarray) and scale.shape == () and scale.dtype.kind in "iuf")
-    ):
+    dtype = getattr(scale, "dtype", None)  # a 0-d array: NumPy, Dask, a DataArray
+    scalar_array = dtype is not None and np.ndim(scale) == 0 and np.dtype(dtype).kind in "iuf"
+    if not (number or scalar_array):
         got = f"shape {np.shape(scale)}" if np.ndim(scale) else repr(scale)
         raise TypeError(
             f"scale must be one real number (e.g. 1 / 255); got {type(scale).__name__} {got}. "

@@ -715,6 +715,7 @@ def fit_linearization(
             "scale integer values there first, e.g. measured / 255"
         )
     samples = _patch_dims(measured, reference, dim)
+    measured = core._borrow_labels(measured, reference, samples)
     measured, reference = core._align_by_label([measured, reference], samples, skip=(dim,))
     cs = colorimetry.rgb_colourspace(rgb_space)
     source = colorimetry.space_of(
@@ -842,18 +843,13 @@ def _mask_values(mask, measured: xr.DataArray, samples: tuple, argname: str) -> 
             f"{argname} must span only the patch dims {samples}; it has {tuple(extra)} "
             f"(its dims are {tuple(mask.dims)})"
         )
+    mask = core._match_labels(mask, measured, argname)  # paired by label, in any order
     for d in mask.dims:
         if mask.sizes[d] != measured.sizes[d]:
             raise ValueError(
                 f"{argname} has {mask.sizes[d]} entries along {d!r} but measured has "
                 f"{measured.sizes[d]}"
             )
-        if d in mask.indexes and d in measured.indexes:
-            if not mask.indexes[d].equals(measured.indexes[d]):
-                raise ValueError(
-                    f"{argname} and measured have different coords on patch dim {d!r}: "
-                    f"{list(mask.indexes[d][:5])}... vs {list(measured.indexes[d][:5])}..."
-                )
     mask = mask.drop_vars(list(mask.coords))
     template = xr.DataArray(np.zeros(tuple(measured.sizes[d] for d in samples)), dims=samples)
     full = mask.broadcast_like(template)
