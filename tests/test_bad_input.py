@@ -377,3 +377,19 @@ def test_empty_batch_dim_against_labels_is_a_clear_error(image):
     )
     with pytest.raises(ValueError, match=r"different 'time' coords \(2 labels: 1, 2 vs 0: \)"):
         image.isel(time=slice(0, 0)).ccm.apply(m)
+
+
+@pytest.mark.parametrize("lazy", [False, True])
+def test_per_frame_matrix_in_another_frame_order_is_reordered(image, lazy):
+    gains = xr.DataArray(1 + 0.1 * np.arange(4), dims="time", coords={"time": image.time})
+    m = gains * xr.DataArray(np.eye(3), dims=("channel_in", "channel"))
+    img = image.chunk(time=1) if lazy else image
+    with raise_if_dask_computes():
+        out = img.ccm.apply(m.isel(time=[2, 0, 3, 1]))
+    xr.testing.assert_allclose(out, image * gains)
+    # The suggested fix for other labels works: nearest frame's matrix.
+    shifted = m.assign_coords(time=m.time + 0.2)
+    with pytest.raises(ValueError, match=r"matrix.reindex\(time=image.time, method='nearest'\)"):
+        img.ccm.apply(shifted)
+    fixed = img.ccm.apply(shifted.reindex(time=image.time, method="nearest"))
+    xr.testing.assert_allclose(fixed, image * gains)

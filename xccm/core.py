@@ -917,12 +917,15 @@ def _as_matrix(matrix, dim: Hashable, image: xr.DataArray) -> xr.DataArray:
             f"matrix has model {model!r} and {rows} rows along {in_dim!r}, so it was fitted on "
             f"{rows - (model == 'affine')} channels, but image has {n_in} channels along {dim!r}"
         )
-    _check_batch_dims(matrix, image, dim)
+    matrix = _check_batch_dims(matrix, image, dim)
     return _match_rows(matrix, image, dim)
 
 
-def _check_batch_dims(matrix: xr.DataArray, image: xr.DataArray, dim: Hashable) -> None:
-    """Refuse matrix batch dims the image lacks, or labelled differently from the image's."""
+def _check_batch_dims(matrix: xr.DataArray, image: xr.DataArray, dim: Hashable) -> xr.DataArray:
+    """Pair the matrix's batch dims with the image's by label; return the matrix reordered.
+
+    Batch dims the image lacks, or other labels, are an error that says how to pair them.
+    """
     batch = [d for d in matrix.dims if d not in (matrix_in_dim(dim), dim)]
     for d in batch:
         if d not in image.dims:
@@ -938,20 +941,26 @@ def _check_batch_dims(matrix: xr.DataArray, image: xr.DataArray, dim: Hashable) 
                 f"{tuple(image.dims)}: each matrix must correct its own part of the image; {hint}"
             )
         if d in matrix.indexes and d in image.indexes:
-            if not matrix.indexes[d].equals(image.indexes[d]):
-                m_idx, i_idx = matrix.indexes[d], image.indexes[d]
-                raise ValueError(
-                    f"matrix and image have different {d!r} coords ({len(m_idx)} labels: "
-                    f"{_some(m_idx)} vs {len(i_idx)}: {_some(i_idx)}); a matrix is paired with "
-                    f"the image by label. Give the image's labels to the matrix, e.g. "
-                    f"matrix.sel({d}=image.{d}, method='nearest') or "
-                    f"matrix.interp({d}=image.{d})"
-                )
+            m_idx, i_idx = matrix.indexes[d], image.indexes[d]
+            if m_idx.equals(i_idx):
+                continue
+            order = m_idx.get_indexer(i_idx) if m_idx.is_unique else None
+            if order is not None and len(m_idx) == len(i_idx) and (order >= 0).all():
+                matrix = matrix.isel({d: order})  # the same labels in another order
+                continue
+            raise ValueError(
+                f"matrix and image have different {d!r} coords ({len(m_idx)} labels: "
+                f"{_some(m_idx)} vs {len(i_idx)}: {_some(i_idx)}); a matrix is paired with "
+                f"the image by label. Give the image's labels to the matrix, e.g. "
+                f"matrix.reindex({d}=image.{d}, method='nearest') or "
+                f"matrix.interp({d}=image.{d})"
+            )
         elif matrix.sizes[d] != image.sizes[d]:
             raise ValueError(
                 f"matrix has {matrix.sizes[d]} entries along batch dim {d!r} but image has "
                 f"{image.sizes[d]}"
             )
+    return matrix
 
 
 def _plain_matrix(matrix) -> Any:
