@@ -618,3 +618,17 @@ def test_resume_says_that_another_spelling_of_the_source_path_is_another_computa
         to_zarr(_pipeline(respelled), out, mode="resume")
     to_zarr(_pipeline(str(source)), out, mode="resume")  # spelled as the first time
     assert is_complete(out)
+
+
+def test_small_in_memory_variables_are_one_chunk(tmp_path):
+    # 100 000 frames' matrices (9.6 MB): zarr's automatic chunks would split them.
+    m = xr.DataArray(
+        np.random.default_rng(0).random((100_000, 4, 3)), dims=("time", "channel_in", "channel")
+    )
+    img = xr.DataArray(np.ones((100_000, 2, 3), np.float32), dims=("time", "x", "channel"))
+    ds = xr.Dataset({"image": img.chunk(time=50_000), "ccm": m})
+    to_zarr(ds, tmp_path / "o.zarr")
+    back = open_zarr(tmp_path / "o.zarr")
+    assert back["ccm"].data.numblocks == (1, 1, 1)
+    assert back["image"].chunks[0] == (50_000, 50_000)
+    np.testing.assert_array_equal(back["ccm"].values, m.values)

@@ -407,6 +407,10 @@ def _create(ds, store, chunks, token, attrs, encoding, *, overwrite: bool) -> No
         raise
 
 
+#: In-memory variables up to this size are written as one zarr chunk.
+_ONE_CHUNK_BYTES = 64 * 2**20
+
+
 def _fill(ds, store, chunks, token, attrs, encoding) -> None:
     """Write the variables' metadata, the in-memory variables and the progress arrays."""
     ds = ds.copy(deep=False)
@@ -420,6 +424,11 @@ def _fill(ds, store, chunks, token, attrs, encoding) -> None:
     enc = {name: dict(e) for name, e in (encoding or {}).items()}
     for name, c in chunks.items():
         enc.setdefault(name, {})["chunks"] = c
+    for name, var in ds.variables.items():
+        # Small in-memory variables (matrices, coords) in one chunk, not zarr's automatic
+        # chunks, which may split the channel dim that xccm needs whole.
+        if name not in chunks and var.size and var.nbytes <= _ONE_CHUNK_BYTES:
+            enc.setdefault(name, {}).setdefault("chunks", var.shape)
     # The group exists (_create made it, with only the xccm attrs): add the variables to it.
     ds.to_zarr(store, mode="a", compute=False, consolidated=False, encoding=enc)
     progress = zarr.open_group(store, mode="r+").require_group(PROGRESS)
