@@ -338,3 +338,13 @@ def test_an_explicit_space_wins_over_attrs():
     assert d65.attrs["illuminant"] == "D65"
     expected = colour.Lab_to_XYZ(lab.values, colour.RGB_COLOURSPACES["sRGB"].whitepoint)
     np.testing.assert_allclose(d65.values, expected, atol=1e-12)
+
+
+def test_a_chromaticity_illuminant_space_name_reads_back():
+    ref = xccm.chart()
+    lab = xccm.convert(ref, "lab", illuminant=(0.3127, 0.329))
+    assert lab.attrs["space"] == "lab-xy(0.3127,0.329)"  # was "lab-xy(0.3127,-0.329)"
+    bare = xr.DataArray(lab.values, dims=lab.dims, coords=lab.coords)  # no attrs
+    back = xccm.convert(bare, "xyz", source=lab.attrs["space"])
+    expected = xccm.convert(ref, "xyz", illuminant=(0.3127, 0.329))
+    np.testing.assert_allclose(back.values, expected.values, atol=1e-12)

@@ -18,6 +18,7 @@ XYZ -> RGB its exact inverse, so that every conversion round-trips to rounding e
 from __future__ import annotations
 
 import functools
+import re
 import warnings
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
@@ -174,8 +175,14 @@ class Space:
             short = {v: k for k, v in RGB_SPACES.items()}.get(name, name)
             return {"space": f"{short}-linear", "rgb_space": name}
         ill = self.illuminant
-        label = ill if isinstance(ill, str) else f"xy{tuple(ill)}"
-        return {"space": f"{self.kind}-{str(label).lower().replace(' ', '-')}", "illuminant": ill}
+        label = ill.lower().replace(" ", "-") if isinstance(ill, str) else _xy_label(ill)
+        return {"space": f"{self.kind}-{label}", "illuminant": ill}
+
+
+def _xy_label(xy) -> str:
+    """``"xy(0.3127,0.329)"``: a chromaticity in a space name, parsed back by _parse_space."""
+    x, y = (float(v) for v in xy)
+    return f"xy({x:.6g},{y:.6g})"
 
 
 def space_of(
@@ -224,7 +231,12 @@ def _parse_space(given, attrs: dict, rgb_space, argname: str, from_attrs: bool =
     text = "rgb" if given is None else given.strip().lower()
     for kind in ("lab", "xyz"):
         if text == kind or text.startswith(kind + "-"):
-            suffix = given.strip()[len(kind) + 1 :].replace("-", " ").upper() or None
+            suffix = given.strip()[len(kind) + 1 :]
+            match = re.fullmatch(r"xy\(([^,]+),([^)]+)\)", suffix.strip().lower())
+            if match:  # a chromaticity, as Space.attrs writes it
+                suffix = tuple(float(v) for v in match.groups())
+            else:
+                suffix = suffix.replace("-", " ").upper() or None
             # attrs["illuminant"] is exact where a space name is a family ("lab-d50" for
             # ICC D50 data); a space the caller names explicitly wins over attrs.
             if from_attrs:
