@@ -247,3 +247,23 @@ def test_singular_mask_of_gram_matrices_from_eigenvalues_matches_the_svd(rng):
     flags = _kernels.singular_mask(gram, _kernels.MAX_GRAM_CONDITION, symmetric=True)
     np.testing.assert_array_equal(flags, _kernels.singular_mask(gram, _kernels.MAX_GRAM_CONDITION))
     assert np.flatnonzero(flags).tolist() == [5, 7]
+
+
+def test_many_per_frame_matrices_of_large_frames_use_the_fused_kernel(rng, monkeypatch):
+    # More matrices than _MAX_MATRIX_LOOP, each on a large frame: one kernel call a frame
+    # (no broadcast-matmul temporaries); one matrix per pixel still takes the matmul.
+    monkeypatch.setattr(_kernels, "_MAX_MATRIX_LOOP", 3)
+    monkeypatch.setattr(_kernels, "_MIN_ROWS_PER_MATRIX", 64)
+    calls = []
+    block = _kernels._apply_block
+    monkeypatch.setattr(_kernels, "_apply_block", lambda *a: calls.append(1) or block(*a))
+    x = rng.random((5, 8, 8, 3)).astype(np.float32)
+    m = rng.normal(size=(5, 1, 1, 3, 3)).astype(np.float32)
+    out = _kernels.apply_matrix(x, m)
+    assert len(calls) == 5 and out.dtype == np.float32
+    np.testing.assert_allclose(out, (x[..., None, :] @ m)[..., 0, :], rtol=1e-5, atol=1e-6)
+    per_pixel = rng.normal(size=(5, 8, 8, 3, 3)).astype(np.float32)
+    calls.clear()
+    out = _kernels.apply_matrix(x, per_pixel)
+    assert not calls
+    np.testing.assert_allclose(out, (x[..., None, :] @ per_pixel)[..., 0, :], rtol=1e-5, atol=1e-6)

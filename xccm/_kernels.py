@@ -53,8 +53,11 @@ Backend = Literal["auto", "numba", "numpy"]
 _NUMBA_DTYPES = frozenset(np.dtype(c) for c in "u1 u2 u4 u8 i1 i2 i4 i8 f4 f8".split())
 #: Rows per np.matmul call in the NumPy fallback: bounds its temporaries to a few MB.
 _NUMPY_BLOCK_ROWS = 1 << 16
-#: Above this many distinct matrices in one call, apply them with one broadcast matmul.
+#: Above this many distinct matrices in one call, each applied to fewer than
+#: _MIN_ROWS_PER_MATRIX pixels (e.g. one matrix per pixel), apply them with one broadcast
+#: matmul: a kernel call per matrix would cost more than its work.
 _MAX_MATRIX_LOOP = 4096
+_MIN_ROWS_PER_MATRIX = 16384
 
 
 def _numba():
@@ -163,7 +166,8 @@ def apply_matrix(
     while n_head and lead_m[n_head - 1] == 1:
         n_head -= 1
     head = lead_x[:n_head]
-    if math.prod(head) > _MAX_MATRIX_LOOP:  # e.g. one matrix per pixel
+    rows = math.prod(lead_x[n_head:])  # pixels per matrix
+    if math.prod(head) > _MAX_MATRIX_LOOP and rows < _MIN_ROWS_PER_MATRIX:
         return (x.astype(dtype, copy=False)[..., None, :] @ up)[..., 0, :] + off
     out = _empty_like_layout(x, up.shape[-1], dtype, xp)
     numba_ok = xp is np and _use_numba(backend, x.dtype, dtype)
