@@ -491,6 +491,8 @@ def test_an_attr_zarr_cannot_store_is_refused_before_the_store_is_created(tmp_pa
         to_zarr(img.assign_attrs(raw=b"\x00"), path)
     with pytest.raises(TypeError, match=r"attrs\['when'\] of variable 'c' is a numpy.ndarray"):
         to_zarr(img.assign_coords(c=("c", [1, 2, 3], {"when": np.zeros(2, "M8[s]")})), path)
+    with pytest.raises(TypeError, match=r"attrs\['gains'\] is a list holding a numpy.float32"):
+        to_zarr(img, path, attrs={"gains": [1.0, np.float32(2)]})
     assert not path.exists()
 
     # what xarray's zarr backend stores today is still accepted

@@ -548,11 +548,13 @@ def _check_attrs(ds: xr.Dataset, attrs: Mapping[str, Any] | None) -> None:
     for where, mapping in places:
         for key, value in mapping.items():
             if not _storable(value):
+                inner = _first_unstorable(value)
+                holding = "" if inner is value else f" holding a {_type_name(inner)}"
                 raise TypeError(
-                    f"{where.format(repr(key))} is a {_type_name(value)}, which zarr cannot "
-                    "store as an attribute (it takes numbers, strings, bools, None, NumPy "
-                    "scalars and arrays, and lists and dicts of these). Convert it first, "
-                    "e.g. to str(value)"
+                    f"{where.format(repr(key))} is a {_type_name(value)}{holding}, which zarr "
+                    "cannot store as an attribute (it takes numbers, strings, bools, None, "
+                    "NumPy scalars and arrays, and lists and dicts of Python numbers, strings "
+                    "and bools). Convert it first, e.g. to str(value) or float(value)"
                 )
 
 
@@ -567,6 +569,16 @@ def _storable(value: Any) -> bool:
     except (TypeError, ValueError, RecursionError):
         return False
     return True
+
+
+def _first_unstorable(value: Any) -> Any:
+    """Return the innermost part of ``value`` (a list, tuple or dict) zarr cannot store."""
+    parts = value.values() if isinstance(value, dict) else value
+    if isinstance(value, list | tuple | dict):
+        for part in parts:
+            if not _storable(part) or not _storable([part]):
+                return _first_unstorable(part)
+    return value
 
 
 def _type_name(value: Any) -> str:
