@@ -393,3 +393,14 @@ def test_per_frame_matrix_in_another_frame_order_is_reordered(image, lazy):
         img.ccm.apply(shifted)
     fixed = img.ccm.apply(shifted.reindex(time=image.time, method="nearest"))
     xr.testing.assert_allclose(fixed, image * gains)
+
+
+def test_matrix_dim_that_is_a_coord_of_the_image_says_select(image):
+    # frames along "frame", their times as a coord: the matrix's time dim is selected by it
+    frames = image.rename(time="frame").assign_coords(time=("frame", [10, 20, 30, 40]))
+    gains = xr.DataArray([1.0, 2.0, 3.0, 4.0], dims="time", coords={"time": [10, 20, 30, 40]})
+    m = gains * xr.DataArray(np.eye(3), dims=("channel_in", "channel"))
+    with pytest.raises(ValueError, match=r"'time' as a coord along \('frame',\).*matrix.sel"):
+        frames.ccm.apply(m)
+    out = frames.ccm.apply(m.sel(time=frames.time))
+    np.testing.assert_allclose(out.values, image.values * np.arange(1, 5)[:, None, None, None])

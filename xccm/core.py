@@ -929,13 +929,18 @@ def _check_batch_dims(matrix: xr.DataArray, image: xr.DataArray, dim: Hashable) 
     batch = [d for d in matrix.dims if d not in (matrix_in_dim(dim), dim)]
     for d in batch:
         if d not in image.dims:
-            scalar = d in image.coords and image[d].ndim == 0
-            hint = (
-                f"image has the scalar coord {d}={image[d].values}: select its matrix, "
-                f"e.g. matrix.sel({d}=image.{d})"
-                if scalar
-                else f"select one, e.g. matrix.isel({d}=0), or give the image that dim"
-            )
+            if d in image.coords and image[d].ndim == 0:
+                hint = (
+                    f"image has the scalar coord {d}={image[d].values}: select its matrix, "
+                    f"e.g. matrix.sel({d}=image.{d})"
+                )
+            elif d in image.coords:  # e.g. a time coord along a frame dim
+                hint = (
+                    f"image has {d!r} as a coord along {image[d].dims}: select the matrices "
+                    f"for it, e.g. matrix.sel({d}=image.{d})"
+                )
+            else:
+                hint = f"select one, e.g. matrix.isel({d}=0), or give the image that dim"
             raise ValueError(
                 f"matrix has batch dim {d!r} (size {matrix.sizes[d]}) but image has dims "
                 f"{tuple(image.dims)}: each matrix must correct its own part of the image; {hint}"
