@@ -404,3 +404,40 @@ def test_matrix_dim_that_is_a_coord_of_the_image_says_select(image):
         frames.ccm.apply(m)
     out = frames.ccm.apply(m.sel(time=frames.time))
     np.testing.assert_allclose(out.values, image.values * np.arange(1, 5)[:, None, None, None])
+
+
+def test_unlabelled_measured_takes_only_the_reference_labels(patches):
+    # The reference's scalar and per-patch coords must not land on measured.
+    measured, reference = patches
+    names = [f"p{i}" for i in range(24)]
+    ref = reference.assign_coords(patch=names, name=("patch", names))
+    ref = ref.expand_dims(time=[5]).isel(time=0)  # a scalar coord time=5
+    m = measured.drop_vars("patch", errors="ignore").assign_coords(chart="other")
+    fitted = m.ccm.fit(ref)  # was "dimension 'time' already exists as a scalar variable"
+    np.testing.assert_allclose(fitted.values, measured.ccm.fit(reference).values, rtol=1e-12)
+    assert fitted.coords["chart"].item() == "other" and "name" not in fitted.coords
+    rgb = {"channel": ["R", "G", "B"]}
+    m, ref = m.assign_coords(rgb), ref.assign_coords(rgb)
+    rep = xccm.report(m, ref, m.ccm.fit(ref), "linear_rgb")
+    assert rep["delta_e"].coords["chart"].item() == "other"
+    measured, reference = measured.assign_coords(rgb), reference.assign_coords(rgb)
+    expected = xccm.report(measured, reference, measured.ccm.fit(reference), "linear_rgb")
+    np.testing.assert_allclose(rep["max"].values, expected["max"].values, rtol=1e-12)
+
+
+def test_repeated_frame_labels_are_not_reordered(image):
+    m = xr.DataArray(
+        np.broadcast_to(np.eye(3), (2, 3, 3)),
+        dims=("time", "channel_in", "channel"),
+        coords={"time": [10, 20]},
+    )
+    twice = image.isel(time=[0, 0]).assign_coords(time=[10, 10])
+    with pytest.raises(ValueError, match=r"different 'time' coords"):
+        twice.ccm.apply(m)
+
+
+def test_invert_a_plain_dask_stack_checks_its_shape_now():
+    import dask.array as dsa
+
+    with pytest.raises(np.linalg.LinAlgError, match=r"got shape \(3, 5\)"):
+        xccm.invert(dsa.ones((4, 3, 5), chunks=2))

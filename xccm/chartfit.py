@@ -208,7 +208,7 @@ def refine_matrix(
     w = arrays[2] if len(arrays) > 2 else xr.ones_like(s.isel({_IN: 0}, drop=True))
     lazy = any(a.chunks is not None for a in (s, d, w, start))
     if lazy:
-        # Whole samples per block, and blocks of ~_FRAMES_PER_TASK batch elements: patch
+        # Whole samples per block, and blocks of ~_SAMPLES_PER_TASK samples: patch
         # colours are tiny, and a task per frame would cost far more than its fit.
         sizes = _batch_chunks(s, (*samples, _IN))
         chunks = {x: -1 for x in (*samples, _IN, _OUT, in_dim, dim)} | sizes

@@ -376,15 +376,17 @@ def _borrow_labels(measured: xr.DataArray, reference: xr.DataArray, samples) -> 
     Unlabelled samples are paired with the reference's by position; labelling them so makes
     masks and weights given with labels pair with the right ones.
     """
-    borrowed = {
-        d: reference[d]
-        for d in samples
-        if d not in measured.indexes
-        and d in reference.indexes
-        and d in measured.dims
-        and measured.sizes[d] == reference.sizes[d]
-    }
-    return measured.assign_coords(borrowed) if borrowed else measured
+    for d in samples:
+        if (
+            d not in measured.indexes
+            and d in reference.indexes
+            and d in measured.dims
+            and measured.sizes[d] == reference.sizes[d]
+        ):
+            # Only the index (with a MultiIndex's levels), none of reference's other coords.
+            labels = reference[d].reset_coords(drop=True).coords
+            measured = measured.assign_coords(labels)
+    return measured
 
 
 def _sample_array(values, samples, measured, argname: str) -> xr.DataArray:
@@ -730,7 +732,13 @@ def invert(
             raise ValueError(
                 f"matrix must have at least 2 dims (n_in, n_out); got shape {arr.shape}"
             )
+        rows, cols = arr.shape[-2:]
         if _is_dask(arr):  # lazily, each block of whole matrices
+            if rows not in (cols, cols + 1):  # checked now, as for an in-memory matrix
+                raise np.linalg.LinAlgError(
+                    f"only a square (n, n) linear or (n + 1, n) affine matrix can be inverted; "
+                    f"got shape {arr.shape[-2:]}"
+                )
             whole = arr.rechunk({-2: -1, -1: -1})
             return whole.map_blocks(_kernels.invert_matrix, dtype=np.result_type(arr, np.float32))
         return _kernels.invert_matrix(arr)
@@ -949,7 +957,7 @@ def _check_batch_dims(matrix: xr.DataArray, image: xr.DataArray, dim: Hashable) 
             m_idx, i_idx = matrix.indexes[d], image.indexes[d]
             if m_idx.equals(i_idx):
                 continue
-            order = m_idx.get_indexer(i_idx) if m_idx.is_unique else None
+            order = m_idx.get_indexer(i_idx) if m_idx.is_unique and i_idx.is_unique else None
             if order is not None and len(m_idx) == len(i_idx) and (order >= 0).all():
                 matrix = matrix.isel({d: order})  # the same labels in another order
                 continue
