@@ -477,6 +477,9 @@ def _relabel(values: xr.DataArray, d: Hashable, labels, argname: str, target: st
     mine = values.indexes[d]
     if mine.equals(labels):
         return values
+    order = _permutation(mine, labels)
+    if order is not None:
+        return values.isel({d: order})  # a MultiIndex too, lazily for Dask
     lacking = labels.difference(mine, sort=False)
     extra = mine.difference(labels, sort=False)
     if len(lacking) or len(extra):
@@ -493,13 +496,22 @@ def _relabel(values: xr.DataArray, d: Hashable, labels, argname: str, target: st
             f"{argname}.reindex({d}={target}.{d}{fill}); if they are the same entries in the "
             f"same order under other names, relabel: {argname}.assign_coords({d}={target}.{d})"
         )
+    raise ValueError(
+        f"{argname} has its {d!r} labels in another order than {target}, and the labels of "
+        f"{argname if not mine.is_unique else target} repeat, so they cannot be matched; "
+        f"make the labels unique or give {argname} in {target}'s order"
+    )
+
+
+def _permutation(mine, labels) -> np.ndarray | None:
+    """Return the positions in ``mine`` of ``labels`` if both hold the same unique labels.
+
+    Else None. Taking them (``isel``) puts what ``mine`` labels in the order of ``labels``.
+    """
     if not (mine.is_unique and labels.is_unique) or len(mine) != len(labels):
-        raise ValueError(
-            f"{argname} has its {d!r} labels in another order than {target}, and the labels of "
-            f"{argname if not mine.is_unique else target} repeat, so they cannot be matched; "
-            f"make the labels unique or give {argname} in {target}'s order"
-        )
-    return values.isel({d: mine.get_indexer(labels)})  # a MultiIndex too, lazily for Dask
+        return None
+    order = mine.get_indexer(labels)
+    return order if (order >= 0).all() else None
 
 
 def _some(labels) -> str:
@@ -957,8 +969,8 @@ def _check_batch_dims(matrix: xr.DataArray, image: xr.DataArray, dim: Hashable) 
             m_idx, i_idx = matrix.indexes[d], image.indexes[d]
             if m_idx.equals(i_idx):
                 continue
-            order = m_idx.get_indexer(i_idx) if m_idx.is_unique and i_idx.is_unique else None
-            if order is not None and len(m_idx) == len(i_idx) and (order >= 0).all():
+            order = _permutation(m_idx, i_idx)
+            if order is not None:
                 matrix = matrix.isel({d: order})  # the same labels in another order
                 continue
             raise ValueError(

@@ -15,7 +15,7 @@ from typing import Literal
 import numpy as np
 import xarray as xr
 
-from .core import _check_choice, _check_data, _require_one_chunk
+from .core import _check_choice, _check_data, _permutation, _require_one_chunk
 
 __all__ = ["BOUND", "BOUNDS", "Reduce", "extract_patches", "grid_boxes"]
 
@@ -341,11 +341,10 @@ def _pair_frames(geometry: xr.DataArray, image: xr.DataArray, argname: str) -> x
             continue
         if mine.equals(theirs):
             continue
-        if mine.is_unique and theirs.is_unique and len(mine) == len(theirs):
-            order = mine.get_indexer(theirs)
-            if (order >= 0).all():  # the same labels in another order: follow the image's
-                geometry = geometry.isel({d: order})
-                continue
+        order = _permutation(mine, theirs)
+        if order is not None:  # the same labels in another order: follow the image's
+            geometry = geometry.isel({d: order})
+            continue
         raise ValueError(_mismatch_message(argname, d, mine, theirs))
     return geometry
 
