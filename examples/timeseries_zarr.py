@@ -100,9 +100,23 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--frames", type=int, default=200)
     parser.add_argument("--height", type=int, default=400)
     parser.add_argument("--width", type=int, default=600)
-    parser.add_argument("--dir", type=Path, default=None, help="where the stores go")
+    parser.add_argument(
+        "--dir",
+        type=Path,
+        default=None,
+        help="where the stores go (kept); default: a temporary folder, removed at the end",
+    )
     args = parser.parse_args(argv)
-    workdir = args.dir or Path(tempfile.mkdtemp(prefix="xccm-example-"))
+    if args.dir is not None:
+        run(args, args.dir)
+        return
+    with tempfile.TemporaryDirectory(prefix="xccm-example-") as tmp:
+        run(args, Path(tmp))
+    print(f"(removed the temporary folder {tmp}; pass --dir to keep the stores)")
+
+
+def run(args: argparse.Namespace, workdir: Path) -> None:
+    """Steps 1-5 with the stores in ``workdir``."""
     source, target = workdir / "camera.zarr", workdir / "corrected.zarr"
     size_mb = args.frames * args.height * args.width * 3 * 4 / 1e6
     print(f"1. writing {args.frames} frames ({size_mb:.0f} MB) to {source}")
