@@ -349,3 +349,23 @@ def test_infinite_pixels_are_left_out(stack, reduce):
     flat[:, 2, 3] = np.inf
     flat[:, 3, 3] = -np.inf
     np.testing.assert_allclose(extract_patches(flat, boxes=BOXES, reduce=reduce)[:, 0], 0.25)
+
+
+def test_names_label_unnamed_boxes_and_never_silently_rename():
+    img = xr.DataArray(np.zeros((6, 6, 3)), dims=("y", "x", "channel"))
+    img[3:, 3:] = [0.2, 0.4, 0.6]
+    plain = np.array([[0, 3, 0, 3], [3, 6, 3, 6]])
+    out = xccm.extract_patches(img, boxes=plain, names=["black", "grey"])
+    assert out.patch.values.tolist() == ["black", "grey"]
+    np.testing.assert_allclose(out.sel(patch="grey"), [0.2, 0.4, 0.6])
+    named = {"a": (0, 3, 0, 3), "b": (3, 6, 3, 6)}
+    assert xccm.extract_patches(img, boxes=named, names=["a", "b"]).patch.values.tolist() == [
+        "a",
+        "b",
+    ]
+    with pytest.raises(ValueError, match=r"already name their patches.*'a', 'b'.*'x', 'y'"):
+        xccm.extract_patches(img, boxes=named, names=["x", "y"])
+    with pytest.raises(ValueError, match="names has 3 entries but boxes has 2 patches"):
+        xccm.extract_patches(img, boxes=plain, names=["a", "b", "c"])
+    with pytest.raises(TypeError, match="names must be a sequence"):
+        xccm.extract_patches(img, boxes=plain, names="ab")

@@ -9,7 +9,7 @@ lazily; :func:`grid_boxes` builds the boxes of a regular chart grid.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from typing import Literal
 
 import numpy as np
@@ -124,8 +124,11 @@ def extract_patches(
         chunk, and nothing is computed.
     boxes, labels : see above
     names : sequence, optional
-        With ``labels``: the name of patch ``k`` is ``names[k - 1]``; the number of patches is
-        ``len(names)``, else the largest label (which needs in-memory labels).
+        The patch names. With ``labels``: the name of patch ``k`` is ``names[k - 1]``; the
+        number of patches is ``len(names)``, else the largest label (which needs in-memory
+        labels). With ``boxes`` that carry no names (an ``(n, 4)`` array, or a DataArray without
+        ``patch_dim`` coords): the name of each box, in order. Boxes that have names already
+        (a mapping, :func:`grid_boxes` with ``names=``) must not be renamed: that is an error.
     dim : hashable, default "channel"
     spatial_dims : (hashable, hashable), default ("y", "x")
         The row and column dims of the images.
@@ -183,6 +186,8 @@ def extract_patches(
         geometry_core = [patch_dim, BOUND]
         kernel, names_out = _reduce_boxes, geometry.indexes.get(patch_dim)
         n = geometry.sizes[patch_dim]
+        if names is not None:
+            names_out = _box_names(names, names_out, n, patch_dim)
     else:
         geometry = labels
         if not isinstance(geometry, xr.DataArray):
@@ -213,6 +218,24 @@ def extract_patches(
 
 # ---------------------------------------------------------------------------------------------
 # geometry checks
+
+
+def _box_names(names, own, n: int, patch_dim: Hashable) -> list:
+    """``names=`` for boxes: names the unnamed boxes; never silently renames named ones."""
+    if isinstance(names, (str, bytes)) or not isinstance(names, Iterable):
+        raise TypeError(f"names must be a sequence of patch names; got {type(names).__name__}")
+    names = list(names)
+    if len(names) != n:
+        raise ValueError(
+            f"names has {len(names)} entries but boxes has {n} patches along {patch_dim!r}"
+        )
+    if own is not None and list(own) != names:
+        raise ValueError(
+            f"boxes already name their patches along {patch_dim!r} ({_shown(list(own))}) and "
+            f"names= gives others ({_shown(names)}); drop names= or relabel the boxes: "
+            f"boxes.assign_coords({patch_dim}=names)"
+        )
+    return names
 
 
 def _pair(v) -> tuple[float, float]:
