@@ -15,6 +15,7 @@ from .charts import available_charts, chart, chart_from_table
 from .colorimetry import convert, delta_e
 from .core import Init, Model, apply, fit, inverse, invert
 from .linearize import encode, fit_linearization, linearize, neutral_mask
+from .matrix_files import from_opencv, load_matrix, save_matrix, to_opencv
 from .patches import extract_patches, grid_boxes
 from .weights import lightness_weights, saturation_mask
 
@@ -38,12 +39,16 @@ __all__ = [
     "extract_patches",
     "fit",
     "fit_linearization",
+    "from_opencv",
     "grid_boxes",
     "inverse",
     "invert",
     "lightness_weights",
     "linearize",
+    "load_matrix",
     "neutral_mask",
     "report",
     "saturation_mask",
+    "save_matrix",
+    "to_opencv",
 ]

@@ -152,7 +152,10 @@ def fit(
         measured (``loss``, ``rgb_space``, ``lab_white_xy``, ``reference_space``,
         ``saturation``...) and coords over the batch dims hold, per matrix, the ``loss``
         reached, the ``start_loss``, the ``iterations`` and whether it ``converged`` (coords,
-        not attrs, because they are per batch element and lazy for Dask input).
+        not attrs, because they are per batch element and lazy for Dask input). The
+        provenance of the inputs is kept too: ``chart`` and ``chart_edition`` from the
+        reference's attrs (as :func:`xccm.chart` sets them), ``linearization`` from
+        measured's (as :func:`xccm.linearize` sets it), where they are given.
 
     Warns
     -----
@@ -225,6 +228,7 @@ def fit(
         raise ValueError(f"max_iter must be a non-negative integer; got {max_iter!r}")
     from . import chartfit  # imports core: import here, not at the top
 
+    provenance = _provenance(measured, reference)
     samples = _sample_dims(measured, reference, dim, sample_dims)  # a conversion keeps dims
     measured = _borrow_labels(measured, reference, samples)
     if chartfit.wants_colour(reference, loss, reference_space):
@@ -292,7 +296,7 @@ def fit(
     matrix = _set_index(matrix, in_dim, rows)
     matrix = _set_index(matrix, dim, _index_values(reference, dim))
     matrix.name = "ccm"
-    matrix.attrs = {"model": model, "init": init, **colour_attrs}
+    matrix.attrs = {"model": model, "init": init, **colour_attrs, **provenance}
     if loss is not None:
         matrix = chartfit.refine_matrix(
             matrix,
@@ -304,6 +308,19 @@ def fit(
             closed_form=measure.method == "linear_rgb" and init != "white_balance",
         )
     return matrix
+
+
+def _provenance(measured: xr.DataArray, reference: xr.DataArray) -> dict[str, Any]:
+    """Return what a fit records of its inputs: the chart, its edition, the linearisation."""
+    out = {}
+    for key, source, attr in (
+        ("chart", reference, "chart"),
+        ("chart_edition", reference, "edition"),
+        ("linearization", measured, "linearization"),
+    ):
+        if isinstance(source.attrs.get(attr), str):
+            out[key] = source.attrs[attr]
+    return out
 
 
 def _fit_arrays(measured, reference, dim, model, init, weights, min_samples) -> np.ndarray:
