@@ -46,6 +46,7 @@ _SUFFIXES: dict[str, Format] = {
 }
 _NETCDF_VARIABLE = "matrix"
 _ATTR_TYPES = "xccm_attr_types"  # per netCDF variable: how to restore non-native attrs
+_DTYPE = "xccm_dtype"  # per netCDF time variable: its numpy dtype
 _KEYS = ("format", "version", "name", "dims", "dtype", "data")
 
 
@@ -672,7 +673,8 @@ def _write_netcdf(matrix: xr.DataArray, tmp: str) -> None:
     ds = matrix.to_dataset(name=_NETCDF_VARIABLE)
     for name, var in ds.variables.items():
         var.attrs = _netcdf_attrs(var.attrs, f"{'matrix' if name == _NETCDF_VARIABLE else name}")
-        _dtype_name(var.values, f"coord {name!r}")
+        if _dtype_name(var.values, f"coord {name!r}").startswith(("datetime", "timedelta")):
+            var.attrs[_DTYPE] = str(var.dtype)  # netCDF readers may decode at another unit
     ds.attrs = {"xccm_format": FORMAT_NAME, "xccm_format_version": np.int64(FORMAT_VERSION)}
     if matrix.name is not None:
         ds.attrs["xccm_name"] = matrix.name
@@ -744,7 +746,7 @@ def _from_netcdf_attrs(attrs: dict, where: str) -> dict:
 def _read_netcdf(path: Path) -> xr.DataArray:
     where = str(path)
     try:
-        with xr.open_dataset(path, mask_and_scale=False, decode_timedelta=True) as ds:
+        with xr.open_dataset(path, decode_timedelta=True) as ds:
             ds = ds.load()
     except ImportError:
         raise
@@ -757,6 +759,7 @@ def _read_netcdf(path: Path) -> xr.DataArray:
     marker = ds.attrs.get("xccm_format")
     if marker is not None:
         ver = ds.attrs.get("xccm_format_version")
+        ver = ver.item() if isinstance(ver, np.generic) else ver
         if marker != FORMAT_NAME or ver != FORMAT_VERSION:
             newer = isinstance(ver, int | np.integer) and ver > FORMAT_VERSION
             raise ValueError(
@@ -784,7 +787,10 @@ def _read_netcdf(path: Path) -> xr.DataArray:
     coords = {}
     for key, coord in matrix.coords.items():
         var = coord.variable.copy()
+        dtype = var.attrs.pop(_DTYPE, None)
         var.attrs = _from_netcdf_attrs(var.attrs, f"{where}: coord {key!r}")
+        if isinstance(dtype, str) and dtype.startswith(("datetime64[", "timedelta64[")):
+            var = var.astype(dtype)
         var.encoding = {}
         if var.dtype.kind == "O" and all(isinstance(v, str) for v in var.values.ravel()):
             var = var.astype(str)
