@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import datetime
 import json
+import sys
 import warnings
+from pathlib import Path
 
 import dask
 import dask.array as da
@@ -296,6 +298,14 @@ def test_unsupported_values_are_refused_on_save(tmp_path):
     assert not list(tmp_path.iterdir())
 
 
+def test_netcdf_without_h5netcdf_says_which_extra(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "h5netcdf", None)
+    with pytest.raises(ImportError, match=r"xccm\[io\].*\.json"):
+        xccm.save_matrix(np.eye(3), tmp_path / "m.nc")
+    with pytest.raises(TypeError, match=r"Dataset.*ds\['ccm'\]"):
+        xccm.save_matrix(xr.Dataset({"ccm": (("channel_in", "channel"), np.eye(3))}), "x.nc")
+
+
 # ---------------------------------------------------------------------------------------------
 # malformed and tampered files
 
@@ -534,3 +544,22 @@ def test_lazy_fit_matrix_saves(tmp_path):
     with dask.config.set(scheduler="synchronous"):
         loaded = xccm.load_matrix(xccm.save_matrix(m, tmp_path / "m.nc"))
     xr.testing.assert_identical(loaded, expected(m.compute(), loaded))
+
+
+def test_readme_saving_snippet_runs(per_frame, tmp_path, monkeypatch):
+    cv2 = _cv2_ccm()
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    section = readme[readme.index("## Saving matrices") :]
+    code = section[section.index("```python") + len("```python") : section.index("```\n", 10)]
+    lab = xccm.chart("colorchecker24", space="lab-d50", edition="opencv")
+    src = np.random.default_rng(5).uniform(0.05, 0.9, (24, 1, 3))
+    model = cv2.ccm.ColorCorrectionModel(
+        src, lab.values.reshape(24, 1, 3).copy(), cv2.ccm.COLOR_SPACE_LAB_D50_2
+    )
+    model.compute()
+    namespace = {"xccm": xccm, "m": per_frame, "model": model}
+    monkeypatch.chdir(tmp_path)
+    exec(compile(code, "README.md", "exec"), namespace)
+    xr.testing.assert_identical(namespace["m"], expected(per_frame, namespace["m"]))
+    np.testing.assert_array_equal(namespace["cv"], per_frame.isel(time=0).values)
+    np.testing.assert_array_equal(namespace["m0"].values, model.getColorCorrectionMatrix())

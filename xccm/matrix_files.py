@@ -246,8 +246,11 @@ def _format_of(path: Path, format: str | None) -> Format:
 def _as_saved_matrix(matrix) -> xr.DataArray:
     """Check what :func:`save_matrix` was given; return an in-memory copy to write."""
     if not isinstance(matrix, xr.DataArray):
-        if type(matrix).__module__ == "xccm.accessor":
-            raise TypeError("matrix is a .ccm accessor, not a matrix; use ds['ccm']")
+        if type(matrix).__module__ == "xccm.accessor" or isinstance(matrix, xr.Dataset):
+            raise TypeError(
+                f"matrix must be a DataArray or an array, not a {type(matrix).__name__}; "
+                "pick the matrix variable, e.g. ds['ccm']"
+            )
         arr = np.asarray(matrix)
         if arr.ndim != 2:
             raise ValueError(
