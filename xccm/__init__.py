@@ -14,9 +14,11 @@ from .chartfit import report
 from .charts import available_charts, chart, chart_from_table
 from .colorimetry import convert, delta_e
 from .core import Init, Model, apply, fit, inverse, invert
+from .images import open_images, to_images
 from .linearize import encode, fit_linearization, linearize, neutral_mask
 from .matrix_files import from_opencv, load_matrix, save_matrix, to_opencv
 from .patches import extract_patches, grid_boxes
+from .raw import camera_matrix, open_raw
 from .weights import lightness_weights, saturation_mask
 
 try:
@@ -31,6 +33,7 @@ __all__ = [
     "__version__",
     "apply",
     "available_charts",
+    "camera_matrix",
     "chart",
     "chart_from_table",
     "convert",
@@ -47,8 +50,11 @@ __all__ = [
     "linearize",
     "load_matrix",
     "neutral_mask",
+    "open_images",
+    "open_raw",
     "report",
     "saturation_mask",
     "save_matrix",
+    "to_images",
     "to_opencv",
 ]
