@@ -133,8 +133,12 @@ def _tiff_header(path: Path) -> _Header:
         samples = int(page.samplesperpixel)
         alpha = len(page.extrasamples) > 0 and samples in (2, 4)
         channels = samples - 1 if alpha else samples
+        # DateTimeOriginal in the EXIF IFD, or in IFD0 as TIFF/EP places it
         exif = page.tags.get("ExifTag")
-        exif = exif.value if exif is not None and isinstance(exif.value, dict) else {}
+        exif = dict(exif.value) if exif is not None and isinstance(exif.value, dict) else {}
+        for name in ("DateTimeOriginal", "SubsecTimeOriginal"):
+            if name not in exif and name in page.tags:
+                exif[name] = page.tags[name].value
         time = _exif_datetime(exif.get("DateTimeOriginal"), exif.get("SubsecTimeOriginal"))
         dtype = np.dtype(page.dtype)
         shape = (int(page.imagelength), int(page.imagewidth), channels)
@@ -494,7 +498,7 @@ def to_images(
     )
     if compute:
         out = out.compute()
-    return out.squeeze(frame_dim, drop=True) if single else out
+    return out.isel({frame_dim: 0}) if single else out
 
 
 def _frame_dim(da: xr.DataArray, dim, spatial_dims) -> Hashable | None:
@@ -564,21 +568,19 @@ def _write_block(block, names, *, folder, format, bits, clip) -> np.ndarray:
 
 
 def _write_atomic(path: Path, values: np.ndarray, format: str) -> None:
+    """Write to a temporary file beside ``path``, then rename it: never a partial image."""
+    pixels = values[..., 0] if values.shape[-1] == 1 else values
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "wb") as f:
-            if format == "png":
-                imagecodecs = _require("imagecodecs")
-                f.write(imagecodecs.png_encode(values[..., 0] if values.shape[-1] == 1 else values))
-            else:
-                tifffile = _require("tifffile")
-                photometric = "minisblack" if values.shape[-1] == 1 else "rgb"
-                tifffile.imwrite(
-                    f,
-                    values[..., 0] if values.shape[-1] == 1 else values,
-                    photometric=photometric,
-                    compression="zlib",
-                )
+        if format == "png":
+            imagecodecs = _require("imagecodecs")
+            with os.fdopen(fd, "wb") as f:
+                f.write(imagecodecs.png_encode(pixels))
+        else:
+            os.close(fd)
+            tifffile = _require("tifffile")
+            photometric = "minisblack" if values.shape[-1] == 1 else "rgb"
+            tifffile.imwrite(tmp, pixels, photometric=photometric, compression="zlib")
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
