@@ -105,10 +105,10 @@ def main(argv: list[str] | None = None) -> None:
         warnings.filterwarnings("ignore", "All-NaN slice", RuntimeWarning)
         rep = xccm.report(measured, reference, m).compute()
     flags = rep["mean"] > 3 * float(rep["mean"].median())  # a plain threshold, for the figure
-    print(
-        f"frames: {N_FRAMES}, flagged: {int(flags.sum())}, rejected: "
-        f"{int(m.isnull().any(('channel_in', 'channel')).sum())}"
-    )
+    rejected = m.isnull().any(("channel_in", "channel"))
+    print(f"frames: {N_FRAMES}")
+    print(f"flagged frames: {np.flatnonzero(flags.values).tolist()}")
+    print(f"rejected frames: {np.flatnonzero(rejected.values).tolist()}")
 
     frame = m.time.values[5]
     written = []

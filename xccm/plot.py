@@ -758,7 +758,8 @@ def _coefficients(ax: Axes, t: np.ndarray, matrix: xr.DataArray, in_dim, dim) ->
 # before / after
 
 
-def _one_image(x, time, time_dim, dim, argname) -> tuple[np.ndarray, Hashable, Hashable]:
+def _one_image(x, time, time_dim, dim, argname) -> tuple[xr.DataArray, Hashable, Hashable]:
+    """One frame ``(y, x, channel)`` of ``x``, computed, integers scaled to [0, 1]."""
     if isinstance(x, np.ndarray):
         if x.ndim != 3:
             raise ValueError(
@@ -783,12 +784,12 @@ def _one_image(x, time, time_dim, dim, argname) -> tuple[np.ndarray, Hashable, H
             f"selecting it has the dims {spatial} besides {dim!r}: {what}"
         )
     frame = frame.squeeze([d for d in frame.dims if d not in (*spatial, dim)], drop=True)
-    values = frame.transpose(*spatial, dim).values
-    if values.shape[-1] not in (1, 3, 4):
-        raise ValueError(f"{argname} must have 1, 3 or 4 channels; got {values.shape[-1]}")
-    if np.issubdtype(values.dtype, np.integer):
-        values = values / np.iinfo(values.dtype).max
-    return values, spatial[0], spatial[1]
+    frame = frame.transpose(*spatial, dim).compute()
+    if frame.sizes[dim] not in (1, 3, 4):
+        raise ValueError(f"{argname} must have 1, 3 or 4 channels; got {frame.sizes[dim]}")
+    if np.issubdtype(frame.dtype, np.integer):
+        frame = frame / np.iinfo(frame.dtype).max
+    return frame, spatial[0], spatial[1]
 
 
 def before_after(
@@ -839,7 +840,8 @@ def before_after(
     [(20, 30, 3), (20, 30, 3)]
     """
     in_dim = matrix_in_dim(dim)
-    before, ydim, xdim = _one_image(image, time, time_dim, dim, "image")
+    frame, ydim, xdim = _one_image(image, time, time_dim, dim, "image")
+    before = frame.values
     if isinstance(corrected, xr.DataArray) and in_dim in corrected.dims:
         m = corrected
         if time_dim in m.dims:
@@ -849,9 +851,10 @@ def before_after(
                     f"time=<a label of {time_dim!r}>"
                 )
             m = m.sel({time_dim: time}) if time is not None else m.isel({time_dim: 0})
-        after = apply(before, m.drop_vars([c for c in m.coords if c not in m.dims]).values)
+        m = m.drop_vars([c for c in m.coords if c not in m.dims])  # rows paired by label
+        after = apply(frame, m, dim=dim).values
     else:
-        after, *_ = _one_image(corrected, time, time_dim, dim, "corrected")
+        after = _one_image(corrected, time, time_dim, dim, "corrected")[0].values
     if after.shape[:2] != before.shape[:2]:
         raise ValueError(
             f"corrected's frame has {after.shape[:2]} pixels, image's {before.shape[:2]}; "
