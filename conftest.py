@@ -11,6 +11,8 @@ collect_ignore = [
     for name in ("cupy", "numba")
     if importlib.util.find_spec(name) is None
 ]
+if importlib.util.find_spec("matplotlib") is None:
+    collect_ignore.append("xccm/plot.py")
 
 _NUMPY_PRINT_DEFAULTS = np.get_printoptions()
 

@@ -71,3 +71,19 @@ def test_readme_chart_fitting_snippet_runs(capsys):
     assert float(m.loss) < float(m.start_loss) and bool(m.converged)
     assert namespace["de"].dims == ("patch",)
     assert "p90" in capsys.readouterr().out
+
+
+@pytest.mark.filterwarnings("ignore::xccm.InsufficientSamplesWarning")  # the hidden chart
+def test_plots_example_draws_four_figures_and_flags_the_bad_frames(tmp_path, capsys):
+    pytest.importorskip("colour")
+    image = pytest.importorskip("matplotlib.image")
+    module = runpy.run_path(str(EXAMPLES / "plots.py"))
+    module["main"](["--out", str(tmp_path)])
+    lines = capsys.readouterr().out.splitlines()
+    glare_and_leaf = sorted([*module["GLARE"], *module["LEAF"]])
+    assert f"flagged frames: {glare_and_leaf}" in lines  # and not the white-balance step
+    assert f"rejected frames: {[module['HAND']]}" in lines
+    for name in ("swatches", "delta_e_bars", "timeline", "before_after"):
+        path = tmp_path / f"{name}.png"
+        assert 10_000 < path.stat().st_size < 200_000
+        assert image.imread(path).shape[2] == 4  # an RGBA image
