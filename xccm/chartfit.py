@@ -66,19 +66,10 @@ def prepare(
     if loss is not None:
         attrs.update(colorimetry.metric_attrs(measure))
         attrs["loss"] = attrs.pop("method")
-    factors = []
-    if weights is not None:
-        weights = _per_sample(weights, samples, measured, "weights")
-    if saturation is not None:
-        from .weights import saturation_mask
-
-        lo, hi = _saturation_range(saturation)
-        kept = saturation_mask(measured, lo, hi, dim=dim)
-        _check_units(measured, kept, samples, (lo, hi), dim=dim)
-        factors.append(kept)
-        attrs["saturation"] = [float(lo), float(hi)]
-    if mask is not None:
-        factors.append(_as_mask(mask, samples, measured, dim))
+    weights, factors, mask_attrs = _mask_factors(
+        measured, weights, samples=samples, dim=dim, mask=mask, saturation=saturation
+    )
+    attrs.update(mask_attrs)
     if lightness_power is not None:
         from .core import _match_labels
         from .weights import lightness_weights
@@ -97,6 +88,47 @@ def prepare(
             weights = f if weights is None else weights * f
         weights = weights.astype(np.float64)
     return converted, weights, measure, attrs
+
+
+def masked_weights(
+    measured: xr.DataArray,
+    weights,
+    *,
+    samples: tuple[Hashable, ...],
+    dim: Hashable,
+    mask,
+    saturation: tuple[float, float] | None,
+) -> tuple[Any, dict[str, Any]]:
+    """Fold ``mask=`` and ``saturation=`` into ``weights`` for any fit; return them and attrs.
+
+    Masks and weights are paired with the samples as in :func:`prepare`.
+    """
+    weights, factors, attrs = _mask_factors(
+        measured, weights, samples=samples, dim=dim, mask=mask, saturation=saturation
+    )
+    for f in factors:
+        weights = f if weights is None else weights * f
+    if factors:
+        weights = weights.astype(np.float64)
+    return weights, attrs
+
+
+def _mask_factors(measured, weights, *, samples, dim, mask, saturation):
+    """Weights paired with the samples, and the 0/1 factors of the saturation range and mask."""
+    factors, attrs = [], {}
+    if weights is not None:
+        weights = _per_sample(weights, samples, measured, "weights")
+    if saturation is not None:
+        from .weights import saturation_mask
+
+        lo, hi = _saturation_range(saturation)
+        kept = saturation_mask(measured, lo, hi, dim=dim)
+        _check_units(measured, kept, samples, (lo, hi), dim=dim)
+        factors.append(kept)
+        attrs["saturation"] = [float(lo), float(hi)]
+    if mask is not None:
+        factors.append(_as_mask(mask, samples, measured, dim))
+    return weights, factors, attrs
 
 
 def _per_sample(values, samples, measured: xr.DataArray, argname: str) -> xr.DataArray:
@@ -366,7 +398,7 @@ def report(
     >>> bool(rep["max"] < 1e-6), rep["delta_e"].dims
     (True, ('patch',))
     """
-    from .core import _align_by_label, _as_dataarray, _borrow_labels
+    from .core import _align_by_label, _as_dataarray, _borrow_labels, _dim_names
 
     if not isinstance(measured, xr.DataArray):
         measured, reference, matrix, weights, labelled_samples = _label_arrays(
@@ -378,7 +410,7 @@ def report(
     if sample_dims is None:
         samples = tuple(x for x in reference.dims if x != dim)
     else:
-        samples = (sample_dims,) if isinstance(sample_dims, str) else tuple(sample_dims)
+        samples = _dim_names(sample_dims, "sample_dims")
     # Paired by label, as fit pairs them: the same patches in another order are reordered.
     measured = _borrow_labels(measured, reference, samples)
     measured, reference = _align_by_label([measured, reference], samples, skip=(dim,))

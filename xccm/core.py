@@ -97,9 +97,15 @@ def fit(
         sample dims and optionally batch dims. A DataArray is paired with the samples by
         label (the same labels in another order are reordered); an ndarray must have the
         shape of the sample dims and is paired by position. Samples with zero or NaN weight
-        are left out. ``measured`` and ``reference`` are paired by label too.
+        are left out; an infinite weight is an error. Boolean weights count as 1 (True)
+        and 0 (False), as in :func:`xccm.report`. ``measured`` and ``reference`` are
+        paired by label too.
     sample_dims : hashable or sequence of hashable, optional
         The dims summed over. Defaults to the dims of ``reference`` other than ``dim``.
+        ``reference`` is broadcast over a sample dim it lacks (e.g.
+        ``sample_dims=("time", "patch")`` pools every frame against one chart), but a
+        reference with none of the sample dims, or lacking one while it varies over a batch
+        dim (``sample_dims="time"`` with a ``(patch, channel)`` chart), is an error.
     min_samples : int, optional
         Fewest valid samples a batch element needs to be fitted; fewer gives a NaN matrix
         (with a warning). Use it to reject frames where the chart is partly occluded or many
@@ -127,13 +133,14 @@ def fit(
     standard : {"reference", "sample"}, default "reference"
         Which colour the asymmetric CIE94 and CMC weight by (OpenCV: ``"sample"``).
     mask : DataArray or ndarray of bool, optional
-        With a loss: samples to use (True), over the sample dims and optionally batch dims,
+        Samples to use (True), with or without a loss, over the sample dims and optionally
+        batch dims,
         e.g. :func:`xccm.saturation_mask`. A DataArray is paired with the samples by label;
         an ndarray, shaped like the sample dims, by position.
     saturation : (low, high) or None, default "auto"
-        With a loss, samples with any ``measured`` channel outside ``[low, high]`` are left
-        out; ``"auto"`` is (0, 0.98), OpenCV's default, when a loss is given and no range
-        otherwise.
+        Samples with any ``measured`` channel outside ``[low, high]`` are left out (with
+        or without a loss); ``"auto"`` is (0, 0.98), OpenCV's default, when a loss is
+        given and no range otherwise.
     lightness_power : float, optional
         With a loss, weight each sample by the reference's ``L*`` to this power (OpenCV's
         ``weights_coeff``), times ``weights`` if given.
@@ -198,12 +205,13 @@ def fit(
     (True, True, 'ciede2000')
     """
     if not isinstance(measured, xr.DataArray):
-        if loss is not None or mask is not None or lightness_power is not None:
+        if loss is not None or lightness_power is not None:
             raise TypeError(
-                "loss=, mask= and lightness_power= need DataArrays (the reference's colour "
+                "loss= and lightness_power= need DataArrays (the reference's colour "
                 "space and the patches are read from labels); wrap measured and reference "
                 "with xr.DataArray(..., dims=('patch', 'channel'))"
             )
+        weights = _plain_mask_weights(measured, weights, mask, saturation)
         return _fit_arrays(measured, reference, dim, model, init, weights, min_samples)
     _check_choice("model", model, Model)
     _check_choice("init", init, Init)
@@ -223,6 +231,7 @@ def fit(
             f"reference's coords): rename it, e.g. reference.rename({{{other[0]!r}: {dim!r}}})"
         )
     _check_data(reference, "reference", dim)
+    _check_alpha(measured, reference, dim)
     colour_attrs, measure = {}, None
     if isinstance(max_iter, bool) or not isinstance(max_iter, int | np.integer) or max_iter < 0:
         raise ValueError(f"max_iter must be a non-negative integer; got {max_iter!r}")
@@ -230,6 +239,7 @@ def fit(
 
     provenance = _provenance(measured, reference)
     samples = _sample_dims(measured, reference, dim, sample_dims)  # a conversion keeps dims
+    _check_reference_dims(reference, samples, dim, given=sample_dims is not None)
     measured = _borrow_labels(measured, reference, samples)
     if chartfit.wants_colour(reference, loss, reference_space):
         if saturation == "auto":
@@ -249,11 +259,15 @@ def fit(
             lightness_power=lightness_power,
             standard=standard,
         )
-    elif mask is not None or lightness_power is not None or saturation not in ("auto", None):
+    elif lightness_power is not None:
         raise ValueError(
-            "mask=, saturation= and lightness_power= apply when fitting to a chart with a "
-            "colour loss; pass loss= (e.g. loss='linear_rgb' for least squares), or fold a "
-            "mask into weights= yourself"
+            "lightness_power= weights the samples by the reference's L*, which needs its "
+            "colour space: pass loss= (e.g. loss='linear_rgb' for least squares) and the "
+            "reference's space (attrs['space'] or reference_space=)"
+        )
+    elif mask is not None or saturation not in ("auto", None):
+        weights, colour_attrs = chartfit.masked_weights(
+            measured, weights, samples=samples, dim=dim, mask=mask, saturation=saturation
         )
 
     n_in, n_out = measured.sizes[dim], reference.sizes[dim]
@@ -323,6 +337,36 @@ def _provenance(measured: xr.DataArray, reference: xr.DataArray) -> dict[str, An
     return out
 
 
+def _plain_mask_weights(measured, weights, mask, saturation):
+    """Fold a plain-array fit's ``mask=`` and ``saturation=`` into its weights (0/1 factors)."""
+    factors = []
+    if mask is not None:
+        mask = _asarray(mask)
+        if mask.dtype != np.bool_:
+            raise TypeError(
+                "mask must be boolean (True = use the sample), shaped like measured without "
+                f"its channel axis; got dtype {mask.dtype}"
+            )
+        factors.append(mask)
+    if saturation not in ("auto", None):
+        try:
+            lo, hi = (float(v) for v in saturation)
+        except (TypeError, ValueError):
+            raise ValueError(
+                f"saturation must be (low, high) or None; got {saturation!r}"
+            ) from None
+        values = _asarray(measured)
+        factors.append(((values >= lo) & (values <= hi)).all(axis=-1))
+    if not factors:
+        return weights
+    if weights is not None:
+        factors.append(_asarray(weights))
+    out = factors[0]
+    for f in factors[1:]:
+        out = out * f
+    return out.astype(np.float64)
+
+
 def _fit_arrays(measured, reference, dim, model, init, weights, min_samples) -> np.ndarray:
     """Fit on plain arrays: ``(*batch, n_samples, n_channels)``, batch aligned from the right."""
     measured, reference = np.asarray(measured), np.asarray(reference)
@@ -370,9 +414,7 @@ def _sample_dims(measured, reference, dim, sample_dims) -> tuple[Hashable, ...]:
                 "patch/pixel dim"
             )
     else:
-        samples = (sample_dims,) if isinstance(sample_dims, str) else tuple(sample_dims)
-        if not samples:
-            raise ValueError("sample_dims is empty; name at least one dim to fit over")
+        samples = _dim_names(sample_dims, "sample_dims")
     if dim in samples:
         raise ValueError(f"sample_dims {samples} must not include the channel dim {dim!r}")
     for d in samples:
@@ -385,6 +427,66 @@ def _sample_dims(measured, reference, dim, sample_dims) -> tuple[Hashable, ...]:
         if measured.sizes[d] == 0:
             raise ValueError(f"measured is empty along sample dim {d!r}: nothing to fit")
     return samples
+
+
+def _dim_names(value, argname: str) -> tuple[Hashable, ...]:
+    """Dim names given as one name (a str or another non-iterable hashable) or a sequence.
+
+    An empty sequence, a repeated name or an unhashable entry is a ValueError/TypeError.
+    """
+    if isinstance(value, str) or not isinstance(value, Iterable):
+        names: tuple = (value,)
+    else:
+        names = tuple(value)
+    if not names:
+        raise ValueError(f"{argname} is empty; name at least one dim to fit over")
+    for name in names:
+        if not isinstance(name, Hashable):
+            raise TypeError(
+                f"{argname} must be a dim name or a sequence of dim names; got {value!r}, "
+                f"holding a {type(name).__name__}"
+            )
+    repeated = sorted({repr(d) for d in names if names.count(d) > 1})
+    if repeated:
+        raise ValueError(
+            f"{argname} names a dim more than once ({', '.join(repeated)}); got {value!r}"
+        )
+    return names
+
+
+def _check_reference_dims(reference: xr.DataArray, samples, dim: Hashable, given: bool) -> None:
+    """Refuse sample dims the reference lacks where the fit would be a guess.
+
+    A reference is broadcast over a sample dim it lacks (the same chart for every frame
+    pooled into one fit). That is a guess when the reference has none of the sample dims
+    (every sample of a fit would be compared with one colour), or when it varies over a
+    batch dim instead (e.g. ``sample_dims="time"`` with a ``(patch, channel)`` chart: a
+    matrix per patch, each fitted to one colour).
+    """
+    if not given:
+        return
+    lacking = [d for d in samples if d not in reference.dims]
+    if not lacking:
+        return
+    batch = [d for d in reference.dims if d != dim and d not in samples]
+    if len(lacking) < len(samples) and not batch:
+        return  # pooled: the same reference for each entry of the lacking dims
+    dims = tuple(reference.dims)
+    what = (
+        f"its dims {tuple(batch)} would be batch dims, a matrix for each of their entries "
+        "fitted to one reference colour,"
+        if batch
+        else "every sample of a fit would be compared with one reference colour,"
+    )
+    pooled = tuple(dict.fromkeys([*samples, *batch]))
+    raise ValueError(
+        f"reference has no sample dim {', '.join(map(repr, lacking))} (sample_dims="
+        f"{samples}, reference dims {dims}): {what} which is not a colour fit. Sample dims "
+        f"are the dims summed over (patches, pixels, and frames to pool): to fit one matrix "
+        f"over all frames pass sample_dims={pooled}; to fit a matrix per frame, leave "
+        f"sample_dims out (the reference's dims {tuple(d for d in dims if d != dim)} are "
+        "the sample dims by default)"
+    )
 
 
 def _borrow_labels(measured: xr.DataArray, reference: xr.DataArray, samples) -> xr.DataArray:
@@ -420,8 +522,40 @@ def _sample_array(values, samples, measured, argname: str) -> xr.DataArray:
     return xr.DataArray(values, dims=samples)
 
 
+def _check_alpha(measured: xr.DataArray, reference: xr.DataArray, dim: Hashable) -> None:
+    """Refuse a 4-channel ``measured`` against a 3-channel reference that may be RGBA.
+
+    Its fourth channel would be fitted as a colour (an alpha of 1 acts as an offset). An
+    alpha-like label (``"A"``, ``"alpha"``) or no labels at all is asked about; other
+    labels (``R, G, B, W``) are a 4-channel camera and fitted.
+    """
+    n_in, n_out = measured.sizes[dim], reference.sizes[dim]
+    if (n_in, n_out) != (4, 3):
+        return
+    labels = _index_values(measured, dim)
+    if labels is not None:
+        targets = set(_index_values(reference, dim) or ())
+        alpha = [c for c in labels if str(c).strip().lower() in ("a", "alpha") and c not in targets]
+        if not alpha:
+            return
+        keep = [c for c in labels if c != alpha[0]]
+        drop = f"measured.sel({dim}={keep!r})"
+        which = f"channel {alpha[0]!r} looks like alpha"
+    else:
+        drop = f"measured.isel({dim}=slice(0, 3)) (or measured[..., :3] for an array)"
+        which = "its channels are not labelled, so the fourth may be alpha (an RGBA image)"
+    raise ValueError(
+        f"measured has 4 channels along {dim!r} but reference has 3, and {which}: a fit "
+        f"would treat it as a colour channel. Drop alpha first: {drop}; for a camera with "
+        f"4 colour channels, label them, e.g. measured.assign_coords({dim}=['R', 'G', 'B', "
+        "'W']) (a DataArray), to fit a 4x3 matrix"
+    )
+
+
 def _as_weights(weights, samples, measured, dim) -> xr.DataArray:
     weights = _sample_array(weights, samples, measured, "weights")
+    if weights.dtype == bool:  # a mask: True counts 1, False leaves the sample out
+        weights = weights.astype(np.float64)
     _require_real(weights, "weights")
     if dim in weights.dims:
         raise ValueError(
@@ -612,7 +746,9 @@ def apply(
         The channel dim. It must be a single chunk for Dask-backed input.
     scale : float, optional
         Multiply the image by ``scale`` before the matrix, e.g. ``1 / 255`` to read 8-bit
-        images as [0, 1]. Folded into the matrix, so it costs nothing.
+        images as [0, 1]. Folded into the matrix, so it costs nothing. One finite positive
+        number, or a 0-d array of one (a lazy one is checked on compute), as for
+        :func:`xccm.linearize`.
     keep_attrs : bool, default True
         Keep the image's attrs.
 
@@ -627,9 +763,11 @@ def apply(
     Raises
     ------
     ValueError
-        If ``dim`` is missing or split across chunks, or the matrix does not fit the image.
+        If ``dim`` is missing or split across chunks, the matrix does not fit the image,
+        or ``scale`` is not finite and positive.
     TypeError
-        If the image or matrix is not real numeric.
+        If the image or matrix is not real numeric (or the matrix is a Dataset), or
+        ``scale`` is not one real number.
 
     Examples
     --------
@@ -708,6 +846,9 @@ def inverse(
 
     Linear: ``S = D @ inv(M)``. Affine, with ``M = [Up; Down]``: ``S = (D - Down) @ inv(Up)``.
     Same as ``apply(corrected, invert(matrix))``; see :func:`apply` for the parameters.
+    The channels come back labelled by the matrix's rows; where those are the same labels
+    as ``corrected``'s channels (e.g. ``R, G, B`` both), in ``corrected``'s order, so
+    ``inverse(apply(x, m), m)`` has ``x``'s channel order whatever ``m``'s row order.
 
     Raises
     ------
@@ -721,7 +862,23 @@ def inverse(
     >>> m = np.array([[2.0, 0, 0], [0, 1, 0], [0, 0, 0.5], [0.1, 0.1, 0.1]])
     >>> xr.testing.assert_allclose(inverse(apply(x, m), m), x)
     """
-    return apply(corrected, invert(matrix, dim=dim), dim=dim, keep_attrs=keep_attrs)
+    inverted = invert(matrix, dim=dim)
+    if isinstance(inverted, xr.DataArray) and isinstance(corrected, xr.DataArray | xr.Dataset):
+        inverted = _columns_in_order_of(inverted, corrected, dim)
+    return apply(corrected, inverted, dim=dim, keep_attrs=keep_attrs)
+
+
+def _columns_in_order_of(inverted: xr.DataArray, corrected, dim: Hashable) -> xr.DataArray:
+    """Put the inverted matrix's columns (the source channels) in ``corrected``'s order.
+
+    Where the matrix maps channels onto the same names (rows ``G, R, B``, columns
+    ``R, G, B``), the caller's image is in ``corrected``'s order, so :func:`inverse` gives
+    it back in that order rather than the matrix's row order. Other names keep the rows'.
+    """
+    if dim not in inverted.indexes or dim not in corrected.indexes:
+        return inverted
+    order = _permutation(inverted.indexes[dim], corrected.indexes[dim])
+    return inverted if order is None else inverted.isel({dim: order})
 
 
 def invert(
@@ -747,6 +904,12 @@ def invert(
     ------
     numpy.linalg.LinAlgError
         If the matrix is neither square nor affine-square, or its square part is singular.
+    ValueError
+        If the matrix is empty (no channels).
+
+    Notes
+    -----
+    A float16 matrix is inverted in float32 (LAPACK has no float16); the result is float32.
 
     Examples
     --------
@@ -762,6 +925,9 @@ def invert(
                 f"matrix must have at least 2 dims (n_in, n_out); got shape {arr.shape}"
             )
         rows, cols = arr.shape[-2:]
+        _check_invertible_shape(rows, cols, f"shape {arr.shape[-2:]}")
+        # float16 (which LAPACK lacks) is inverted in float32, as its result dtype says
+        arr = arr.astype(np.result_type(arr, np.float32), copy=False)
         if _is_dask(arr):  # lazily, each block of whole matrices
             if rows not in (cols, cols + 1):  # checked now, as for an in-memory matrix
                 raise np.linalg.LinAlgError(
@@ -774,6 +940,8 @@ def invert(
     in_dim = matrix_in_dim(dim)
     matrix = _checked_matrix(matrix, dim)
     rows, cols = matrix.sizes[in_dim], matrix.sizes[dim]
+    _check_invertible_shape(rows, cols, f"{rows} {in_dim!r} rows and {cols} {dim!r} columns")
+    matrix = matrix.astype(np.result_type(matrix.dtype, np.float32), copy=False)
     allowed = {"linear": (cols,), "affine": (cols + 1,)}.get(
         matrix.attrs.get("model"), (cols, cols + 1)
     )
@@ -804,13 +972,21 @@ def invert(
     return result
 
 
+def _check_invertible_shape(rows: int, cols: int, given: str) -> None:
+    if cols == 0 or rows == 0:
+        raise ValueError(
+            f"matrix is empty ({given}): there is no channel to invert; expected a square "
+            "(n, n) linear or (n + 1, n) affine matrix with n >= 1"
+        )
+
+
 def _prepare_apply(image: xr.DataArray, matrix, dim: Hashable, scale: float | None):
     """Validate ``image`` and ``matrix``; return the matrix (scale folded in) and the dtype."""
     _check_data(image, "image", dim, allow_empty=True)
     _require_one_chunk(image, dim, "image")
     matrix = _as_matrix(matrix, dim, image)
+    scale = check_scale(scale)
     if scale is not None:
-        _check_scale(scale)
         in_dim = matrix_in_dim(dim)
         rows = xr.DataArray(np.arange(matrix.sizes[in_dim]) < image.sizes[dim], dims=in_dim)
         value = scale.reset_coords(drop=True) if isinstance(scale, xr.DataArray) else scale
@@ -1012,12 +1188,27 @@ def _plain_matrix(matrix) -> Any:
             "matrix is a .ccm accessor, not a matrix: in a Dataset, ds.ccm is the accessor "
             "even if a variable is named 'ccm'; use ds['ccm']"
         )
+    if isinstance(matrix, xr.Dataset):
+        matrices = [k for k, v in matrix.data_vars.items() if len(v.dims) >= 2]
+        raise TypeError(
+            "matrix must be a DataArray or an array, not a Dataset; select its matrix "
+            f"variable, e.g. ds[{(matrices or ['ccm'])[0]!r}] (data variables: "
+            f"{list(matrix.data_vars)})"
+        )
     arr = _asarray(matrix)
     _require_real(arr, "matrix")
     return arr
 
 
-def _check_scale(scale) -> None:
+def check_scale(scale):
+    """Validate ``scale=`` (of :func:`apply`, :func:`xccm.linearize`, :func:`xccm.encode`).
+
+    One real number, or a 0-d array of one (NumPy, Dask or a DataArray), finite and
+    positive. Returns it as given, a lazy one wrapped so that a bad value raises the same
+    ``ValueError`` on compute (checking it now would compute it).
+    """
+    if scale is None:
+        return None
     number = isinstance(scale, numbers.Real) and not isinstance(scale, bool | np.bool_)
     dtype = getattr(scale, "dtype", None)  # a 0-d array: NumPy, Dask, a DataArray
     scalar_array = dtype is not None and np.ndim(scale) == 0 and np.dtype(dtype).kind in "iuf"
@@ -1028,6 +1219,20 @@ def _check_scale(scale) -> None:
             "For a factor per frame or channel, multiply the image first (image * gain): "
             "apply broadcasts its matrix, not scale."
         )
+    data = scale.data if isinstance(scale, xr.DataArray) else scale
+    if _is_dask(data):
+        checked = data.map_blocks(_checked_scale_value, dtype=data.dtype)
+        return scale.copy(data=checked) if isinstance(scale, xr.DataArray) else checked
+    _checked_scale_value(np.asarray(data))
+    return scale
+
+
+def _checked_scale_value(value):
+    if not (np.isfinite(value) and value > 0):
+        raise ValueError(
+            f"scale must be a finite positive number (e.g. 1 / 255); got {value.item()!r}"
+        )
+    return value
 
 
 def _match_rows(matrix: xr.DataArray, image: xr.DataArray, dim: Hashable) -> xr.DataArray:
@@ -1040,10 +1245,18 @@ def _match_rows(matrix: xr.DataArray, image: xr.DataArray, dim: Hashable) -> xr.
     labels, extra = rows[:n_in], rows[n_in:]
     if labels == channels:
         return matrix.drop_vars(in_dim)
-    if sorted(map(str, labels)) != sorted(map(str, channels)) or len(set(labels)) != n_in:
+    if set(labels) != set(channels) or len(set(labels)) != n_in:
+        types = {type(x).__name__ for x in labels}, {type(x).__name__ for x in channels}
+        hint = (
+            f" (matrix rows are {'/'.join(sorted(types[0]))}, image channels "
+            f"{'/'.join(sorted(types[1]))}: relabel one, e.g. "
+            f"matrix.assign_coords({in_dim}=[str(c) for c in matrix.{in_dim}.values])"
+            if sorted(map(str, labels)) == sorted(map(str, channels))
+            else ""
+        )
         raise ValueError(
             f"matrix rows {in_dim!r} are labelled {labels} but image channels {dim!r} are "
-            f"{channels}; they must be the same labels (in any order)"
+            f"{channels}; they must be the same labels (in any order){hint}"
         )
     order = [labels.index(c) for c in channels] + list(range(n_in, n_in + len(extra)))
     return matrix.isel({in_dim: order}).drop_vars(in_dim)

@@ -20,6 +20,7 @@ neutral-patch rule of the gray methods, use colour-science (through
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Hashable
 from dataclasses import dataclass, replace
 from typing import Literal, TypeVar, get_args
@@ -262,7 +263,8 @@ def linearize(
         The channel dim.
     scale : float, optional
         Multiply ``x`` by ``scale`` first, e.g. ``1 / 255`` or ``1 / 65535`` for integer
-        images. Integer input needs it (except with ``"identity"``).
+        images. Integer input needs it (except with ``"identity"``). One finite positive
+        number (or a 0-d array of one, lazy too), as for :func:`xccm.apply`.
 
     Returns
     -------
@@ -276,10 +278,12 @@ def linearize(
     Raises
     ------
     ValueError
-        On an unknown method, a non-positive ``gamma`` or ``scale``, malformed
+        On an unknown method, a non-positive ``gamma``, a ``scale`` that is not finite and
+        positive (for a lazy 0-d ``scale``, on compute), malformed
         coefficients, or a per-channel curve that does not match ``x``'s channels.
     TypeError
-        If ``x`` is not real numeric, or is integer without ``scale``.
+        If ``x`` is not real numeric, or is integer without ``scale``, or ``scale`` is not
+        one real number.
 
     See Also
     --------
@@ -360,7 +364,7 @@ def _transform(x, method, *, gamma, dim, scale, inverse: bool):
     if not isinstance(x, xr.DataArray):
         return _transform_array(x, method, gamma=gamma, dim=dim, scale=scale, inverse=inverse)
     curve = _as_curve(method, gamma, dim)
-    _check_scale(scale)
+    scale = core.check_scale(scale)
     core._require_real(x, "x")
     if x.dtype.kind == "f":
         dtype = x.dtype
@@ -376,6 +380,11 @@ def _transform(x, method, *, gamma, dim, scale, inverse: bool):
         )
     if curve.per_channel:
         curve = _match_channels(x, curve, dim)
+    source = x
+    if scale is not None and not isinstance(scale, numbers.Real):  # a 0-d array, maybe lazy
+        value = scale if isinstance(scale, xr.DataArray) else xr.DataArray(scale)
+        x = x.astype(dtype) * value.reset_coords(drop=True).astype(dtype)
+        scale = None
     kwargs = {"curve": curve, "inverse": inverse, "dtype": dtype, "scale": scale}
     if inverse and curve.coeffs is not None:
         kwargs["tables"] = _inverse_tables(curve)
@@ -400,12 +409,12 @@ def _transform(x, method, *, gamma, dim, scale, inverse: bool):
             output_dtypes=[dtype],
             keep_attrs=True,
         )
-    attrs = dict(x.attrs)
+    attrs = dict(source.attrs)
     attrs.pop("linearization", None)
     if not inverse:
         attrs["linearization"] = curve.describe()
     out.attrs = attrs
-    out.name = x.name
+    out.name = source.name
     return out
 
 
@@ -416,15 +425,6 @@ def _transform_array(x, method, *, gamma, dim, scale, inverse: bool):
     labelled = xr.DataArray(arr, dims=(*names, dim) if arr.ndim else ())
     out = _transform(labelled, method, gamma=gamma, dim=dim, scale=scale, inverse=inverse)
     return out.data
-
-
-def _check_scale(scale) -> None:
-    if scale is None:
-        return
-    if isinstance(scale, bool) or not isinstance(scale, int | float | np.integer | np.floating):
-        raise TypeError(f"scale must be a number, e.g. 1 / 255; got {type(scale).__name__}")
-    if not (np.isfinite(scale) and scale > 0):
-        raise ValueError(f"scale must be a finite positive number, e.g. 1 / 255; got {scale!r}")
 
 
 def _as_curve(method, gamma, dim: Hashable) -> _Curve:

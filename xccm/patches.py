@@ -65,14 +65,16 @@ def grid_boxes(
     >>> b.sizes["patch"], b.sel(bound=["y0", "y1", "x0", "x1"]).values[4].tolist()
     (6, [20, 24, 30, 34])
     """
-    (h, w), (dy, dx) = _pair(patch_size), _pair(pitch)
-    rows, cols = shape
+    y, x = _number_pair(top_left, "top_left", scalar=False)
+    h, w = _number_pair(patch_size, "patch_size", positive=True)
+    dy, dx = _number_pair(pitch, "pitch")
+    rows, cols = _grid_shape(shape)
     n = rows * cols
     if names is not None and len(names) != n:
         raise ValueError(f"names has {len(names)} entries but the {rows}x{cols} grid has {n}")
     i, j = np.divmod(np.arange(n), cols)
-    y0 = np.rint(top_left[0] + i * dy).astype(np.int64)
-    x0 = np.rint(top_left[1] + j * dx).astype(np.int64)
+    y0 = np.rint(y + i * dy).astype(np.int64)
+    x0 = np.rint(x + j * dx).astype(np.int64)
     data = np.stack([y0, y0 + round(h), x0, x0 + round(w)], axis=-1)
     return xr.DataArray(
         data,
@@ -240,6 +242,39 @@ def _box_names(names, own, n: int, patch_dim: Hashable) -> list:
 
 def _pair(v) -> tuple[float, float]:
     return (v, v) if np.ndim(v) == 0 else (v[0], v[1])
+
+
+def _number_pair(
+    value, argname: str, *, scalar: bool = True, positive: bool = False
+) -> tuple[float, float]:
+    """``(y, x)`` from one number (if ``scalar``) or a pair; finite (and > 0 if ``positive``)."""
+    expected = ("a number or " if scalar else "") + "a (y, x) pair of numbers"
+    if positive:
+        expected = "a positive number or a (height, width) pair of positive numbers"
+    try:
+        arr = np.asarray(value)
+        ok = arr.dtype.kind in "iuf" and (arr.shape == (2,) or (scalar and arr.ndim == 0))
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise ValueError(f"{argname} must be {expected}; got {value!r}")
+    pair = _pair(arr.astype(np.float64).tolist())
+    if not all(np.isfinite(pair)) or (positive and not min(pair) > 0):
+        raise ValueError(f"{argname} must be {expected}, finite; got {value!r}")
+    return pair
+
+
+def _grid_shape(shape) -> tuple[int, int]:
+    """``(rows, cols)`` of a grid: two positive integers."""
+    try:
+        rows, cols = shape
+        ok = all(isinstance(v, int | np.integer) and not isinstance(v, bool) and v > 0
+                 for v in (rows, cols))
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise ValueError(f"shape must be (rows, cols), two positive integers; got {shape!r}")
+    return int(rows), int(cols)
 
 
 def _as_boxes(boxes, patch_dim: Hashable) -> xr.DataArray:
