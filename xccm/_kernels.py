@@ -316,6 +316,11 @@ def _check_weights(w: np.ndarray, shape: tuple[int, ...], xp=np) -> np.ndarray:
         raise ValueError(
             "weights must be non-negative (NaN or 0 leaves a sample out); got negative values"
         )
+    if bool(xp.isinf(w).any()):
+        raise ValueError(
+            "weights must be finite (NaN or 0 leaves a sample out); got an infinite weight. "
+            "To fit only some samples, give the others weight 0"
+        )
     return xp.broadcast_to(xp.where(xp.isnan(w), 0.0, w), shape)
 
 
@@ -381,6 +386,10 @@ def solve_gram(
     p = g.shape[-1]
     n_out = p - n_in - 1
     stats, count = g[..., :p, :], g[..., p, 0]
+    # Statistics of finite samples are finite unless their sums overflow float64 (values
+    # or weights beyond ~1e150): those elements get a NaN matrix, as too few samples do.
+    overflow = ~np.isfinite(stats).all(axis=(-1, -2))
+    stats = np.where(overflow[..., None, None], 0.0, stats)
     affine = model == "affine"
     k = n_in + 1 if affine else n_in
     if init == "white_balance":
@@ -393,7 +402,7 @@ def solve_gram(
         needed = max(1, min_samples)
         with np.errstate(divide="ignore", invalid="ignore"):
             gains = sum_d / sum_s
-        bad = (count < needed) | ~np.isfinite(gains).all(axis=-1)
+        bad = (count < needed) | ~np.isfinite(gains).all(axis=-1) | overflow
         m = np.zeros((*g.shape[:-2], k, n_out))
         diag = np.arange(n_in)
         m[..., diag, diag] = np.where(bad[..., None], 0.0, gains)
@@ -403,17 +412,25 @@ def solve_gram(
         a = stats[..., :k, :k]
         b = stats[..., :k, n_in + 1 :]
         needed = max(k, min_samples)
-        bad = (count < needed) | singular_mask(a, MAX_GRAM_CONDITION, symmetric=True)
+        bad = (count < needed) | overflow | singular_mask(a, MAX_GRAM_CONDITION, symmetric=True)
         eye = np.broadcast_to(np.eye(k), a.shape)
         a = np.where(bad[..., None, None], eye, a)
         b = np.where(bad[..., None, None], 0.0, b)
         m = np.linalg.solve(a, b)
     if bad.any():
         n_bad, n_all = int(np.count_nonzero(bad)), bad.size
+        n_over = int(np.count_nonzero(overflow))
+        too_large = (
+            "the sums of squares of measured, reference and weights overflow float64 "
+            "(values or weights beyond ~1e150); scale them to about [0, 1]"
+        )
         if n_bad == n_all:
             raise ValueError(
                 f"cannot fit a {model} matrix with init={init!r}: "
                 + (
+                    too_large
+                    if n_over == n_all
+                    else 
                     "there is no valid sample (every sample has a non-finite value, zero weight "
                     "or is masked)"
                     if not count.any()
@@ -430,7 +447,8 @@ def solve_gram(
             )
         warnings.warn(
             f"{n_bad} of {n_all} batch elements have fewer than {needed} valid samples or a "
-            f"singular system; their {model} matrices are NaN",
+            f"singular system; their {model} matrices are NaN"
+            + (f" ({n_over} because {too_large})" if n_over else ""),
             InsufficientSamplesWarning,
             stacklevel=_outside_xccm(),
         )
