@@ -26,7 +26,7 @@ def wants_colour(reference: xr.DataArray, loss, reference_space) -> bool:
     if loss is not None:
         return True
     space = reference_space if reference_space is not None else reference.attrs.get("space")
-    return isinstance(space, str) and space.strip().lower().startswith("lab")
+    return colorimetry.space_kind(space) == "lab"
 
 
 def prepare(
@@ -56,6 +56,14 @@ def prepare(
     """
     if loss is not None:
         loss = colorimetry.distance_name(loss, "loss")
+        if reference_space is None and reference.attrs.get("space") is None:
+            raise ValueError(
+                f"loss={loss!r} compares colours, but reference does not say which space its "
+                "values are in (attrs['space'] is missing or None); pass reference_space=, "
+                "e.g. 'srgb-linear' (linear RGB of rgb_space), 'lab-d50' or 'xyz-d65', or use "
+                "xccm.chart / xccm.chart_from_table, which set it. (Without loss=, fit maps "
+                "onto the reference's own values and needs no space.)"
+            )
     measure = colorimetry.metric(loss or "linear_rgb", rgb_space, illuminant, standard=standard)
     space = colorimetry.space_of(
         reference, reference_space, rgb_space=rgb_space, argname="reference", dim=dim
