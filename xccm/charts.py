@@ -69,7 +69,11 @@ and ``Vinyl_LAB_D50_2``), https://github.com/opencv/opencv; OpenCV's D50 white i
 
 from __future__ import annotations
 
+import codecs
+import csv
+import io
 import os
+import re
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -504,9 +508,86 @@ def _channel_order(labels: Sequence[object], space: _UserSpace) -> list[int] | N
     return [found.index(channel) for channel in space.channels]
 
 
+#: Byte-order marks and the encodings they announce (UTF-32's before UTF-16's, its prefix).
+_BOMS = (
+    (codecs.BOM_UTF8, "utf-8-sig"),
+    (codecs.BOM_UTF32_LE, "utf-32"),
+    (codecs.BOM_UTF32_BE, "utf-32"),
+    (codecs.BOM_UTF16_LE, "utf-16"),
+    (codecs.BOM_UTF16_BE, "utf-16"),
+)
+
+
+def _decode_table(data: bytes, where: str) -> str:
+    """Text of a CSV file: UTF-8 (with or without BOM), UTF-16/32 with BOM, else Latin-1.
+
+    Excel saves "CSV UTF-8" with a BOM, "Unicode text" as UTF-16 with a BOM, and plain
+    "CSV" in the system's code page (Windows-1252, a superset of Latin-1's printable
+    characters). A file with control characters other than tabs and line breaks after
+    decoding is not a text table.
+    """
+    if not data.strip():
+        raise ValueError(f"{where} is empty: expected a header row, then one line per patch")
+    encoding = next((enc for bom, enc in _BOMS if data.startswith(bom)), None)
+    candidates = [encoding] if encoding else ["utf-8", "cp1252", "latin-1"]
+    for enc in candidates:
+        try:
+            text = data.decode(enc)
+            break
+        except UnicodeDecodeError:
+            continue
+    else:
+        raise ValueError(f"{where} is not valid {encoding} text although it starts with its BOM")
+    bad = re.search(r"[\x00-\x08\x0e-\x1f\x7f-\x9f]", text)
+    if bad:
+        line = text.count("\n", 0, bad.start()) + 1
+        raise ValueError(
+            f"{where}, line {line}: character {bad.group()!r} is not text; is it a CSV file? "
+            "Save the table as CSV (UTF-8, UTF-16 or Latin-1)"
+        )
+    return text
+
+
+def _delimiter(text: str) -> str:
+    """The header row's delimiter: a comma, else a tab (Excel's "Unicode text"), else ";"."""
+    header = next((line for line in text.splitlines() if line.strip()), "")
+    return next((d for d in (",", "\t", ";") if d in header), ",")
+
+
+def _csv_problem(text: str, sep: str) -> tuple[int, str] | None:
+    """Line and description of the first malformed row of a CSV text, as Python's csv sees it."""
+    reader = csv.reader(io.StringIO(text), delimiter=sep, strict=True)
+    width = None
+    while True:
+        start = reader.line_num + 1
+        try:
+            row = next(reader)
+        except StopIteration:
+            return None
+        except csv.Error as error:
+            return start, f"{error}: a quote opened here is never closed"
+        if not row:
+            continue
+        if width is None:
+            width = len(row)
+        elif len(row) > width:
+            return start, f"{len(row)} fields, but the header row has {width}"
+
+
 def _read_csv(path: str | os.PathLike[str], text_column: str | None) -> pd.DataFrame:
     """Read a CSV file as text; columns but ``text_column`` become numbers if all cells are."""
-    frame = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
+    where = f"CSV file {os.fspath(path)!r}"
+    with open(path, "rb") as file:
+        text = _decode_table(file.read(), where)
+    sep = _delimiter(text)
+    try:
+        frame = pd.read_csv(io.StringIO(text), sep=sep, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError) as error:
+        problem = _csv_problem(text, sep)
+        if problem is None:
+            raise ValueError(f"{where} cannot be read as CSV: {error}") from None
+        line, what = problem
+        raise ValueError(f"{where}, line {line}: {what}") from None
     columns = {}
     for label, texts in frame.items():
         stripped = texts.str.strip()
@@ -623,7 +704,10 @@ def chart_from_table(
     table : str, os.PathLike, pandas.DataFrame, xarray.DataArray or array-like
         The reference colours, one row per patch:
 
-        - a path to a CSV file, or a DataFrame, with a header row. The patch names are in
+        - a path to a CSV file, or a DataFrame, with a header row. The file may be UTF-8
+          (with or without a byte-order mark), UTF-16 with one (Excel's "Unicode text",
+          tab-separated), or Latin-1/Windows-1252 (Excel's plain "CSV"); its delimiter is
+          the header row's comma, else tab, else semicolon. The patch names are in
           column ``patch_column`` or else the first non-numeric column (if there is none,
           the patches are numbered ``"1"`` to ``"n"``); the three value columns are the
           remaining numeric columns, named after the channels of ``space`` in any order
@@ -667,7 +751,9 @@ def chart_from_table(
     Raises
     ------
     ValueError
-        If ``space`` is unknown, or an alias that ``illuminant`` or ``rgb_space``
+        If a CSV file is empty, not text, or malformed (a row with more fields than the
+        header, an unterminated quote: the message names the file and line); if
+        ``space`` is unknown, or an alias that ``illuminant`` or ``rgb_space``
         contradicts (``"lab-d50"`` with ``illuminant="D65"``); if the columns or channel
         coords do not match ``space`` or ``patch_column`` is missing; if the table is
         empty or not (n, 3); if a patch name is missing or duplicated; if a value is not
