@@ -348,3 +348,157 @@ def test_a_chromaticity_illuminant_space_name_reads_back():
     back = xccm.convert(bare, "xyz", source=lab.attrs["space"])
     expected = xccm.convert(ref, "xyz", illuminant=(0.3127, 0.329))
     np.testing.assert_allclose(back.values, expected.values, atol=1e-12)
+
+
+# ---------------------------------------------------------------------------------------------
+# CIEDE2000: the published test data
+
+#: Sharma, Wu and Dalal (2005), "The CIEDE2000 color-difference formula: implementation
+#: notes, supplementary test data, and mathematical observations", Color Res. Appl. 30(1),
+#: Table 1: L1, a1, b1, L2, a2, b2 and the published ΔE00 (4 decimals), pairs 1-34.
+SHARMA_2005 = [
+    (50.0000, 2.6772, -79.7751, 50.0000, 0.0000, -82.7485, 2.0425),
+    (50.0000, 3.1571, -77.2803, 50.0000, 0.0000, -82.7485, 2.8615),
+    (50.0000, 2.8361, -74.0200, 50.0000, 0.0000, -82.7485, 3.4412),
+    (50.0000, -1.3802, -84.2814, 50.0000, 0.0000, -82.7485, 1.0000),
+    (50.0000, -1.1848, -84.8006, 50.0000, 0.0000, -82.7485, 1.0000),
+    (50.0000, -0.9009, -85.5211, 50.0000, 0.0000, -82.7485, 1.0000),
+    (50.0000, 0.0000, 0.0000, 50.0000, -1.0000, 2.0000, 2.3669),
+    (50.0000, -1.0000, 2.0000, 50.0000, 0.0000, 0.0000, 2.3669),
+    (50.0000, 2.4900, -0.0010, 50.0000, -2.4900, 0.0009, 7.1792),
+    (50.0000, 2.4900, -0.0010, 50.0000, -2.4900, 0.0010, 7.1792),
+    (50.0000, 2.4900, -0.0010, 50.0000, -2.4900, 0.0011, 7.2195),
+    (50.0000, 2.4900, -0.0010, 50.0000, -2.4900, 0.0012, 7.2195),
+    (50.0000, -0.0010, 2.4900, 50.0000, 0.0009, -2.4900, 4.8045),
+    (50.0000, -0.0010, 2.4900, 50.0000, 0.0010, -2.4900, 4.8045),
+    (50.0000, -0.0010, 2.4900, 50.0000, 0.0011, -2.4900, 4.7461),
+    (50.0000, 2.5000, 0.0000, 50.0000, 0.0000, -2.5000, 4.3065),
+    (50.0000, 2.5000, 0.0000, 73.0000, 25.0000, -18.0000, 27.1492),
+    (50.0000, 2.5000, 0.0000, 61.0000, -5.0000, 29.0000, 22.8977),
+    (50.0000, 2.5000, 0.0000, 56.0000, -27.0000, -3.0000, 31.9030),
+    (50.0000, 2.5000, 0.0000, 58.0000, 24.0000, 15.0000, 19.4535),
+    (50.0000, 2.5000, 0.0000, 50.0000, 3.1736, 0.5854, 1.0000),
+    (50.0000, 2.5000, 0.0000, 50.0000, 3.2972, 0.0000, 1.0000),
+    (50.0000, 2.5000, 0.0000, 50.0000, 1.8634, 0.5757, 1.0000),
+    (50.0000, 2.5000, 0.0000, 50.0000, 3.2592, 0.3350, 1.0000),
+    (60.2574, -34.0099, 36.2677, 60.4626, -34.1751, 39.4387, 1.2644),
+    (63.0109, -31.0961, -5.8663, 62.8187, -29.7946, -4.0864, 1.2630),
+    (61.2901, 3.7196, -5.3901, 61.4292, 2.2480, -4.9620, 1.8731),
+    (35.0831, -44.1164, 3.7933, 35.0232, -40.0716, 1.5901, 1.8645),
+    (22.7233, 20.0904, -46.6940, 23.0331, 14.9730, -42.5619, 2.0373),
+    (36.4612, 47.8580, 18.3852, 36.2715, 50.5065, 21.2231, 1.4146),
+    (90.8027, -2.0831, 1.4410, 91.1528, -1.6435, 0.0447, 1.4441),
+    (90.9257, -0.5406, -0.9208, 88.6381, -0.8985, -0.7239, 1.5381),
+    (6.7747, -0.2908, -2.4247, 5.8714, -0.0985, -2.2286, 0.6377),
+    (2.0776, 0.0795, -1.1350, 0.9033, -0.0636, -0.5514, 0.9082),
+]
+
+
+def _sharma_pairs():
+    table = np.array(SHARMA_2005)
+    return table[:, :3], table[:, 3:6], table[:, 6]
+
+
+@pytest.mark.parametrize(("space", "illuminant"), [("lab-d50", "D50"), ("lab-d65", "D65")])
+def test_ciede2000_reproduces_all_34_sharma_pairs(space, illuminant):
+    lab_1, lab_2, expected = _sharma_pairs()
+    assert len(expected) == 34
+
+    def labelled(values):
+        return xr.DataArray(
+            values, dims=("pair", "channel"), coords={"channel": ["L", "a", "b"]},
+            attrs={"space": space},
+        )
+
+    # Lab under the ΔE's white is compared as it is: pair 14 (hues 180° apart) included
+    de = xccm.delta_e(labelled(lab_2), labelled(lab_1), "ciede2000", illuminant=illuminant)
+    np.testing.assert_allclose(de.values, expected, rtol=0, atol=1e-4)
+    assert de.values[13] == pytest.approx(4.8045, abs=1e-4)  # 4.7461 through RGB
+    # symmetric, and the same with plain arrays and without a DataArray
+    np.testing.assert_allclose(colorimetry.ciede2000(lab_2, lab_1), expected, atol=1e-4)
+    np.testing.assert_allclose(colorimetry.ciede2000(lab_1, lab_2), expected, atol=1e-4)
+    # the fit's residual vectors have the same norms
+    norms = np.linalg.norm(colorimetry.lab_components(lab_2, lab_1, "ciede2000"), axis=-1)
+    np.testing.assert_allclose(norms, expected, atol=1e-4)
+
+
+def test_ciede2000_agrees_with_colour_science_off_the_hue_tie(rng):
+    lab_1, lab_2, expected = _sharma_pairs()
+    # colour-science's own test leaves out pair 14, where its rounding picks the other mean hue
+    off_tie = np.arange(34) != 13
+    reference = colour.delta_E(lab_1, lab_2, method="CIE 2000")
+    np.testing.assert_allclose(reference[off_tie], expected[off_tie], atol=1e-4)
+    np.testing.assert_allclose(colorimetry.ciede2000(lab_1, lab_2)[off_tie], reference[off_tie])
+    a = rng.uniform([0, -100, -100], [100, 100, 100], (2000, 3))
+    b = np.concatenate([a[:1000] + rng.normal(0, 2, (1000, 3)), a[1000:] * [1, 0, 0]])
+    np.testing.assert_allclose(
+        colorimetry.ciede2000(a, b), colour.delta_E(a, b, method="CIE 2000"), rtol=1e-12
+    )
+
+
+def test_delta_e_on_xyz_under_its_white_skips_rgb(rng):
+    lab = rng.uniform([20, -60, -60], [90, 60, 60], (10, 3))
+    white = colorimetry.illuminant_xy("D50")
+    xyz = colour.Lab_to_XYZ(lab, white)
+    sample = xr.DataArray(xyz, dims=("p", "channel"), attrs={"space": "xyz-d50"})
+    reference = xr.DataArray(lab[::-1], dims=("p", "channel"), attrs={"space": "lab-d50"})
+    got = xccm.delta_e(sample, reference, "cie76", illuminant="D50")
+    np.testing.assert_allclose(got, np.linalg.norm(lab - lab[::-1], axis=-1), rtol=1e-12)
+
+
+@pytest.mark.parametrize("name", ["cie2000", "de2000", "cie1976", "cmc1:1", "rgbl", "CIE 2000"])
+def test_distance_names_without_documented_aliases_are_errors(name):
+    ref = xccm.chart()
+    with pytest.raises(ValueError, match=r"unknown method .*expected one of \['cie76'"):
+        xccm.delta_e(ref, ref, name)
+    with pytest.raises(ValueError, match=r"unknown loss"):
+        xccm.fit(ref, ref, loss=name)
+
+
+def test_distance_names_are_case_and_separator_insensitive():
+    ref = xccm.chart()
+    with pytest.raises(ValueError, match=r"did you mean 'ciede2000'"):
+        xccm.delta_e(ref, ref, "cie2000")
+    for name, canonical in [("CIEDE2000", "ciede2000"), ("cie94-textiles", "cie94_textiles")]:
+        assert xccm.delta_e(ref, ref * 1.01, name).attrs["method"] == canonical
+
+
+@pytest.mark.parametrize(
+    ("spelled", "kind", "white"),
+    [
+        ("CIE Lab", "lab", "ICC D50"),
+        ("CIELAB", "lab", "ICC D50"),
+        ("CIE L*a*b*", "lab", "ICC D50"),
+        ("L*a*b*", "lab", "ICC D50"),
+        ("Lab D50", "lab", None),  # the white from the name
+        ("CIE XYZ", "xyz", "ICC D50"),
+        ("XYZ", "xyz", "ICC D50"),
+        ("CIEXYZ D50", "xyz", None),
+        ("linear sRGB", "rgb", None),
+        ("sRGB-linear", "rgb", None),
+    ],
+)
+def test_space_aliases_as_people_spell_them(spelled, kind, white):
+    ref = xccm.chart(space="srgb-linear" if kind == "rgb" else f"{kind}-d50")
+    given = ref.copy()
+    given.attrs = {"space": spelled} | ({"illuminant": white} if white else {})
+    space = colorimetry.space_of(given, None, rgb_space="sRGB", argname="reference", dim="channel")
+    assert space.kind == kind
+    if kind == "rgb":
+        assert colorimetry.rgb_colourspace(space.rgb_space).name == "sRGB"
+    else:
+        assert space.illuminant == (white or "D50")
+    # and it converts as the canonical name does
+    canonical = ref.copy()
+    canonical.attrs = space.attrs()
+    assert canonical.attrs["space"] in ("srgb-linear", f"{kind}-icc-d50", f"{kind}-d50")
+    xr.testing.assert_allclose(xccm.convert(given, "lab"), xccm.convert(canonical, "lab"))
+
+
+@pytest.mark.parametrize("name", ["sRGB", "Display P3", "adobe-rgb"])
+def test_a_bare_rgb_space_name_asks_encoded_or_linear(name):
+    ref = xccm.chart().assign_attrs(space=name)
+    with pytest.raises(ValueError, match=r"encoded .* or linear.*-linear"):
+        xccm.delta_e(ref, ref, "cie76")
+    with pytest.raises(ValueError, match=r"encoded .* or linear"):
+        xccm.fit(ref, xccm.chart(), reference_space=name, loss="cie76")
