@@ -7,7 +7,7 @@ import pytest
 import xarray as xr
 
 import xccm
-from conftest import raise_if_dask_computes
+from conftest import lstsq, raise_if_dask_computes
 
 
 def test_missing_dim_in_measured(patches):
@@ -441,3 +441,282 @@ def test_invert_a_plain_dask_stack_checks_its_shape_now():
 
     with pytest.raises(np.linalg.LinAlgError, match=r"got shape \(3, 5\)"):
         xccm.invert(dsa.ones((4, 3, 5), chunks=2))
+
+
+# ---------------------------------------------------------------------------------------------
+# issue 12 §2-3, issue 13 §5: wrong or silent results, internal errors
+
+
+@pytest.mark.parametrize("where", ["one", "all"])
+@pytest.mark.parametrize("lazy", [False, True])
+def test_infinite_weights_are_an_error(patches, where, lazy):
+    measured, reference = patches
+    w = np.ones(24) if where == "one" else np.full(24, np.inf)
+    w[0] = np.inf
+    w = xr.DataArray(w, dims="patch", coords={"patch": measured.patch})
+    if not lazy:
+        with pytest.raises(ValueError, match=r"weights must be finite .*got an infinite"):
+            measured.ccm.fit(reference, weights=w)
+        return
+    with raise_if_dask_computes():
+        m = measured.chunk({"time": 1}).ccm.fit(reference, weights=w.chunk())
+    with pytest.raises(ValueError, match=r"weights must be finite"):
+        m.compute()
+
+
+@pytest.mark.parametrize("lazy", [False, True])
+def test_overflowing_sums_give_a_warned_nan_matrix(patches, lazy):
+    measured, reference = patches
+    big = measured.copy()
+    big[1] = big[1] * 1e160  # one frame whose sums of squares overflow float64
+    if lazy:
+        with raise_if_dask_computes():
+            m = big.chunk({"time": 1}).ccm.fit(reference)
+    with pytest.warns(xccm.InsufficientSamplesWarning, match=r"1 of 4 .*overflow float64"):
+        m = (m if lazy else big.ccm.fit(reference)).compute()
+    assert np.isnan(m.sel(time=1)).all()
+    expected = measured.ccm.fit(reference).drop_sel(time=1)
+    xr.testing.assert_allclose(m.drop_sel(time=1), expected)
+
+
+def test_overflowing_sums_everywhere_are_an_error(patches):
+    measured, reference = patches
+    with pytest.raises(ValueError, match=r"overflow float64 .*scale them"):
+        (measured * 1e160).ccm.fit(reference)
+    with pytest.raises(ValueError, match=r"overflow float64"):
+        measured.ccm.fit(reference * 1e160, init="white_balance")
+
+
+def test_sample_dim_the_reference_lacks_is_explained(patches):
+    measured, reference = patches
+    with pytest.raises(
+        ValueError,
+        match=r"reference has no sample dim 'time' .*\('patch',\) would be batch dims.*"
+        r"sample_dims=\('time', 'patch'\)",
+    ):
+        measured.ccm.fit(reference, sample_dims="time")
+    with pytest.raises(ValueError, match=r"reference has no sample dim 'time'.*one reference"):
+        measured.ccm.fit(reference.isel(patch=0), sample_dims="time")
+    # pooling frames against one chart is still a fit (the chart broadcast over time)
+    pooled = measured.ccm.fit(reference, sample_dims=("time", "patch"))
+    stacked = measured.stack(s=("time", "patch")).transpose("s", "channel")
+    expected = lstsq(stacked.values, np.tile(reference.values, (4, 1)))
+    np.testing.assert_allclose(pooled.values, expected, rtol=1e-9)
+
+
+@pytest.mark.parametrize(
+    ("sample_dims", "error", "match"),
+    [
+        (0, ValueError, r"measured has no sample dim 0"),
+        (("patch", "patch"), ValueError, r"sample_dims names a dim more than once \('patch'\)"),
+        ([["patch"]], TypeError, r"sample_dims must be a dim name or a sequence"),
+        ((), ValueError, r"sample_dims is empty"),
+    ],
+)
+def test_bad_sample_dims(patches, sample_dims, error, match):
+    measured, reference = patches
+    with pytest.raises(error, match=match):
+        measured.ccm.fit(reference, sample_dims=sample_dims)
+    if error is ValueError and sample_dims != 0:
+        with pytest.raises(error, match=match):
+            xccm.report(measured, reference, np.eye(3), "cie76", sample_dims=sample_dims)
+
+
+def test_dataset_as_matrix_says_select_the_variable(image, patches):
+    m = patches[0].ccm.fit(patches[1])
+    with pytest.raises(TypeError, match=r"not a Dataset; select its matrix variable.*ds\['ccm'\]"):
+        image.ccm.apply(m.to_dataset())
+    with pytest.raises(TypeError, match=r"not a Dataset"):
+        xccm.invert(m.to_dataset())
+
+
+@pytest.mark.parametrize("shape", [(0, 0), (1, 0)])
+def test_invert_an_empty_matrix(shape):
+    with pytest.raises(ValueError, match=r"matrix is empty .*n >= 1"):
+        xccm.invert(np.zeros(shape))
+    labelled = xr.DataArray(np.zeros(shape), dims=("channel_in", "channel"))
+    with pytest.raises(ValueError, match=r"matrix is empty \(\d 'channel_in' rows"):
+        xccm.invert(labelled)
+
+
+@pytest.mark.parametrize("labelled", [False, True])
+def test_invert_a_float16_matrix_in_float32(labelled):
+    m = np.array([[2.0, 0.5, 0], [0, 1, 0], [0, 0, 4], [0.5, 0.25, 0]], np.float16)
+    given = xr.DataArray(m, dims=("channel_in", "channel")) if labelled else m
+    inv = xccm.invert(given)
+    assert inv.dtype == np.float32
+    x = np.array([[0.2, 0.4, 0.6]])
+    np.testing.assert_allclose(
+        xccm.apply(xccm.apply(x, m.astype(float)), np.asarray(inv)), x, rtol=1e-6
+    )
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"top_left": (0,)}, r"top_left must be a \(y, x\) pair of numbers; got \(0,\)"),
+        ({"top_left": 5}, r"top_left must be a \(y, x\) pair"),
+        ({"top_left": ("a", "b")}, r"top_left must be"),
+        ({"patch_size": 0}, r"patch_size must be a positive number .*got 0"),
+        ({"patch_size": (4, np.nan)}, r"patch_size must be .*finite"),
+        ({"pitch": (1, 2, 3)}, r"pitch must be a number or a \(y, x\) pair"),
+        ({"shape": (4,)}, r"shape must be \(rows, cols\), two positive integers; got \(4,\)"),
+        ({"shape": (4, 0)}, r"shape must be \(rows, cols\)"),
+        ({"shape": (4.0, 6)}, r"shape must be \(rows, cols\)"),
+    ],
+)
+def test_grid_boxes_arguments(kwargs, match):
+    args = {"top_left": (10, 20), "patch_size": 4, "pitch": 10, "shape": (2, 3)} | kwargs
+    with pytest.raises(ValueError, match=match):
+        xccm.grid_boxes(**args)
+
+
+def test_integer_channels_against_string_matrix_rows(image):
+    img = image.assign_coords(channel=[1, 2, 3])
+    m = xr.DataArray(
+        np.eye(3), dims=("channel_in", "channel"), coords={"channel_in": ["1", "2", "3"]}
+    )
+    with pytest.raises(
+        ValueError, match=r"labelled \['1', '2', '3'\] .*\[1, 2, 3\].*str, image channels int"
+    ):
+        img.ccm.apply(m)
+
+
+def test_loss_with_a_reference_of_unknown_space_refuses(patches):
+    measured = xccm.chart().copy(data=xccm.chart().values * 0.8)
+    for space in (None, "missing"):
+        ref = xccm.chart()
+        ref.attrs = {} if space == "missing" else {"space": None}
+        with pytest.raises(
+            ValueError, match=r"loss='cie76' .*does not say which space.*reference_space="
+        ):
+            xccm.fit(measured, ref, loss="cie76")
+        m = xccm.fit(measured, ref, loss="cie76", reference_space="srgb-linear", saturation=None)
+        assert m.attrs["reference_space"] == "srgb-linear"
+        xccm.fit(measured, ref)  # without a loss no space is needed
+
+
+SCALE_USERS = {
+    "apply": lambda x, s: xccm.apply(x, np.eye(3), scale=s),
+    "linearize": lambda x, s: xccm.linearize(x, "srgb", scale=s),
+    "encode": lambda x, s: xccm.encode(x, "srgb", scale=s),
+    "accessor": lambda x, s: x.ccm.apply(np.eye(3), scale=s),
+}
+
+
+@pytest.mark.parametrize("func", list(SCALE_USERS))
+@pytest.mark.parametrize("scale", [0, -1, -0.5, np.nan, np.inf, -np.inf, np.float32(0)])
+def test_scale_is_checked_the_same_everywhere(image, func, scale):
+    with pytest.raises(
+        ValueError, match=r"^scale must be a finite positive number \(e.g. 1 / 255\)"
+    ):
+        SCALE_USERS[func](image, scale)
+    if func != "accessor":
+        with pytest.raises(ValueError, match=r"^scale must be a finite positive number"):
+            SCALE_USERS[func](image.values, scale)
+
+
+@pytest.mark.parametrize("func", list(SCALE_USERS))
+@pytest.mark.parametrize("scale", [True, "1", [0.5], np.ones(3)])
+def test_scale_type_is_checked_the_same_everywhere(image, func, scale):
+    with pytest.raises(TypeError, match=r"^scale must be one real number \(e.g. 1 / 255\)"):
+        SCALE_USERS[func](image, scale)
+
+
+@pytest.mark.parametrize("func", ["apply", "linearize", "encode"])
+def test_lazy_scale_is_checked_on_compute(image, func):
+    import dask.array as dsa
+
+    good, bad = dsa.from_array(np.float64(0.5)), dsa.from_array(np.float64(-0.5))
+    with raise_if_dask_computes():
+        out = SCALE_USERS[func](image.chunk(), good)
+        wrong = SCALE_USERS[func](image.chunk(), bad)
+    xr.testing.assert_allclose(out, SCALE_USERS[func](image, 0.5))
+    with pytest.raises(ValueError, match=r"scale must be a finite positive number .*-0.5"):
+        wrong.compute()
+
+
+@pytest.mark.parametrize("lazy", [False, True])
+def test_inverse_returns_the_callers_channel_order(image, rng, lazy):
+    m = xr.DataArray(
+        np.eye(3) + rng.uniform(0, 0.2, (3, 3)),
+        dims=("channel_in", "channel"),
+        coords={"channel_in": ["G", "R", "B"], "channel": ["R", "G", "B"]},
+    )
+    x = image.chunk({"time": 2}) if lazy else image
+    back = xccm.inverse(xccm.apply(x, m), m)
+    assert back.channel.values.tolist() == ["R", "G", "B"]
+    xr.testing.assert_allclose(back, image, rtol=1e-4)
+    ds = xccm.inverse(xccm.apply(image.to_dataset(), m), m)
+    assert ds.image.channel.values.tolist() == ["R", "G", "B"]
+    # other names than the image's keep the matrix's row order
+    xyz = m.assign_coords(channel=["X", "Y", "Z"])
+    assert xccm.inverse(xccm.apply(image, xyz), xyz).channel.values.tolist() == ["G", "R", "B"]
+
+
+@pytest.mark.parametrize("loss", [None, "cie76"])
+def test_boolean_weights_count_as_one_and_zero(loss):
+    ref = xccm.chart()
+    measured = (ref * [0.8, 0.9, 1.1]).assign_coords(channel=["R", "G", "B"])
+    measured = measured + 0.01 * np.sin(np.arange(72).reshape(24, 3))
+    keep = np.arange(24) % 5 != 0
+    kw = {"loss": loss, "saturation": None} if loss else {}
+    got = xccm.fit(measured, ref, weights=keep, **kw)
+    xr.testing.assert_allclose(got, xccm.fit(measured, ref, weights=keep.astype(float), **kw))
+    assert not np.allclose(got, xccm.fit(measured, ref, **kw))
+    plain = xccm.fit(measured.values, ref.values, weights=keep)
+    np.testing.assert_allclose(plain, got.values if loss is None else plain)
+
+
+def test_mask_works_in_every_fit():
+    ref = xccm.chart()  # srgb-linear: no colour conversion without a loss
+    measured = (ref * [0.8, 0.9, 1.1]).assign_coords(channel=["R", "G", "B"])
+    measured = measured + 0.01 * np.cos(np.arange(72).reshape(24, 3))
+    mask = xr.DataArray(np.arange(24) % 4 != 1, dims="patch", coords={"patch": ref.patch})
+    got = xccm.fit(measured, ref, mask=mask)
+    expected = xccm.fit(measured, ref, weights=mask.astype(float))
+    xr.testing.assert_allclose(got, expected)
+    lstsq_used = lstsq(measured.values[mask.values], ref.values[mask.values])
+    np.testing.assert_allclose(got.values, lstsq_used, rtol=1e-10)
+    # plain arrays, the saturation range, and a mask combined with weights
+    np.testing.assert_allclose(
+        xccm.fit(measured.values, ref.values, mask=mask.values), got.values, rtol=1e-12
+    )
+    sat = xccm.fit(measured, ref, saturation=(0, 0.5))
+    inside = ((measured >= 0) & (measured <= 0.5)).all("channel")
+    xr.testing.assert_allclose(sat, xccm.fit(measured, ref, weights=inside.astype(float)))
+    assert sat.attrs["saturation"] == [0.0, 0.5]
+    w = np.linspace(1, 2, 24)
+    xr.testing.assert_allclose(
+        xccm.fit(measured, ref, mask=mask, weights=w),
+        xccm.fit(measured, ref, weights=w * mask.values),
+    )
+    with pytest.raises(TypeError, match=r"mask must be boolean"):
+        xccm.fit(measured.values, ref.values, mask=np.ones(24))
+
+
+@pytest.mark.parametrize("labels", [None, ["R", "G", "B", "A"], ["R", "G", "B", "alpha"]])
+def test_rgba_against_a_three_channel_chart_says_drop_alpha(labels):
+    ref = xccm.chart()
+    rgba = xr.concat([ref, xr.ones_like(ref.isel(channel=[0]))], "channel")
+    rgba = rgba.drop_vars("channel") if labels is None else rgba.assign_coords(channel=labels)
+    for kw in ({}, {"loss": "cie76"}):
+        with pytest.raises(
+            ValueError,
+            match=r"measured has 4 channels along 'channel' but reference has 3.*Drop alpha",
+        ):
+            xccm.fit(rgba, ref, **kw)
+    if labels is None:
+        with pytest.raises(ValueError, match=r"4 channels .*measured\[\.\.\., :3\]"):
+            xccm.fit(rgba.values, ref.values)
+
+
+def test_four_labelled_camera_channels_are_fitted(rng):
+    ref = xccm.chart()
+    rgbw = xr.DataArray(
+        rng.uniform(0.05, 0.9, (24, 4)),
+        dims=("patch", "channel"),
+        coords={"patch": ref.patch, "channel": ["R", "G", "B", "W"]},
+    )
+    m = xccm.fit(rgbw, ref)
+    assert m.sizes == {"channel_in": 4, "channel": 3}

@@ -868,3 +868,55 @@ def test_argument_errors(table, kwargs, error, match):
 def test_user_xyz_table_must_be_relative():
     with pytest.raises(ValueError, match=r"XYZ must be relative.*divide a 0-100 table by 100"):
         chart_from_table([[95.0, 100.0, 108.9], [20.0, 21.0, 22.0]], space="xyz")
+
+
+# ---------------------------------------------------------------------------------------------
+# chart_from_table: files as spreadsheets save them, and broken ones
+
+_TABLE = "patch,L,a,b\nWeiß,95.2,-1.0,2.9\nbräun,20.6,0.1,-0.5\n"
+
+
+@pytest.mark.parametrize(
+    ("encoding", "text"),
+    [
+        ("utf-8", _TABLE),
+        ("utf-8-sig", _TABLE),  # Excel's "CSV UTF-8"
+        ("utf-16", _TABLE.replace(",", "\t")),  # Excel's "Unicode text": BOM, tabs
+        ("utf-16", _TABLE),
+        ("latin-1", _TABLE),
+        ("cp1252", _TABLE.replace("Weiß", "Weiß – €")),  # Excel's plain "CSV" on Windows
+        ("utf-8", _TABLE.replace(",", ";")),
+    ],
+)
+def test_chart_from_table_reads_common_encodings(tmp_path, encoding, text):
+    path = tmp_path / "chart.csv"
+    path.write_bytes(text.encode(encoding))
+    ref = chart_from_table(path, space="lab")
+    sep = text[len("patch")]  # the delimiter after the first header
+    names = [line.split(sep)[0] for line in text.splitlines()[1:]]
+    assert ref.patch.values.tolist() == names
+    np.testing.assert_array_equal(ref.values, [[95.2, -1.0, 2.9], [20.6, 0.1, -0.5]])
+
+
+@pytest.mark.parametrize(
+    ("content", "match"),
+    [
+        (b"", r"CSV file '.*bad.csv' is empty"),
+        (b"  \n\n", r"is empty"),
+        (
+            b"patch,L,a,b\nx,1,2,3\ny,1,2,3,4\n",
+            r"bad.csv', line 3: 5 fields, but the header row has 4",
+        ),
+        (
+            b'patch,L,a,b\nx,1,2,3\n"y,1,2,3\nz,1,2,3\n',
+            r"bad.csv', line 3: .*quote opened here is never closed",
+        ),
+        (bytes(range(256)) * 3, r"bad.csv', line 1: character '\\x00' is not text"),
+        (b"patch,L,a,b\nx,1,2,3\n\x89PNG\x1a\n", r"line 3: character '\\x1a' is not text"),
+    ],
+)
+def test_chart_from_table_bad_files_name_file_and_line(tmp_path, content, match):
+    path = tmp_path / "bad.csv"
+    path.write_bytes(content)
+    with pytest.raises(ValueError, match=match):
+        chart_from_table(path, space="lab")

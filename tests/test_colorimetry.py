@@ -406,7 +406,9 @@ def test_ciede2000_reproduces_all_34_sharma_pairs(space, illuminant):
 
     def labelled(values):
         return xr.DataArray(
-            values, dims=("pair", "channel"), coords={"channel": ["L", "a", "b"]},
+            values,
+            dims=("pair", "channel"),
+            coords={"channel": ["L", "a", "b"]},
             attrs={"space": space},
         )
 

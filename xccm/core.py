@@ -267,7 +267,12 @@ def fit(
         )
     elif mask is not None or saturation not in ("auto", None):
         weights, colour_attrs = chartfit.masked_weights(
-            measured, weights, samples=samples, dim=dim, mask=mask, saturation=saturation
+            measured,
+            weights,
+            samples=samples,
+            dim=dim,
+            mask=mask,
+            saturation=None if saturation == "auto" else saturation,
         )
 
     n_in, n_out = measured.sizes[dim], reference.sizes[dim]

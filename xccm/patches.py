@@ -268,8 +268,10 @@ def _grid_shape(shape) -> tuple[int, int]:
     """``(rows, cols)`` of a grid: two positive integers."""
     try:
         rows, cols = shape
-        ok = all(isinstance(v, int | np.integer) and not isinstance(v, bool) and v > 0
-                 for v in (rows, cols))
+        ok = all(
+            isinstance(v, int | np.integer) and not isinstance(v, bool) and v > 0
+            for v in (rows, cols)
+        )
     except (TypeError, ValueError):
         ok = False
     if not ok:
