@@ -430,8 +430,8 @@ def solve_gram(
                 + (
                     too_large
                     if n_over == n_all
-                    else "there is no valid sample (every sample has a non-finite value, zero weight "
-                    "or is masked)"
+                    else "there is no valid sample (every sample has a non-finite value, zero "
+                    "weight or is masked)"
                     if not count.any()
                     else f"it needs at least {needed} valid samples spanning the input channels "
                     f"(a non-singular system); found {int(count.max())} valid samples at most"

@@ -549,7 +549,7 @@ def _decode_table(data: bytes, where: str) -> str:
 
 
 def _delimiter(text: str) -> str:
-    """The header row's delimiter: a comma, else a tab (Excel's "Unicode text"), else ";"."""
+    """Return the header row's delimiter: a comma, else a tab (Excel's "Unicode text"), else ";"."""
     header = next((line for line in text.splitlines() if line.strip()), "")
     return next((d for d in (",", "\t", ";") if d in header), ",")
 

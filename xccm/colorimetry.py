@@ -243,7 +243,7 @@ def space_kind(given: object) -> Kind | None:
 
 
 def _linear_rgb_name(given: str) -> str | None:
-    """The RGB space of a linear-RGB name ("" for plain "rgb-linear"), else None."""
+    """Return the RGB space of a linear-RGB name ("" for plain "rgb-linear"), else None."""
     text = given.strip()
     if _LINEAR_RGB.fullmatch(text):
         return ""
