@@ -17,7 +17,7 @@ import xarray as xr
 
 from .core import _check_choice, _check_data, _permutation, _require_one_chunk
 
-__all__ = ["BOUND", "BOUNDS", "Reduce", "extract_patches", "grid_boxes"]
+__all__ = ["BOUND", "BOUNDS", "Reduce", "extract_patches", "grid_boxes", "homography"]
 
 Reduce = Literal["median", "mean"]
 
@@ -27,15 +27,25 @@ BOUNDS = ("y0", "y1", "x0", "x1")
 
 
 def grid_boxes(
-    top_left: tuple[float, float],
-    patch_size: float | tuple[float, float],
-    pitch: float | tuple[float, float],
+    top_left: tuple[float, float] | None = None,
+    patch_size: float | tuple[float, float] | None = None,
+    pitch: float | tuple[float, float] | None = None,
     shape: tuple[int, int] = (4, 6),
     *,
+    corners: Sequence[tuple[float, float]] | np.ndarray | None = None,
+    gap: float = 0.0,
+    margin: float = 0.25,
     names: Sequence[Hashable] | None = None,
     patch_dim: Hashable = "patch",
 ) -> xr.DataArray:
     """Boxes of a regular grid of patches, row by row, as :func:`extract_patches` takes them.
+
+    Give the grid either axis-aligned, as ``top_left``, ``patch_size`` and ``pitch``, or as
+    the four ``corners`` of the chart in the image, for a chart that is tilted, turned or
+    seen in perspective. From the corners, a homography (the perspective map from the
+    chart's plane to the image) places every patch; the box of a patch is the largest
+    axis-aligned box, centred on the patch, that fits inside the middle of the patch (its
+    central ``1 - 2 * margin``), so it never reaches a neighbour or the chart's border.
 
     Parameters
     ----------
@@ -47,7 +57,24 @@ def grid_boxes(
     pitch : float or (float, float)
         Distance between the top-left corners of neighbouring patches, ``(dy, dx)``.
     shape : (int, int), default (4, 6)
-        Rows and columns of the grid (a ColorChecker Classic is 4 x 6).
+        Rows and columns of the grid (a ColorChecker Classic is 4 x 6), as printed.
+    corners : (4, 2) array-like, optional
+        Instead of ``top_left``, ``patch_size`` and ``pitch``: the pixel ``(y, x)`` of the
+        outer corners of the patch grid, in the order top-left, top-right, bottom-right,
+        bottom-left *of the chart as printed* (wherever they are in the image): the first
+        corner is the outer corner of the first patch (a ColorChecker's "dark skin"), the
+        second that of the last patch of the first row ("bluish green"), the third that of
+        the last patch ("black 2 (1.5 D)"), the fourth that of the first patch of the last
+        row ("white 9.5 (.05 D)"). A chart turned by 90 degrees or seen at an angle needs
+        no other change. Pixel ``(y, x)`` is centred on integer coordinates, as in OpenCV
+        and matplotlib's ``imshow``.
+    gap : float, default 0.0
+        With ``corners``: the gap between neighbouring patches as a fraction of the pitch
+        (a ColorChecker Classic has about 0.1); it moves each box towards its patch's
+        centre by at most ``gap / 2`` pitches.
+    margin : float, default 0.25
+        With ``corners``: the part of each patch left out on every side, as a fraction of
+        the patch's width (0 to 0.5): 0.25 samples the middle half.
     names : sequence, optional
         Patch names, row by row (e.g. ``xccm.chart("colorchecker24").patch.values``);
         default ``0 .. n - 1``.
@@ -59,23 +86,55 @@ def grid_boxes(
         Integer boxes, dims ``(patch_dim, "bound")``, ``bound`` coords ``y0, y1, x0, x1``
         (half-open: rows ``y0 <= y < y1``).
 
+    Raises
+    ------
+    ValueError
+        If both or neither of ``corners`` and ``top_left``/``patch_size``/``pitch`` are
+        given, the corners are not four finite ``(y, x)`` pairs making a convex
+        quadrilateral in order around it, ``gap`` or ``margin`` are out of range, or
+        ``names`` has another length than the grid.
+
     Examples
     --------
     >>> b = grid_boxes((10, 20), 4, 10, shape=(2, 3))
     >>> b.sizes["patch"], b.sel(bound=["y0", "y1", "x0", "x1"]).values[4].tolist()
     (6, [20, 24, 30, 34])
+
+    A chart turned by 90 degrees clockwise: its top-left corner is now at the image's top
+    right, so its first patch is there too.
+
+    >>> b = grid_boxes(corners=[(0, 20), (30, 20), (30, 0), (0, 0)], shape=(2, 3))
+    >>> b.values[0].tolist(), b.values[2].tolist()  # the first row runs down the image
+    ([3, 8, 13, 18], [23, 28, 13, 18])
     """
-    y, x = _number_pair(top_left, "top_left", scalar=False)
-    h, w = _number_pair(patch_size, "patch_size", positive=True)
-    dy, dx = _number_pair(pitch, "pitch")
     rows, cols = _grid_shape(shape)
     n = rows * cols
     if names is not None and len(names) != n:
         raise ValueError(f"names has {len(names)} entries but the {rows}x{cols} grid has {n}")
-    i, j = np.divmod(np.arange(n), cols)
-    y0 = np.rint(y + i * dy).astype(np.int64)
-    x0 = np.rint(x + j * dx).astype(np.int64)
-    data = np.stack([y0, y0 + round(h), x0, x0 + round(w)], axis=-1)
+    if corners is not None:
+        if top_left is not None or patch_size is not None or pitch is not None:
+            raise ValueError(
+                "give the grid as corners= or as top_left, patch_size and pitch, not both"
+            )
+        data = _quad_boxes(_check_corners(corners), (rows, cols), gap, margin)
+    else:
+        missing = [
+            name
+            for name, v in (("top_left", top_left), ("patch_size", patch_size), ("pitch", pitch))
+            if v is None
+        ]
+        if missing:
+            raise ValueError(
+                f"grid_boxes needs top_left, patch_size and pitch, or corners=; "
+                f"{' and '.join(missing)} not given"
+            )
+        y, x = _number_pair(top_left, "top_left", scalar=False)
+        h, w = _number_pair(patch_size, "patch_size", positive=True)
+        dy, dx = _number_pair(pitch, "pitch")
+        i, j = np.divmod(np.arange(n), cols)
+        y0 = np.rint(y + i * dy).astype(np.int64)
+        x0 = np.rint(x + j * dx).astype(np.int64)
+        data = np.stack([y0, y0 + round(h), x0, x0 + round(w)], axis=-1)
     return xr.DataArray(
         data,
         dims=(patch_dim, BOUND),
@@ -216,6 +275,110 @@ def extract_patches(
     out.name = image.name
     out.attrs = {**image.attrs, "patch_reduce": reduce}
     return out
+
+
+def homography(source: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """The 3x3 perspective map taking points ``source`` to ``target`` (least squares).
+
+    Both are ``(n, 2)`` arrays of points (``n >= 4``, no three of the first four on a
+    line); the result ``H`` maps ``(a, b)`` to ``(p / r, q / r)`` where
+    ``(p, q, r) = H @ (a, b, 1)``, with ``H[2, 2] = 1``. Solved by the normalised direct
+    linear transform (Hartley and Zisserman, *Multiple View Geometry*, algorithm 4.2):
+    exact for four points, least squares in the algebraic error for more.
+
+    Examples
+    --------
+    >>> h = homography([(0, 0), (1, 0), (1, 1), (0, 1)], [(0, 0), (2, 0), (2, 3), (0, 3)])
+    >>> np.allclose(h, [[2, 0, 0], [0, 3, 0], [0, 0, 1]])
+    True
+    """
+    src, dst = np.asarray(source, dtype=np.float64), np.asarray(target, dtype=np.float64)
+    ts, tt = _normaliser(src), _normaliser(dst)
+    a, b = _apply_h(ts, src), _apply_h(tt, dst)
+    zero, one = np.zeros(len(a)), np.ones(len(a))
+    x, y, u, v = a[:, 0], a[:, 1], b[:, 0], b[:, 1]
+    rows = np.concatenate(
+        [
+            np.stack([-x, -y, -one, zero, zero, zero, u * x, u * y, u], axis=1),
+            np.stack([zero, zero, zero, -x, -y, -one, v * x, v * y, v], axis=1),
+        ]
+    )
+    h = np.linalg.svd(rows)[2][-1].reshape(3, 3)
+    h = np.linalg.solve(tt, h @ ts)
+    return h / h[2, 2]
+
+
+def _normaliser(p: np.ndarray) -> np.ndarray:
+    """Similarity moving points to the origin, mean distance sqrt(2) (Hartley)."""
+    centre = p.mean(axis=0)
+    spread = np.sqrt(((p - centre) ** 2).sum(axis=1)).mean()
+    s = np.sqrt(2) / spread if spread > 0 else 1.0
+    return np.array([[s, 0, -s * centre[0]], [0, s, -s * centre[1]], [0, 0, 1.0]])
+
+
+def _apply_h(h: np.ndarray, p: np.ndarray) -> np.ndarray:
+    q = p @ h[:, :2].T + h[:, 2]
+    return q[..., :2] / q[..., 2:]
+
+
+def _check_corners(corners) -> np.ndarray:
+    c = np.asarray(corners, dtype=np.float64) if not isinstance(corners, str) else None
+    if c is None or c.shape != (4, 2):
+        shape = "a string" if c is None else f"shape {c.shape}"
+        raise ValueError(
+            f"corners must be four (y, x) pixel positions (top-left, top-right, "
+            f"bottom-right, bottom-left of the chart as printed); got {shape}"
+        )
+    if not np.isfinite(c).all():
+        raise ValueError(f"corners must be finite; got {c.tolist()}")
+    edges = np.roll(c, -1, axis=0) - c
+    turns = edges[:, 0] * np.roll(edges, -1, axis=0)[:, 1] - edges[:, 1] * np.roll(
+        edges, -1, axis=0
+    )[:, 0]
+    if not (np.all(turns > 0) or np.all(turns < 0)):
+        raise ValueError(
+            f"corners {c.tolist()} do not make a convex quadrilateral in order around it "
+            "(top-left, top-right, bottom-right, bottom-left of the chart as printed): "
+            "are two corners swapped, or three on a line?"
+        )
+    return c
+
+
+def _quad_boxes(corners: np.ndarray, shape: tuple[int, int], gap: float, margin: float):
+    """Integer boxes ``(n, 4)`` of the patches of a grid whose corners are ``(y, x)``."""
+    if not 0 <= gap < 1:
+        raise ValueError(f"gap must be a fraction of the pitch in [0, 1); got {gap}")
+    if not 0 <= margin < 0.5:
+        raise ValueError(f"margin must be a fraction of the patch in [0, 0.5); got {margin}")
+    rows, cols = shape
+    width, height = cols - gap, rows - gap  # the grid in the chart's plane, in pitches
+    chart = np.array([[0, 0], [width, 0], [width, height], [0, height]], dtype=np.float64)
+    h = homography(chart, corners[:, ::-1])  # chart (u, v) -> image (x, y)
+    i, j = np.divmod(np.arange(rows * cols), cols)
+    centre = np.stack([j, i], axis=-1) + (1 - gap) / 2  # (n, 2) patch centres (u, v)
+    half = (1 - gap) * (0.5 - margin)
+    square = np.array([[-1, -1], [1, -1], [1, 1], [-1, 1]]) * half
+    quad = _apply_h(h, centre[:, None, :] + square)  # (n, 4, 2) sampled region (x, y)
+    c = _apply_h(h, centre)  # (n, 2): a projective map sends the centre to the centre
+    extent = np.abs(quad - c[:, None]).max(axis=1)  # (n, 2) half width, half height
+    # largest box c +- t * extent inside the (convex) quad: for each edge with outward
+    # normal n, n.c + t (|n_x| e_x + |n_y| e_y) <= n.p
+    edge = np.roll(quad, -1, axis=1) - quad
+    normal = np.stack([edge[..., 1], -edge[..., 0]], axis=-1)
+    room = np.einsum("nkd,nkd->nk", normal, quad - c[:, None])
+    normal = np.where(room[..., None] < 0, -normal, normal)  # point outwards
+    room = np.abs(room)
+    reach = np.einsum("nkd,nd->nk", np.abs(normal), extent)
+    t = np.min(room / np.maximum(reach, 1e-12), axis=1, keepdims=True)
+    lo, hi = c - t * extent, c + t * extent
+    # pixels whose centres lie in [lo, hi]; at least the pixel at the centre
+    start, stop = np.ceil(lo - 1e-9), np.floor(hi + 1e-9) + 1
+    empty = stop <= start
+    start = np.where(empty, np.rint(c), start)
+    stop = np.where(empty, start + 1, stop)
+    x0, y0 = start.T.astype(np.int64)
+    x1, y1 = stop.T.astype(np.int64)
+    return np.stack([y0, y1, x0, x1], axis=-1)
 
 
 # ---------------------------------------------------------------------------------------------
