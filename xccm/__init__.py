@@ -14,6 +14,7 @@ from .chartfit import report
 from .charts import available_charts, chart, chart_from_table
 from .colorimetry import convert, delta_e
 from .core import Init, Model, apply, fit, inverse, invert
+from .detection import detect_chart
 from .images import open_images, to_images
 from .linearize import encode, fit_linearization, linearize, neutral_mask
 from .matrix_files import from_opencv, load_matrix, save_matrix, to_opencv
@@ -38,6 +39,7 @@ __all__ = [
     "chart_from_table",
     "convert",
     "delta_e",
+    "detect_chart",
     "encode",
     "extract_patches",
     "fit",

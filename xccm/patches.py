@@ -164,7 +164,10 @@ def extract_patches(
     - ``boxes``: half-open pixel ranges ``y0, y1, x0, x1`` per patch, a DataArray with dims
       ``(..., patch_dim, "bound")`` (``bound`` coords name the four values; without coords
       they are in that order), a mapping ``{name: (y0, y1, x0, x1)}`` or an ``(n, 4)`` array.
-      Extra dims (e.g. ``time``) give boxes that move from frame to frame.
+      Extra dims (e.g. ``time``) give boxes that move from frame to frame. A box that is
+      all NaN (a frame where :func:`xccm.detect_chart` found no chart) gives a NaN patch.
+      Boxes may be Dask-backed (as :func:`xccm.detect_chart` returns them for a Dask-backed
+      stack): they are then read, and checked, frame by frame as the patches are computed.
     - ``labels``: an integer image over ``spatial_dims`` (plus e.g. ``time`` if it varies),
       ``k`` for the pixels of patch ``k`` (1 to n) and 0 (or negative) for background.
 
@@ -243,7 +246,8 @@ def extract_patches(
     if boxes is not None:
         geometry = _as_boxes(boxes, patch_dim)
         patch_dim = geometry.dims[-2]
-        _check_boxes(geometry, frame, patch_dim)
+        if geometry.chunks is None:  # Dask-backed boxes are checked as each frame is read
+            _check_boxes(geometry, frame, patch_dim)
         geometry_core = [patch_dim, BOUND]
         kernel, names_out = _reduce_boxes, geometry.indexes.get(patch_dim)
         n = geometry.sizes[patch_dim]
@@ -493,21 +497,26 @@ def _as_boxes(boxes, patch_dim: Hashable) -> xr.DataArray:
                 f"boxes coords {BOUND!r} must be {list(BOUNDS)}; got {boxes[BOUND].values.tolist()}"
             )
         boxes = boxes.sel({BOUND: list(BOUNDS)})
-    if boxes.chunks is not None:
-        raise TypeError("boxes must be in memory (a few numbers per patch), not Dask-backed")
-    if boxes.dtype.kind == "f" and np.isnan(boxes.values).any():
-        where = ""
-        if others:
-            k = int(np.isnan(boxes.values).any(axis=(-2, -1)).sum())
-            where = f" in {k} of the {int(np.prod(boxes.shape[:-2]))} entries along {tuple(others)}"
-        raise ValueError(
-            f"boxes holds NaN{where} (frames that a reindex left without boxes?); fill them, "
-            'e.g. reindex(..., method="nearest"), or leave those frames out of the image'
-        )
-    if boxes.dtype.kind not in "iu" and not (
-        boxes.dtype.kind == "f" and np.array_equal(boxes.values, np.round(boxes.values))
-    ):
+    if boxes.dtype.kind not in "iuf":
         raise TypeError(f"boxes must hold integer pixel indices; got dtype {boxes.dtype}")
+    if boxes.chunks is not None:  # e.g. from detect_chart: checked frame by frame, lazily
+        return boxes.astype(np.float64)
+    values = boxes.values
+    if boxes.dtype.kind == "f":
+        nan = np.isnan(values)
+        partial = nan.any(axis=-1) & ~nan.all(axis=-1)
+        if partial.any():
+            where = np.argwhere(partial)[0]
+            raise ValueError(
+                f"boxes patch {boxes[patch_dim].values[where[-1]]!r} has NaN in some of its "
+                f"bounds {values[tuple(where)].tolist()}; a box is either four integers or "
+                "all NaN (no box: that patch is NaN)"
+            )
+        finite = values[~nan]
+        if not np.array_equal(finite, np.round(finite)):
+            raise TypeError(f"boxes must hold integer pixel indices; got dtype {boxes.dtype}")
+        if nan.any():  # patches without a box (no chart found in a frame) are NaN
+            return boxes.astype(np.float64)
     return boxes.astype(np.int64)
 
 
@@ -678,7 +687,16 @@ def _reduce_boxes(x: np.ndarray, boxes: np.ndarray, *, n: int, reduce: str, dtyp
     lead, c = x.shape[:-3], x.shape[-1]
     out = np.empty((*lead, n, c), dtype=dtype)
     for idx, bb in _frames(boxes, lead):
-        for p, (y0, y1, x0, x1) in enumerate(bb):
+        for p, box in enumerate(bb):
+            if np.isnan(box).any():  # no box for this patch in this frame
+                out[idx][..., p, :] = np.nan
+                continue
+            y0, y1, x0, x1 = (int(v) for v in box)
+            if not (0 <= y0 < y1 <= x.shape[-3] and 0 <= x0 < x1 <= x.shape[-2]):
+                raise ValueError(  # only Dask-backed boxes get here: in memory, checked before
+                    f"boxes patch {p} is ({y0}, {y1}, {x0}, {x1}) = (y0, y1, x0, x1), empty or "
+                    f"outside the frame ({x.shape[-3]} x {x.shape[-2]})"
+                )
             crop = x[idx][..., y0:y1, x0:x1, :].astype(dtype, copy=False)
             out[idx][..., p, :] = _reduce_pixels(crop.reshape(*crop.shape[:-3], -1, c), reduce)
     return out
