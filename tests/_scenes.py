@@ -66,10 +66,8 @@ def chart_homography(
     proj[2, :2] = rng.uniform(-perspective, perspective, 2)
     m = rot @ proj @ t0
     # shift so the card lies inside the frame, at a random place
-    uv = np.array(
-        [[-BORDER, -BORDER], [card_w - BORDER, -BORDER], [card_w - BORDER, card_h - BORDER]]
-        + [[-BORDER, card_h - BORDER]]
-    )
+    lo_u, hi_u, lo_v, hi_v = -BORDER, card_w - BORDER, -BORDER, card_h - BORDER
+    uv = np.array([[lo_u, lo_v], [hi_u, lo_v], [hi_u, hi_v], [lo_u, hi_v]])
     xy = _project(m, uv)
     lo, hi = xy.min(0), xy.max(0)
     span = hi - lo

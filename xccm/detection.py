@@ -200,7 +200,7 @@ def _detect_frame(
     values = frame.astype(np.float64)
     for centres in _mcc_centres(_to_bgr8(frame, linear), grid):
         corners = _grid_corners(centres, grid)
-        for order in _namings(mirrored):
+        for order in _namings(corners, mirrored):
             boxes = grid_boxes(corners=corners[order], shape=grid, margin=margin).values
             boxes, measured = _sample(values, boxes)
             score = _rank_score(measured, reference)
@@ -211,8 +211,8 @@ def _detect_frame(
     return best_boxes, (best if np.isfinite(best) else np.nan)
 
 
-def _to_bgr8(frame: np.ndarray, linear: bool) -> np.ndarray:
-    """The frame as the detector wants it: 8-bit BGR, contiguous, shrunk if very large."""
+def _to_bgr8(frame: np.ndarray, linear: bool) -> tuple[np.ndarray, int]:
+    """Make the frame 8-bit BGR for the detector, contiguous, shrunk if very large."""
     if frame.dtype == np.uint8:
         f = frame / 255.0
     else:  # any other range: scale by a robust maximum
@@ -242,7 +242,7 @@ def _mcc_centres(bgr_step, grid: tuple[int, int]) -> list[np.ndarray]:
     if not hasattr(cv2, "mcc"):  # pragma: no cover - depends on the environment
         raise ModuleNotFoundError(
             "detect_chart needs cv2.mcc, which opencv-python lacks: install "
-            "opencv-contrib-python-headless instead (pip install \"xccm[detect]\")"
+            'opencv-contrib-python-headless instead (pip install "xccm[detect]")'
         )
     bgr, step = bgr_step
     detector = cv2.mcc.CCheckerDetector_create()
@@ -276,12 +276,23 @@ def _grid_corners(centres: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
     return (p[:, :2] / p[:, 2:])[:, ::-1]
 
 
-def _namings(mirrored: bool) -> list[list[int]]:
-    """The ways to call four corners, in order around a quadrilateral, TL, TR, BR, BL."""
-    turns = [[(k + i) % 4 for i in range(4)] for k in range(4)]
+def _namings(corners: np.ndarray, mirrored: bool) -> list[list[int]]:
+    """List the ways to name four corners in order around a quadrilateral TL, TR, BR, BL.
+
+    A chart seen from the front has TL, TR, BR, BL clockwise on the screen (a positive
+    signed area in ``(x, y)`` with ``y`` down); its mirror image counter-clockwise.
+    """
+    namings = [[(k + i) % 4 for i in range(4)] for k in range(4)]
+    namings += [[(k - i) % 4 for i in range(4)] for k in range(4)]
     if mirrored:
-        turns += [[(k - i) % 4 for i in range(4)] for k in range(4)]
-    return turns
+        return namings
+    return [order for order in namings if _signed_area(corners[order]) > 0]
+
+
+def _signed_area(corners: np.ndarray) -> float:
+    """Twice the signed area of a polygon of ``(y, x)`` points, positive if clockwise."""
+    y, x = corners[:, 0], corners[:, 1]
+    return float(np.sum(x * np.roll(y, -1) - np.roll(x, -1) * y))
 
 
 def _sample(values: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -282,7 +282,7 @@ def extract_patches(
 
 
 def homography(source: np.ndarray, target: np.ndarray) -> np.ndarray:
-    """The 3x3 perspective map taking points ``source`` to ``target`` (least squares).
+    """Return the 3x3 perspective map taking points ``source`` to ``target`` (least squares).
 
     Both are ``(n, 2)`` arrays of points (``n >= 4``, no three of the first four on a
     line); the result ``H`` maps ``(a, b)`` to ``(p / r, q / r)`` where
@@ -336,9 +336,10 @@ def _check_corners(corners) -> np.ndarray:
     if not np.isfinite(c).all():
         raise ValueError(f"corners must be finite; got {c.tolist()}")
     edges = np.roll(c, -1, axis=0) - c
-    turns = edges[:, 0] * np.roll(edges, -1, axis=0)[:, 1] - edges[:, 1] * np.roll(
-        edges, -1, axis=0
-    )[:, 0]
+    turns = (
+        edges[:, 0] * np.roll(edges, -1, axis=0)[:, 1]
+        - edges[:, 1] * np.roll(edges, -1, axis=0)[:, 0]
+    )
     if not (np.all(turns > 0) or np.all(turns < 0)):
         raise ValueError(
             f"corners {c.tolist()} do not make a convex quadrilateral in order around it "
@@ -508,7 +509,7 @@ def _as_boxes(boxes, patch_dim: Hashable) -> xr.DataArray:
         if partial.any():
             where = np.argwhere(partial)[0]
             raise ValueError(
-                f"boxes patch {boxes[patch_dim].values[where[-1]]!r} has NaN in some of its "
+                f"boxes patch {boxes[patch_dim].values[where[-1]].item()!r} has NaN in some of its "
                 f"bounds {values[tuple(where)].tolist()}; a box is either four integers or "
                 "all NaN (no box: that patch is NaN)"
             )
