@@ -28,7 +28,7 @@ __all__ = ["detect_chart"]
 #: Charts :func:`detect_chart` finds: name -> (rows, columns) as printed.
 _GRIDS = {"colorchecker24": (4, 6)}
 
-#: Frames larger than this (pixels, longer side) are shrunk for the detector, not for sampling.
+#: Frames larger than this (pixels, longer side) are shrunk for the detector (not for sampling).
 _DETECT_SIZE = 1500
 
 
@@ -195,11 +195,19 @@ def _detect_frame(
     mirrored: bool,
 ) -> tuple[np.ndarray, float]:
     """Boxes ``(n, 4)`` (NaN if no chart) and the best score of one ``(y, x, 3)`` frame."""
+    cv2 = _cv2()
     n = reference.shape[0]
     best_boxes, best = np.full((n, 4), np.nan), -np.inf
     values = frame.astype(np.float64)
-    for centres in _mcc_centres(_to_bgr8(frame, linear), grid):
+    bgr = _to_bgr8(frame, linear)
+    longest = max(bgr.shape[:2])
+    # very large frames are shrunk for the detector (searching at twice the size, for
+    # small charts, found none more in the benchmark's scenes)
+    scale = min(1.0, _DETECT_SIZE / longest)
+    for centres in _mcc_centres(cv2, bgr, scale, grid):
         corners = _grid_corners(centres, grid)
+        if corners is None:  # the centres do not make a grid: not a chart
+            continue
         for order in _namings(corners, mirrored):
             boxes = grid_boxes(corners=corners[order], shape=grid, margin=margin).values
             boxes, measured = _sample(values, boxes)
@@ -211,27 +219,7 @@ def _detect_frame(
     return best_boxes, (best if np.isfinite(best) else np.nan)
 
 
-def _to_bgr8(frame: np.ndarray, linear: bool) -> tuple[np.ndarray, int]:
-    """Make the frame 8-bit BGR for the detector, contiguous, shrunk if very large."""
-    if frame.dtype == np.uint8:
-        f = frame / 255.0
-    else:  # any other range: scale by a robust maximum
-        f = np.nan_to_num(frame.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
-        top = np.percentile(f, 99.5)
-        f = f / top if top > 0 else f
-    f = np.clip(f, 0, 1)
-    if linear:
-        f = f ** (1 / 2.2)
-    step = int(np.ceil(max(f.shape[:2]) / _DETECT_SIZE))
-    if step > 1:  # block means: the detector needs no more than ~1500 pixels a side
-        h, w = (f.shape[0] // step) * step, (f.shape[1] // step) * step
-        f = f[:h, :w].reshape(h // step, step, w // step, step, 3).mean(axis=(1, 3))
-    bgr = np.ascontiguousarray(np.rint(f[..., ::-1] * 255).astype(np.uint8))
-    return bgr, step
-
-
-def _mcc_centres(bgr_step, grid: tuple[int, int]) -> list[np.ndarray]:
-    """Patch centres ``(n, 2)`` as ``(x, y)`` in frame pixels, one array per candidate."""
+def _cv2():
     try:
         import cv2
     except ModuleNotFoundError as err:  # pragma: no cover - depends on the environment
@@ -244,7 +232,28 @@ def _mcc_centres(bgr_step, grid: tuple[int, int]) -> list[np.ndarray]:
             "detect_chart needs cv2.mcc, which opencv-python lacks: install "
             'opencv-contrib-python-headless instead (pip install "xccm[detect]")'
         )
-    bgr, step = bgr_step
+    return cv2
+
+
+def _to_bgr8(frame: np.ndarray, linear: bool) -> np.ndarray:
+    """Make the frame 8-bit BGR for the detector (contiguous)."""
+    if frame.dtype == np.uint8:
+        f = frame / 255.0
+    else:  # any other range: scale by a robust maximum
+        f = np.nan_to_num(frame.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+        top = np.percentile(f, 99.5)
+        f = f / top if top > 0 else f
+    f = np.clip(f, 0, 1)
+    if linear:
+        f = f ** (1 / 2.2)
+    return np.ascontiguousarray(np.rint(f[..., ::-1] * 255).astype(np.uint8))
+
+
+def _mcc_centres(cv2, bgr: np.ndarray, scale: float, grid: tuple[int, int]) -> list[np.ndarray]:
+    """Patch centres ``(n, 2)`` as ``(x, y)`` in frame pixels, one array per candidate."""
+    if scale != 1:
+        method = cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC
+        bgr = cv2.resize(bgr, None, fx=scale, fy=scale, interpolation=method)
     detector = cv2.mcc.CCheckerDetector_create()
     detector.setColorChartType(cv2.mcc.MCC24)
     detector.setUseDnnModel(False)
@@ -257,23 +266,34 @@ def _mcc_centres(bgr_step, grid: tuple[int, int]) -> list[np.ndarray]:
         if quads.shape != (4 * n, 2):
             continue
         centres = quads.reshape(n, 4, 2).mean(axis=1)  # row by row, as the detector names them
-        out.append(centres * step + (step - 1) / 2)  # back to the frame's pixels
+        out.append((centres + 0.5) / scale - 0.5)  # back to the frame's pixels
     return out
 
 
-def _grid_corners(centres: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
+def _grid_corners(centres: np.ndarray, grid: tuple[int, int]) -> np.ndarray | None:
     """Outer corners ``(4, 2)`` as ``(y, x)`` of the grid whose patch centres are given.
 
     A homography from the chart's plane (one unit per patch pitch, centres at half units)
     fitted to all the centres, so that one misplaced centre moves the corners little.
+    ``None`` if the centres are not on a grid (median misfit over a quarter of a pitch)
+    or the corners do not make a convex quadrilateral.
     """
     rows, cols = grid
     i, j = np.divmod(np.arange(rows * cols), cols)
     plane = np.stack([j + 0.5, i + 0.5], axis=-1)
     h = homography(plane, centres)
     outer = np.array([[0, 0], [cols, 0], [cols, rows], [0, rows]], dtype=np.float64)
-    p = np.c_[outer, np.ones(4)] @ h.T
-    return (p[:, :2] / p[:, 2:])[:, ::-1]
+    p = np.c_[np.vstack([outer, plane]), np.ones(4 + len(plane))] @ h.T
+    xy = p[:, :2] / p[:, 2:]
+    corners, fitted = xy[:4], xy[4:]
+    pitch = np.sqrt(abs(_signed_area(corners[:, ::-1])) / 2 / (rows * cols))
+    misfit = np.median(np.linalg.norm(fitted - centres, axis=1))
+    turns = [
+        _signed_area(corners[[k, (k + 1) % 4, (k + 2) % 4]][:, ::-1]) for k in range(4)
+    ]  # a convex quadrilateral turns the same way at every corner
+    if not (misfit < 0.25 * pitch and (all(t > 0 for t in turns) or all(t < 0 for t in turns))):
+        return None
+    return corners[:, ::-1]
 
 
 def _namings(corners: np.ndarray, mirrored: bool) -> list[list[int]]:
