@@ -212,7 +212,7 @@ def main() -> None:
         for k in range(4)
     }
     print(
-        "\nxccm oriented right, by rotation: "
+        "\nxccm found and oriented right, by rotation: "
         + ", ".join(f"{90 * k}°: {v:.0%}" for k, v in by_rotation.items())
     )
     print(
