@@ -543,3 +543,46 @@ def test_report_pairs_patches_by_label():
     perm = np.random.default_rng(2).permutation(24)
     shuffled = xccm.report(measured, ref.isel(patch=perm), m, "cie76")
     xr.testing.assert_allclose(shuffled["mean"], xccm.report(measured, ref, m, "cie76")["mean"])
+
+
+@pytest.mark.parametrize("curve", ["gamma", "srgb", "color_polyfit", "gray_polyfit"])
+def test_saturation_range_applies_to_the_values_before_linearisation(curve):
+    # OpenCV masks the encoded camera values; xccm maps the range through the curve that
+    # linearize recorded, so the fit leaves out exactly the patches a mask of the encoded
+    # values leaves out, whatever the curve does above 0.98.
+    ref = xccm.chart()
+    rng = np.random.default_rng(3)
+    linear_camera = ref.clip(0) * 0.85 + 0.01 + rng.normal(0, 0.002, ref.shape)
+    encoded = linear_camera.clip(0, 1) ** (1 / 2.2)
+    encoded[18] = [0.93, 0.92, 0.94]  # white: out of (0, 0.9) encoded, inside once linear
+    if curve.endswith("polyfit"):
+        method = xccm.fit_linearization(encoded, ref, curve, degree=3)
+    else:
+        method = curve
+    linear = xccm.linearize(encoded, method)
+    by_encoded = xccm.saturation_mask(encoded, 0, 0.9)
+    by_linear = xccm.saturation_mask(linear, 0, 0.9)
+    assert not bool((by_encoded == by_linear).all())  # the two ranges differ on this chart
+    m = xccm.fit(linear, ref, loss="ciede2000", saturation=(0, 0.9))
+    by_hand = xccm.fit(linear, ref, loss="ciede2000", saturation=None, mask=by_encoded)
+    xr.testing.assert_allclose(m, by_hand, rtol=0, atol=0)
+    assert m.attrs["saturation"] == [0.0, 0.9]
+    assert m.attrs["saturation_on"].startswith("encoded values (before ")
+    # values not from linearize are taken as they are, and the attrs say so
+    plain = linear.copy()
+    plain.attrs = {}
+    m_plain = xccm.fit(plain, ref, loss="ciede2000", saturation=(0, 0.9))
+    assert m_plain.attrs["saturation_on"] == "measured"
+    assert not np.allclose(m_plain, m)
+
+
+def test_saturation_range_refuses_a_tampered_or_bending_linearisation_record():
+    linear = xccm.linearize(camera().clip(0) ** (1 / 2.2), "gamma")
+    linear.attrs["linearization"] = "color_polyfit degree 3"
+    with pytest.raises(ValueError, match="do not describe a curve that linearize makes"):
+        xccm.fit(linear, xccm.chart(), loss="ciede2000")
+    # a fitted curve that bends back inside the range cannot carry the range over
+    linear.attrs["linearization"] = "gray_polyfit degree 2"
+    linear.attrs["linearization_coefficients"] = [0.0, 2.0, -2.0]  # peaks at 0.5
+    with pytest.raises(ValueError, match="does not rise to its highest value"):
+        xccm.fit(linear, xccm.chart(), loss="ciede2000")

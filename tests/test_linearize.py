@@ -174,7 +174,11 @@ def test_lazy_keeps_chunks_coords_attrs(image, color_coeffs):
 
 
 def test_attrs_recorded_and_input_untouched(image, color_coeffs):
-    assert linearize(image).attrs == {"units": "1", "linearization": "gamma 2.2"}
+    assert linearize(image).attrs == {
+        "units": "1",
+        "linearization": "gamma 2.2",
+        "linearization_coefficients": [2.2],
+    }
     assert linearize(image, "srgb").attrs["linearization"] == "srgb"
     assert linearize(image, color_coeffs).attrs["linearization"] == "color_polyfit degree 3"
     lin = linearize(image, "gamma", gamma=1.8)

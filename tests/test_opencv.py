@@ -140,3 +140,19 @@ def test_linear_rgb_fit_is_the_closed_form_and_beats_opencv(chart, model):
         else linear.values[keep]
     ) @ np.asarray(m_cv) - target[keep]
     assert float(m.loss) <= np.sqrt(np.sum(np.asarray(resid) ** 2) / keep.sum())
+
+
+@pytest.mark.parametrize("seed", [1, 3])
+def test_default_saturation_range_is_taken_before_linearisation_as_opencv(chart, seed):
+    # No mask by hand: the default saturation range applies to the encoded values, which
+    # xccm.linearize recorded, so the same patches are left out as OpenCV leaves out.
+    src = camera(chart, seed)
+    encoded = xr.DataArray(src, dims=("patch", "channel"), coords={"channel": ["R", "G", "B"]})
+    encoded = encoded.assign_coords(patch=chart.patch)
+    linear = xccm.linearize(encoded, "gamma", gamma=2.2)
+    m = xccm.fit(linear, chart, loss="ciede2000", rgb_space=CV_SRGB, standard="sample")
+    _, _, m_by_hand = xccm_fit(src, chart, "ciede2000", "linear")
+    assert m.attrs["saturation_on"] == "encoded values (before gamma 2.2)"
+    xr.testing.assert_allclose(m, m_by_hand, rtol=0, atol=0)
+    _, loss_cv = opencv_fit(src, chart, "ciede2000", "linear")
+    assert float(m.loss) <= loss_cv * (1 + 1e-4)

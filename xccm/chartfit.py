@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from . import _refine, colorimetry
+from . import _refine, colorimetry, linearize
 from .core import _IN, _OUT, apply, matrix_in_dim
 
 __all__ = ["report"]
@@ -127,13 +127,13 @@ def _mask_factors(measured, weights, *, samples, dim, mask, saturation):
     if weights is not None:
         weights = _per_sample(weights, samples, measured, "weights")
     if saturation is not None:
-        from .weights import saturation_mask
-
         lo, hi = _saturation_range(saturation)
-        kept = saturation_mask(measured, lo, hi, dim=dim)
+        low, high, curve = linearize.linear_bounds(measured, lo, hi, dim=dim)
+        kept = ((measured >= low) & (measured <= high)).all(dim)
         _check_units(measured, kept, samples, (lo, hi), dim=dim)
         factors.append(kept)
         attrs["saturation"] = [float(lo), float(hi)]
+        attrs["saturation_on"] = f"encoded values (before {curve})" if curve else "measured"
     if mask is not None:
         factors.append(_as_mask(mask, samples, measured, dim))
     return weights, factors, attrs
@@ -172,6 +172,8 @@ def _saturation_range(saturation) -> tuple[float, float]:
             "saturation must be (low, high), None (keep every sample) or 'auto' ((0, 0.98) "
             f"with a loss); got {saturation!r}"
         ) from None
+    if not (np.isfinite(lo) and np.isfinite(hi) and lo <= hi):
+        raise ValueError(f"saturation range must be finite with low <= high; got ({lo}, {hi})")
     return lo, hi
 
 

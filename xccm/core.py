@@ -140,7 +140,9 @@ def fit(
     saturation : (low, high) or None, default "auto"
         Samples with any ``measured`` channel outside ``[low, high]`` are left out (with
         or without a loss); ``"auto"`` is (0, 0.98), OpenCV's default, when a loss is
-        given and no range otherwise.
+        given and no range otherwise. As in OpenCV, the range is on the camera values as
+        encoded: for ``measured`` from :func:`xccm.linearize` it is mapped through the
+        curve recorded in its attrs (``m.attrs["saturation_on"]`` says so).
     lightness_power : float, optional
         With a loss, weight each sample by the reference's ``L*`` to this power (OpenCV's
         ``weights_coeff``), times ``weights`` if given.

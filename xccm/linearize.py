@@ -52,6 +52,10 @@ FIT_METHODS: tuple[str, ...] = get_args(FitMethod)
 GRAY_WEIGHTS = np.array([0.2126, 0.7152, 0.0722])
 
 POWER = "power"  #: dim of the polynomial coefficients, lowest power first
+#: attrs :func:`linearize` sets: the curve's name, and its parameters (a flat list of
+#: floats: the exponent of a gamma curve, or a fitted curve's coefficients, channel by
+#: channel in the order of the linearised values' channels, lowest power first)
+LINEARIZATION, LINEARIZATION_COEFFICIENTS = "linearization", "linearization_coefficients"
 #: coords of fitted coefficients: the range of measured values each curve was fitted on
 INPUT_MIN, INPUT_MAX = "input_min", "input_max"
 _C = "__xccm_lin_channel__"  # private core-dim name inside apply_ufunc
@@ -86,6 +90,15 @@ class _Curve:
         if self.coeffs is not None:
             return f"{self.name} degree {self.coeffs.shape[-1] - 1}"
         return self.name
+
+    def attrs(self) -> dict[str, object]:
+        """Return what :func:`linearize` records of the curve: enough to evaluate it again."""
+        out: dict[str, object] = {LINEARIZATION: self.describe()}
+        if self.name == "gamma":
+            out[LINEARIZATION_COEFFICIENTS] = [float(self.gamma)]
+        elif self.coeffs is not None:  # flat, row by row: netCDF attrs hold 1-D lists only
+            out[LINEARIZATION_COEFFICIENTS] = [float(v) for v in self.coeffs.ravel()]
+        return out
 
 
 def _horner(x: np.ndarray, c: np.ndarray) -> np.ndarray:
@@ -410,9 +423,10 @@ def _transform(x, method, *, gamma, dim, scale, inverse: bool):
             keep_attrs=True,
         )
     attrs = dict(source.attrs)
-    attrs.pop("linearization", None)
+    attrs.pop(LINEARIZATION, None)
+    attrs.pop(LINEARIZATION_COEFFICIENTS, None)
     if not inverse:
-        attrs["linearization"] = curve.describe()
+        attrs.update(curve.attrs())
     out.attrs = attrs
     out.name = source.name
     return out
@@ -489,6 +503,92 @@ def _curve_from_coeffs(coeffs: xr.DataArray, dim: Hashable) -> _Curve:
         labels=tuple(labels) if labels else None,
         log="log" in kind,
         input_range=ranges,
+    )
+
+
+def linear_bounds(
+    values: xr.DataArray, low: float, high: float, *, dim: Hashable = "channel"
+) -> tuple[xr.DataArray | float, xr.DataArray | float, str | None]:
+    """Where encoded values in ``[low, high]`` lie in ``values``, linearised by :func:`linearize`.
+
+    OpenCV's ccm module takes its saturation range on the camera values as encoded (before
+    linearisation). For values that :func:`linearize` produced, this maps that range through
+    the curve it recorded in ``values.attrs``: the bounds are the lowest and highest values
+    of the curve over ``[low, high]``. For an increasing curve a value was encoded in
+    ``[low, high]`` exactly when it lies between them; a fitted curve that dips a little
+    near black keeps every value encoded in the range.
+
+    Returns
+    -------
+    (low, high, curve)
+        The bounds in ``values``' units (per channel for a per-channel curve, as DataArrays
+        over ``dim``; floats otherwise) and the curve's name; or ``low``, ``high`` and None
+        when ``values`` records no linearisation (or ``"identity"``): they are then taken as
+        they are.
+
+    Raises
+    ------
+    ValueError
+        If the recorded curve is malformed, or does not rise to its top at ``high``.
+    """
+    name = values.attrs.get(LINEARIZATION)
+    if not isinstance(name, str) or name == "identity":
+        return low, high, None
+    curve = _curve_from_attrs(values, name, dim)
+    grid = np.linspace(low, high, 1025)
+    rows = range(len(curve.coeffs)) if curve.per_channel else [None]
+    on_grid = np.stack([_evaluate(grid, curve, k) for k in rows])
+    # Fitted curves may dip a little near black; what counts is that values encoded in the
+    # range land between the curve's lowest and highest values there, and that the curve
+    # rises to its top at ``high`` (so that brighter, saturated values land above it).
+    mapped = np.stack([on_grid.min(axis=-1), on_grid.max(axis=-1)], axis=-1)
+    rise = mapped[:, 1] - mapped[:, 0]
+    if not (np.all(np.isfinite(mapped)) and np.all(on_grid[:, -1] >= mapped[:, 1] - 1e-3 * rise)):
+        raise ValueError(
+            f"the linearisation measured records ({name}) does not rise to its highest value "
+            f"at the top of the saturation range [{low:g}, {high:g}], so the range cannot be "
+            "mapped through it; pass saturation=None and a mask= of the encoded values, e.g. "
+            "mask=xccm.saturation_mask(encoded)"
+        )
+    if curve.per_channel:
+        return (
+            xr.DataArray(mapped[:, 0], dims=(dim,)),
+            xr.DataArray(mapped[:, 1], dims=(dim,)),
+            name,
+        )
+    return float(mapped[0, 0]), float(mapped[0, 1]), name
+
+
+def _evaluate(x: np.ndarray, curve: _Curve, row: int | None) -> np.ndarray:
+    """Evaluate the curve (row ``row`` of a per-channel one) at ``x``, in float64."""
+    if row is not None:
+        curve = replace(curve, coeffs=curve.coeffs[row])
+    return _kernel(x, curve=curve, inverse=False, dtype=np.dtype(np.float64), scale=None)
+
+
+def _curve_from_attrs(values: xr.DataArray, name: str, dim: Hashable) -> _Curve:
+    """Rebuild the curve :func:`linearize` recorded in ``values.attrs``."""
+    params = values.attrs.get(LINEARIZATION_COEFFICIENTS)
+    kind, _, rest = name.partition(" ")
+    try:
+        flat = None if params is None else np.asarray(params, dtype=np.float64).ravel()
+        if kind == "srgb" and not rest:
+            return _Curve("srgb")
+        if kind == "gamma":
+            return _Curve("gamma", gamma=float(flat[0]) if flat is not None else float(rest))
+        if kind in FIT_METHODS and flat is not None and rest.startswith("degree "):
+            powers = int(rest.split()[-1]) + 1
+            if kind.startswith("color"):
+                flat = flat.reshape(values.sizes[dim], powers)
+            elif flat.size != powers:
+                raise ValueError(kind)
+            return _Curve(kind, coeffs=flat, log="log" in kind)
+    except (TypeError, ValueError, IndexError, KeyError):
+        pass
+    raise ValueError(
+        f"measured.attrs record the linearisation {name!r} with parameters {params!r}, which "
+        f"do not describe a curve that linearize makes; fix or remove attrs[{LINEARIZATION!r}] "
+        f"and attrs[{LINEARIZATION_COEFFICIENTS!r}]"
     )
 
 
