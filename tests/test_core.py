@@ -293,6 +293,85 @@ def test_apply_lazy_with_lazy_per_frame_matrix(image, patches):
     xr.testing.assert_allclose(out.compute(), image.ccm.apply(m.compute()))
 
 
+def _frames(n: int, rng) -> tuple[xr.DataArray, xr.DataArray]:
+    """n small frames, one per chunk, and one affine matrix per frame, labelled by time."""
+    arr = rng.random((n, 2, 3, 3)).astype(np.float32)
+    img = xr.DataArray(
+        dsa.from_array(arr, chunks=(1, 2, 3, 3)),
+        dims=("time", "y", "x", "channel"),
+        coords={"time": np.arange(n) * 10},
+    )
+    mats = rng.normal(0, 0.1, (n, 4, 3)) + np.vstack([np.eye(3), np.zeros(3)])
+    m = xr.DataArray(mats, dims=("time", "channel_in", "channel"), coords={"time": img.time})
+    return img, m
+
+
+def test_apply_per_frame_matrix_adds_one_task_per_chunk(rng):
+    # The per-frame matrices travel with the apply tasks: no task per chunk to cut them out.
+    # The tasks beyond Dask's floor (image + one per chunk) are the matrix's own and do not
+    # grow with the number of image chunks.
+    n = 60
+    img, m = _frames(n, rng)
+    whole = img.chunk({"time": -1})
+    matrices = {
+        "in memory": m,
+        "lazy, one chunk": m.chunk(),
+        "lazy, other chunks": m.chunk({"time": 7}),
+        "frames in another order": m.isel(time=slice(None, None, -1)),
+        "scale": m,
+    }
+
+    def extra(image, mat, name):
+        floor = len(image.data.map_blocks(np.copy).__dask_graph__())
+        out = image.ccm.apply(mat, scale=0.5 if name == "scale" else None)
+        return len(out.__dask_graph__()) - floor, out
+
+    with raise_if_dask_computes():
+        outs = {}
+        for name, mat in matrices.items():
+            added, outs[name] = extra(img, mat, name)
+            assert added == extra(whole, mat, name)[0], name
+            assert added <= (1 if mat.chunks is None else 2 * len(mat.__dask_graph__()) + 1)
+    assert len(outs["in memory"].__dask_graph__()) == 2 * n + 1  # from_array, apply, matrix
+    for name, out in outs.items():
+        assert out.chunksizes == img.chunksizes and out.dtype == np.float32, name
+    arr, mats = img.values, m.values
+    for name, out in outs.items():
+        x = 0.5 * arr if name == "scale" else arr
+        want = np.einsum("tyxc,tcd->tyxd", x, mats[:, :3]) + mats[:, None, None, 3]
+        np.testing.assert_allclose(out.values, want, rtol=1e-5, atol=1e-6, err_msg=name)
+
+
+def test_apply_per_frame_matrix_over_several_chunked_dims(rng):
+    # A matrix per (time, y), the image chunked along time, y and x; and one per y only,
+    # broadcast over time.
+    img, _ = _frames(4, rng)
+    img = img.compute().chunk({"time": 3, "y": 1, "x": 2})
+    mats = rng.normal(0, 0.1, (4, 2, 3, 3)) + np.eye(3)
+    m = xr.DataArray(mats, dims=("time", "y", "channel_in", "channel"))
+    with raise_if_dask_computes():
+        out = img.ccm.apply(m)
+        per_y = img.ccm.apply(m.isel(time=0))
+    assert out.chunksizes == img.chunksizes and per_y.chunksizes == img.chunksizes
+    np.testing.assert_allclose(
+        out.values, np.einsum("tyxc,tycd->tyxd", img.values, mats), rtol=1e-5, atol=1e-6
+    )
+    np.testing.assert_allclose(
+        per_y.values, np.einsum("tyxc,ycd->tyxd", img.values, mats[0]), rtol=1e-5, atol=1e-6
+    )
+
+
+def test_apply_per_frame_matrix_larger_than_a_chunk_is_cut_like_the_image(rng):
+    # A matrix stack over Dask's chunk size is cut into the image's chunks (never the image
+    # into the matrix's), with the same result.
+    img, m = _frames(12, rng)
+    img = img.chunk({"time": 5})
+    with dask.config.set({"array.chunk-size": "100B"}):
+        out = img.ccm.apply(m.chunk({"time": 4}))
+    assert out.chunksizes == img.chunksizes
+    xr.testing.assert_allclose(out.compute(), img.ccm.apply(m).compute(), rtol=1e-6)
+
+
 def test_apply_with_more_output_than_input_channels(image, rng):
     m = rng.normal(size=(3, 5))
     out = image.chunk({"time": 2}).ccm.apply(m)

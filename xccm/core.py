@@ -816,17 +816,49 @@ def apply(
 def _apply_blocks(x, m, *, dtype):
     """Apply ``m (..., k, n_out)`` to ``x (..., n_in)``: eagerly, or block by block for Dask.
 
-    For Dask this is one ``blockwise`` layer in which each task gets its image block as it
-    is (``apply_gufunc`` would copy every block to merge the single-chunk channel dim) and
-    runs the serial kernel, one block per scheduler thread.
+    For Dask this is one ``blockwise`` layer with one task per image block, in which each
+    task gets its image block as it is (``apply_gufunc`` would copy every block to merge the
+    single-chunk channel dim) and runs the serial kernel, one block per scheduler thread.
+    A matrix with batch axes (one per frame, say) is not cut into the image's chunks, which
+    would add tasks per chunk: it is one block that every task depends on, and each task
+    slices its frames' matrices out of it (:func:`_apply_slice`). Only a matrix too large
+    for one Dask chunk (``array.chunk-size``) is rechunked like the image instead.
     """
     if not _is_dask(x) and not _is_dask(m):
         return _kernels.apply_matrix(x, m, dtype, parallel=True)
     import dask.array as dsa
 
-    x, m = dsa.asarray(x), dsa.asarray(m)
+    x = dsa.asarray(x)
     lead = tuple(f"a{i}" for i in range(x.ndim - 1))
-    m_lead = lead[len(lead) - (m.ndim - 2) :]  # apply_ufunc aligned m's batch axes with x's
+    n_batch = m.ndim - 2
+    m_lead = lead[len(lead) - n_batch :]  # apply_ufunc aligned m's batch axes with x's
+    kwargs = {
+        "adjust_chunks": {"channel": m.shape[-1]},
+        "concatenate": True,  # only the small matrix's core axes are merged
+        "meta": x._meta.astype(dtype),
+    }
+    if n_batch and _fits_one_chunk(m):
+        from dask.layers import ArraySliceDep
+
+        m = m.rechunk(-1) if _is_dask(m) else dsa.from_array(m, chunks=-1)
+        where = ArraySliceDep(x.chunks[len(lead) - n_batch : len(lead)])
+        return dsa.blockwise(
+            functools.partial(_apply_slice, dtype=dtype),
+            (*lead, "channel"),
+            x,
+            (*lead, "channel"),
+            m,
+            (*(f"m{i}" for i in range(n_batch)), "rows", "cols"),  # one block, for every task
+            where,
+            m_lead,
+            align_arrays=False,  # the chunks agree: the matrix is one block
+            **kwargs,
+        )
+    m = dsa.asarray(m)
+    if n_batch:  # too large for one chunk: cut it like the image (never the image like it)
+        m = m.rechunk(
+            {i: x.chunks[len(lead) - n_batch + i] for i in range(n_batch) if m.shape[i] > 1}
+        )
     return dsa.blockwise(
         functools.partial(_kernels.apply_matrix, dtype=dtype, parallel=False),
         (*lead, "channel"),
@@ -834,10 +866,27 @@ def _apply_blocks(x, m, *, dtype):
         (*lead, "channel"),
         m,
         (*m_lead, "rows", "cols"),
-        adjust_chunks={"channel": m.shape[-1]},
-        concatenate=True,  # only the small matrix's core axes are merged
-        meta=x._meta.astype(dtype),
+        **kwargs,
     )
+
+
+def _fits_one_chunk(m) -> bool:
+    """Whether a matrix stack is small enough to be one Dask chunk (``array.chunk-size``)."""
+    import dask
+    from dask.utils import parse_bytes
+
+    limit = dask.config.get("array.chunk-size")
+    return m.nbytes <= (parse_bytes(limit) if isinstance(limit, str) else int(limit))
+
+
+def _apply_slice(x, m, where, *, dtype):
+    """Apply the matrices of one image block: ``where`` slices its frames out of ``m``.
+
+    ``where`` has a slice per batch axis of ``m`` (aligned with the image's from the right);
+    an axis of size 1 is broadcast, so it is kept whole.
+    """
+    index = tuple(s if n > 1 else slice(None) for s, n in zip(where, m.shape, strict=False))
+    return _kernels.apply_matrix(x, m[index], dtype, parallel=False)
 
 
 def inverse(
