@@ -190,6 +190,58 @@ def test_fit_from_chunked_pixels_reduces_chunk_by_chunk(rng, true_matrix):
     np.testing.assert_allclose(m.values, expected, rtol=1e-10)
 
 
+def _patch_frames(n: int, rng, true_matrix) -> tuple[xr.DataArray, xr.DataArray]:
+    """Patch colours of n frames (what extract_patches gives), and the reference chart."""
+    ref = rng.uniform(0.03, 0.9, (24, 3))
+    camera = (ref - true_matrix[3]) @ np.linalg.inv(true_matrix[:3])
+    meas = rng.uniform(0.8, 1.2, (n, 1, 1)) * camera + rng.normal(0, 0.01, (n, 24, 3))
+    coords = {"patch": [f"p{i}" for i in range(24)]}
+    measured = xr.DataArray(meas, dims=("time", "patch", "channel"), coords=coords)
+    return measured, xr.DataArray(ref, dims=("patch", "channel"), coords=coords)
+
+
+def test_lazy_fit_groups_one_frame_chunks(rng, true_matrix, monkeypatch):
+    # One-frame chunks of patch colours are grouped into blocks of ~_SAMPLES_PER_TASK
+    # samples before the fit: the tasks beyond the input's own do not grow with its chunks.
+    monkeypatch.setattr(xccm.core, "_SAMPLES_PER_TASK", 10 * 24)  # blocks of 10 frames
+    measured, reference = _patch_frames(60, rng, true_matrix)
+    w = xr.DataArray(rng.uniform(0.5, 2.0, (60, 24)), dims=("time", "patch"))
+    eager = measured.ccm.fit(reference, model="affine", weights=w)
+
+    def extra_tasks(chunks):
+        m_in, w_in = measured.chunk(chunks), w.chunk(chunks)
+        with raise_if_dask_computes():
+            m = m_in.ccm.fit(reference, model="affine", weights=w_in)
+        inputs = len(m_in.__dask_graph__()) + len(w_in.__dask_graph__())
+        grams = [k for k in dict(m.data.__dask_graph__()) if k[0].startswith("block_gram-")]
+        return len(m.__dask_graph__()) - inputs, len(grams), m
+
+    per_frame, grams, lazy = extra_tasks({"time": 1})
+    assert grams == 6  # a task per block of 10 frames, not per frame
+    # Beyond what blocks of 10 frames cost: merging measured's and w's frames, a task a block.
+    assert per_frame == extra_tasks({"time": 10})[0] + 2 * 6
+    assert lazy.chunks == ((60,), (4,), (3,))
+    xr.testing.assert_allclose(lazy.compute(), eager, rtol=1e-10, atol=1e-12)
+
+
+def test_lazy_fit_keeps_blocks_that_are_large_enough(rng, true_matrix, monkeypatch):
+    # Frames of pixels chunked one a chunk are already a task's worth: never split or merged.
+    monkeypatch.setattr(xccm.core, "_SAMPLES_PER_TASK", 100)
+    s = rng.uniform(0.05, 0.9, (4, 16, 16, 3))
+    d = s @ true_matrix[:3] + true_matrix[3]
+    dims = ("time", "y", "x", "channel")
+    measured = xr.DataArray(s, dims=dims).chunk({"time": 1, "y": 8})
+    reference = xr.DataArray(d, dims=dims).chunk({"time": 1, "y": 8})
+    with raise_if_dask_computes():
+        m = measured.ccm.fit(reference, model="affine", sample_dims=("y", "x"))
+    grams = [k for k in dict(m.data.__dask_graph__()) if k[0].startswith("block_gram-")]
+    assert len(grams) == 8
+    expected = [
+        lstsq(f.reshape(-1, 3), g.reshape(-1, 3), affine=True) for f, g in zip(s, d, strict=True)
+    ]
+    np.testing.assert_allclose(m.values, np.stack(expected), rtol=1e-10, atol=1e-12)
+
+
 def test_lazy_fit_warns_on_compute_for_frames_without_samples(patches):
     measured, reference = patches
     dirty = measured.copy()

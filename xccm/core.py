@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import numbers
-from collections.abc import Callable, Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from typing import Any, Literal, TypeVar, get_args
 
 import numpy as np
@@ -241,6 +241,7 @@ def fit(
     samples = _sample_dims(measured, reference, dim, sample_dims)  # a conversion keeps dims
     _check_reference_dims(reference, samples, dim, given=sample_dims is not None)
     measured = _borrow_labels(measured, reference, samples)
+    measured = _grouped(measured, [d for d in measured.dims if d not in (*samples, dim)], samples)
     if chartfit.wants_colour(reference, loss, reference_space):
         if saturation == "auto":
             saturation = (0.0, 0.98) if loss is not None else None
@@ -290,6 +291,9 @@ def fit(
     batch = tuple(x for x in arrays[0].dims if x not in (*samples, _IN))
     order = (*batch, *samples)
     arrays = [a.transpose(*order, *[c for c in (_IN, _OUT) if c in a.dims]) for a in arrays]
+    if arrays[0].chunks is not None:  # every input in measured's blocks: none finer
+        sizes = _grouped(arrays[0], batch, samples).chunksizes
+        arrays = [a.chunk({x: sizes[x] for x in batch if x in a.dims}) for a in arrays]
 
     stats = _gram(arrays, n_sample_axes=len(samples))
     stats = xr.DataArray(
@@ -674,6 +678,49 @@ def _some(labels) -> str:
     """Return a few labels of an index, for messages."""
     shown = ", ".join(repr(x) for x in labels[:_SHOWN].tolist())
     return shown + (", ..." if len(labels) > _SHOWN else "")
+
+
+#: Samples per task of a lazy fit (~1000 frames of a 24-patch chart: ~0.5 s of work for a
+#: ΔE fit). Smaller blocks (patch colours come one frame a chunk from extract_patches) are
+#: grouped into blocks of about this many samples: a task per frame costs far more than its fit.
+_SAMPLES_PER_TASK = 24_576
+
+
+def _batch_chunks(
+    obj: xr.DataArray, batch: Sequence[Hashable], per_element: int
+) -> dict[Hashable, int]:
+    """Chunk sizes along ``batch`` for blocks of about ``_SAMPLES_PER_TASK`` samples.
+
+    ``per_element`` is the number of samples of one batch element in a block. The batch dims
+    are taken from the last: each is one chunk while the block stays within the budget; the
+    first that does not fit gets as many elements as the budget allows, never fewer than a
+    chunk of ``obj`` has now (a frame of pixels is already a block's worth), and the dims
+    before it keep their chunks.
+    """
+    sizes: dict[Hashable, int] = {}
+    volume = max(int(per_element), 1)
+    for d in reversed(batch):
+        n = obj.sizes[d]
+        if volume * n <= _SAMPLES_PER_TASK:
+            sizes[d] = -1
+            volume *= max(n, 1)
+            continue
+        now = max(obj.chunksizes[d]) if obj.chunks is not None else 1
+        sizes[d] = max(_SAMPLES_PER_TASK // volume, now, 1)
+        break
+    return sizes
+
+
+def _grouped(obj: xr.DataArray, batch: Sequence[Hashable], samples) -> xr.DataArray:
+    """Group the small blocks of a Dask-backed ``obj`` along ``batch`` (:func:`_batch_chunks`).
+
+    Its chunks along the sample dims are kept. A NumPy-backed ``obj`` is returned as it is.
+    """
+    if obj.chunks is None or not batch:
+        return obj
+    chunks = obj.chunksizes
+    per_element = np.prod([max(chunks[d], default=1) for d in samples], dtype=np.int64)
+    return obj.chunk(_batch_chunks(obj, batch, int(per_element)))
 
 
 def _gram(arrays: list[xr.DataArray], n_sample_axes: int):
