@@ -360,8 +360,8 @@ def _frames(n: int, rng) -> tuple[xr.DataArray, xr.DataArray]:
 
 def test_apply_per_frame_matrix_adds_one_task_per_chunk(rng):
     # The per-frame matrices travel with the apply tasks: no task per chunk to cut them out.
-    # The tasks beyond Dask's floor (image + one per chunk) are the matrix's own and do not
-    # grow with the number of image chunks.
+    # The tasks beyond Dask's floor (image + one per chunk) are the matrix's own (one for an
+    # in-memory stack) and do not grow with the number of image chunks.
     n = 60
     img, m = _frames(n, rng)
     whole = img.chunk({"time": -1})
@@ -383,8 +383,10 @@ def test_apply_per_frame_matrix_adds_one_task_per_chunk(rng):
         for name, mat in matrices.items():
             added, outs[name] = extra(img, mat, name)
             assert added == extra(whole, mat, name)[0], name
+            # In memory: one task holds the matrices. Lazy: the matrix's own tasks, a
+            # getitem per matrix chunk (apply_ufunc's broadcasting), one merge.
             assert added <= (1 if mat.chunks is None else 2 * len(mat.__dask_graph__()) + 1)
-    assert len(outs["in memory"].__dask_graph__()) == 2 * n + 1  # from_array, apply, matrix
+    assert len(outs["in memory"].__dask_graph__()) == 2 * n + 1  # from_array, apply; matrix
     for name, out in outs.items():
         assert out.chunksizes == img.chunksizes and out.dtype == np.float32, name
     arr, mats = img.values, m.values

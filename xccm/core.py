@@ -866,10 +866,12 @@ def _apply_blocks(x, m, *, dtype):
     For Dask this is one ``blockwise`` layer with one task per image block, in which each
     task gets its image block as it is (``apply_gufunc`` would copy every block to merge the
     single-chunk channel dim) and runs the serial kernel, one block per scheduler thread.
-    A matrix with batch axes (one per frame, say) is not cut into the image's chunks, which
-    would add tasks per chunk: it is one block that every task depends on, and each task
-    slices its frames' matrices out of it (:func:`_apply_slice`). Only a matrix too large
-    for one Dask chunk (``array.chunk-size``) is rechunked like the image instead.
+    A matrix with batch axes (one per frame, say) is never cut into the image's chunks by
+    tasks of its own, which would add two tasks per chunk: chunked like the image (a lazy
+    per-frame matrix), block goes with block; otherwise (in memory, or a lazy fit's one
+    chunk) it is one block that every task depends on, and each task slices its frames'
+    matrices out of it (:func:`_apply_slice`). Only a matrix stack too large for one chunk
+    (``array.chunk-size``) is cut like the image (never the image like the matrix).
     """
     if not _is_dask(x) and not _is_dask(m):
         return _kernels.apply_matrix(x, m, dtype, parallel=True)
@@ -879,35 +881,37 @@ def _apply_blocks(x, m, *, dtype):
     lead = tuple(f"a{i}" for i in range(x.ndim - 1))
     n_batch = m.ndim - 2
     m_lead = lead[len(lead) - n_batch :]  # apply_ufunc aligned m's batch axes with x's
+    blocks = x.chunks[len(lead) - n_batch : len(lead)]  # the image's chunks along them
+    varying = [i for i in range(n_batch) if m.shape[i] > 1]  # the others are broadcast
+    kernel = functools.partial(_kernels.apply_matrix, dtype=dtype, parallel=False)
     kwargs = {
         "adjust_chunks": {"channel": m.shape[-1]},
         "concatenate": True,  # only the small matrix's core axes are merged
         "meta": x._meta.astype(dtype),
     }
-    if n_batch and _fits_one_chunk(m):
-        from dask.layers import ArraySliceDep
+    if not _is_dask(m):
+        one = not varying or _fits_one_chunk(m)
+        cut = tuple(blocks[i] if i in varying else -1 for i in range(n_batch))
+        m = dsa.from_array(m, chunks=-1 if one else (*cut, -1, -1))
+    if any(m.chunks[i] != blocks[i] for i in varying):
+        if _fits_one_chunk(m):
+            from dask.layers import ArraySliceDep
 
-        m = m.rechunk(-1) if _is_dask(m) else dsa.from_array(m, chunks=-1)
-        where = ArraySliceDep(x.chunks[len(lead) - n_batch : len(lead)])
-        return dsa.blockwise(
-            functools.partial(_apply_slice, dtype=dtype),
-            (*lead, "channel"),
-            x,
-            (*lead, "channel"),
-            m,
-            (*(f"m{i}" for i in range(n_batch)), "rows", "cols"),  # one block, for every task
-            where,
-            m_lead,
-            align_arrays=False,  # the chunks agree: the matrix is one block
-            **kwargs,
-        )
-    m = dsa.asarray(m)
-    if n_batch:  # too large for one chunk: cut it like the image (never the image like it)
-        m = m.rechunk(
-            {i: x.chunks[len(lead) - n_batch + i] for i in range(n_batch) if m.shape[i] > 1}
-        )
+            return dsa.blockwise(
+                functools.partial(_apply_slice, dtype=dtype),
+                (*lead, "channel"),
+                x,
+                (*lead, "channel"),
+                m.rechunk(-1),
+                (*(f"m{i}" for i in range(n_batch)), "rows", "cols"),  # one block for all
+                ArraySliceDep(blocks),
+                m_lead,
+                align_arrays=False,  # the slices follow the image's chunks
+                **kwargs,
+            )
+        m = m.rechunk({i: blocks[i] for i in varying})  # never the image like the matrix
     return dsa.blockwise(
-        functools.partial(_kernels.apply_matrix, dtype=dtype, parallel=False),
+        kernel,
         (*lead, "channel"),
         x,
         (*lead, "channel"),
