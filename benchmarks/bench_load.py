@@ -22,6 +22,7 @@ Run from the repository root::
 
     python benchmarks/bench_load.py                       # 10 000 and 100 000 chunks
     python benchmarks/bench_load.py --chunks 1000 10000   # quicker
+    python benchmarks/bench_load.py --chunks 10000 --graph-only 100000  # 100 000: graphs only
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ def timed(fn, repeat: int) -> tuple[float, object]:
     return best, out
 
 
-def case(n: int, side: int, repeat: int) -> list[dict]:
+def case(n: int, side: int, repeat: int, compute: bool = True) -> list[dict]:
     rng = np.random.default_rng(0)
     arr = rng.random((n, side, side, 3), dtype=np.float32)
     time_coord = np.arange(n)
@@ -77,10 +78,14 @@ def case(n: int, side: int, repeat: int) -> list[dict]:
         # Check a few frames (a small compute of its own, untimed).
         if "floor" not in name:
             single = "one matrix" in name
-            for i in (0, n // 2, n - 1):
+            for i in (0, n // 2, n - 1) if compute else ():
                 want = arr[i] @ (mats[0] if single else mats[i])
                 np.testing.assert_allclose(obj[i].values, want, rtol=1e-5, atol=1e-5)
         del obj
+        if not compute:
+            print(f"  {n} chunks: {tasks} tasks, built in {t_build:.2f} s  {name}", flush=True)
+            rows.append({"chunks": n, "operation": name, "tasks": tasks, "build_s": t_build})
+            continue
         t_compute, _ = timed(lambda build=build: build().compute(), repeat)
         total = t_compute  # build() is inside the timed call: the whole user-visible cost
         row = {
@@ -109,6 +114,13 @@ def main(argv=None) -> None:
     parser.add_argument("--chunks", type=int, nargs="+", default=[10_000, 100_000])
     parser.add_argument("--side", type=int, default=8, help="frame height and width (8)")
     parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument(
+        "--graph-only",
+        type=int,
+        nargs="*",
+        default=[],
+        help="numbers of chunks for which only the graphs are built (tasks, build time)",
+    )
     args = parser.parse_args(argv)
     # Warm up (numba compiles the kernels once).
     small = xr.DataArray(np.ones((2, 2, 2, 3), "f4"), dims=DIMS).chunk({"time": 1})
@@ -117,10 +129,18 @@ def main(argv=None) -> None:
     with dask.config.set(scheduler="threads"):
         for n in args.chunks:
             rows += case(n, args.side, args.repeat)
+        for n in args.graph_only:
+            rows += case(n, args.side, args.repeat, compute=False)
     print()
     print("| chunks | operation | tasks | tasks/chunk | build s | build+compute s | / floor |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:
+        if "build_and_compute_s" not in r:
+            print(
+                f"| {r['chunks']:,} | {r['operation']} | {r['tasks']:,} | "
+                f"{r['tasks'] / r['chunks']:.2f} | {r['build_s']:.2f} | not run | |"
+            )
+            continue
         print(
             f"| {r['chunks']:,} | {r['operation']} | {r['tasks']:,} | "
             f"{r['tasks_per_chunk']:.2f} | {r['build_s']:.2f} | "
