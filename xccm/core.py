@@ -154,14 +154,16 @@ def fit(
         The matrix, dims ``(*batch_dims, f"{dim}_in", dim)``, ``attrs["model"]`` and
         ``attrs["init"]`` set. Its column coords are ``reference``'s ``dim`` coords and its
         row coords ``measured``'s (plus ``"offset"`` for an affine model). Dask-backed input
-        gives a Dask-backed matrix; nothing is computed. An ndarray input gives an ndarray of
-        shape ``(*batch, n_in[+1], n_out)``. With a loss, ``attrs`` also record how it was
-        measured (``loss``, ``rgb_space``, ``lab_white_xy``, ``reference_space``,
-        ``saturation``...) and coords over the batch dims hold, per matrix, the ``loss``
-        reached, the ``start_loss``, the ``iterations`` and whether it ``converged`` (coords,
-        not attrs, because they are per batch element and lazy for Dask input). The
-        provenance of the inputs is kept too: ``chart`` and ``chart_edition`` from the
-        reference's attrs (as :func:`xccm.chart` sets them), ``linearization`` from
+        gives a Dask-backed matrix; nothing is computed. Small chunks of ``measured`` along
+        the batch dims (one frame of patch colours a chunk) are grouped into blocks of about
+        25 000 samples first, so the number of tasks does not grow with its chunks. An
+        ndarray input gives an ndarray of shape ``(*batch, n_in[+1], n_out)``. With a loss,
+        ``attrs`` also record how it was measured (``loss``, ``rgb_space``, ``lab_white_xy``,
+        ``reference_space``, ``saturation``...) and coords over the batch dims hold, per
+        matrix, the ``loss`` reached, the ``start_loss``, the ``iterations`` and whether it
+        ``converged`` (coords, not attrs, because they are per batch element and lazy for Dask
+        input). The provenance of the inputs is kept too: ``chart`` and ``chart_edition``
+        from the reference's attrs (as :func:`xccm.chart` sets them), ``linearization`` from
         measured's (as :func:`xccm.linearize` sets it), where they are given.
 
     Warns
@@ -810,7 +812,8 @@ def apply(
         The corrected image: same dims in the same order, coords, attrs and chunks, with
         ``dim`` of size ``n_out`` (and the matrix's column coords, if any). Floating input
         keeps its dtype (float32 stays float32); integer input becomes float32. Dask-backed
-        input stays lazy.
+        input stays lazy, with one task per image chunk: a per-frame matrix is not cut into
+        the image's chunks by tasks of its own; each task slices its frames' matrices.
 
     Raises
     ------
