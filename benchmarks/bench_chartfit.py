@@ -92,7 +92,8 @@ def chunking_rows(n: int, repeat: int) -> list[dict]:
         kw = {"loss": loss} if loss else {}
         eager = xccm.fit(frames, ref, **kw)
         base = None
-        for label, chunks in (("in memory", None), ("5000-frame chunks", 5000), ("1-frame", 1)):
+        big = min(5000, n)
+        for label, chunks in (("in memory", None), (f"{big}-frame chunks", big), ("1-frame", 1)):
             data = frames if chunks is None else frames.chunk({"time": chunks})
             m = xccm.fit(data, ref, **kw)
             tasks = len(m.__dask_graph__()) if chunks else 0
