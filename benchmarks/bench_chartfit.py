@@ -9,9 +9,16 @@ For a batch of B synthetic ColorChecker frames (24 patches, CIEDE2000 loss, 3x3)
 
 and prints milliseconds per frame and the ratio to the vectorised xccm fit, all measured in one
 run, best of ``--repeat``. The loops run on a subset of the frames (``--loop-frames``) and are
-reported per frame. Writes ``benchmarks/results_chartfit.json``.
+reported per frame.
 
-Run: ``python benchmarks/bench_chartfit.py [--frames 1 10 100 1000 5000]``
+A second table shows what the chunking of the patch colours costs: the same CIEDE2000 fit of
+``--chunked-frames`` frames (10 000 by default; 0 skips it) in memory, from chunks of 5000
+frames, and from one-frame chunks (what :func:`xccm.extract_patches` returns for a stack
+chunked per frame), lazily built and computed (threaded scheduler), with the number of tasks
+in each graph and the ratio of its time to the in-memory fit's; and the same for the
+least-squares fit (no loss). Writes ``benchmarks/results_chartfit.json``.
+
+Run: ``python benchmarks/bench_chartfit.py [--frames 1 10 100 1000 5000] [--chunked-frames N]``
 """
 
 from __future__ import annotations
@@ -76,12 +83,46 @@ def opencv_loop(frames: xr.DataArray) -> None:
         m.compute()
 
 
+def chunking_rows(n: int, repeat: int) -> list[dict]:
+    """A fit of ``n`` frames in memory, from 5000-frame chunks and from one-frame chunks."""
+    ref = xccm.chart()
+    frames = frames_of(n, seed=2)
+    rows = []
+    for loss in ("ciede2000", None):
+        kw = {"loss": loss} if loss else {}
+        eager = xccm.fit(frames, ref, **kw)
+        base = None
+        big = min(5000, n)
+        for label, chunks in (("in memory", None), (f"{big}-frame chunks", big), ("1-frame", 1)):
+            data = frames if chunks is None else frames.chunk({"time": chunks})
+            m = xccm.fit(data, ref, **kw)
+            tasks = len(m.__dask_graph__()) if chunks else 0
+            got = m.compute()
+            assert np.allclose(got, eager, rtol=0, atol=1e-8), label
+            t = best(lambda d=data, kw=kw: xccm.fit(d, ref, **kw).compute(), repeat)
+            base = base or t
+            rows.append(
+                {
+                    "frames": n,
+                    "fit": loss or "least squares",
+                    "input": label,
+                    "tasks": tasks,
+                    "seconds": t,
+                    "ratio_to_in_memory": t / base,
+                }
+            )
+            print(f"  {n} frames, {loss or 'least squares'}, {label}: {t:.2f} s, {tasks} tasks")
+    return rows
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, nargs="+", default=[1, 10, 100, 1000, 5000])
     parser.add_argument("--loop-frames", type=int, default=20)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--chunked-frames", type=int, default=10_000)
     args = parser.parse_args(argv)
+    chunked = chunking_rows(args.chunked_frames, 1) if args.chunked_frames else []
     ref = xccm.chart()
     kw = {"loss": "ciede2000", "saturation": None}
     rows = []
@@ -120,8 +161,17 @@ def main(argv=None) -> None:
             f"{r['scipy_loop_ms_per_frame'] / x:.1f}x | {r['opencv_loop_ms_per_frame'] / x:.1f}x | "
             f"{r['max_iterations']} |"
         )
+    if chunked:
+        print()
+        print("| frames | fit | patch colours | tasks | seconds | / in memory |")
+        print("|---|---|---|---|---|---|")
+        for r in chunked:
+            print(
+                f"| {r['frames']:,} | {r['fit']} | {r['input']} | {r['tasks']:,} | "
+                f"{r['seconds']:.2f} | {r['ratio_to_in_memory']:.2f} |"
+            )
     out = Path(__file__).with_name("results_chartfit.json")
-    out.write_text(json.dumps(rows, indent=2))
+    out.write_text(json.dumps({"per_frame": rows, "chunking": chunked}, indent=2))
 
 
 if __name__ == "__main__":

@@ -509,9 +509,7 @@ def test_saturation_must_be_a_range():
 def test_lazy_chart_fit_of_per_frame_chunks_gives_one_chunk_the_fill_works_on(monkeypatch):
     # Patch colours per frame come one frame a chunk from extract_patches; the fit groups
     # frames into large blocks and returns one chunk along time, as a least-squares fit does.
-    import xccm.chartfit
-
-    monkeypatch.setattr(xccm.chartfit, "_SAMPLES_PER_TASK", 4 * 24)  # blocks of 4 frames
+    monkeypatch.setattr(xccm.core, "_SAMPLES_PER_TASK", 4 * 24)  # blocks of 4 frames
     frames = camera(seed=5, frames=10)
     frames[9, :12] = np.nan  # the last frame occluded: a NaN matrix
     lazy = frames.chunk({"time": 1})
@@ -526,6 +524,27 @@ def test_lazy_chart_fit_of_per_frame_chunks_gives_one_chunk_the_fill_works_on(mo
         got, filled = m.compute(), filled.compute()
     xr.testing.assert_allclose(got, eager, rtol=0, atol=1e-12)
     np.testing.assert_array_equal(filled.isel(time=9).values, eager.isel(time=8).values)
+
+
+def test_lazy_chart_fit_groups_one_frame_chunks_before_anything_else(monkeypatch):
+    # The saturation mask, the least-squares start and the ΔE fit all run on blocks of
+    # ~_SAMPLES_PER_TASK samples: one-frame chunks cost one task a block to merge, no more.
+    monkeypatch.setattr(xccm.core, "_SAMPLES_PER_TASK", 10 * 24)  # blocks of 10 frames
+    frames = camera(seed=3, frames=40)
+    eager = xccm.fit(frames, xccm.chart(), loss="ciede2000")
+
+    def extra_tasks(chunks):
+        lazy = frames.chunk(chunks)
+        with raise_if_dask_computes():
+            m = xccm.fit(lazy, xccm.chart(), loss="ciede2000")
+        return len(m.__dask_graph__()) - len(lazy.__dask_graph__()), m
+
+    per_frame, m = extra_tasks({"time": 1})
+    assert per_frame == extra_tasks({"time": 10})[0] + 4  # a merge task per block of 10
+    assert m.chunks == ((40,), (3,), (3,))
+    got = m.compute()
+    xr.testing.assert_allclose(got, eager, rtol=0, atol=1e-10)
+    xr.testing.assert_allclose(got.loss, eager.loss, rtol=0, atol=1e-10)
 
 
 def test_report_of_plain_arrays_keeps_leading_axes_as_batches():

@@ -190,6 +190,58 @@ def test_fit_from_chunked_pixels_reduces_chunk_by_chunk(rng, true_matrix):
     np.testing.assert_allclose(m.values, expected, rtol=1e-10)
 
 
+def _patch_frames(n: int, rng, true_matrix) -> tuple[xr.DataArray, xr.DataArray]:
+    """Patch colours of n frames (what extract_patches gives), and the reference chart."""
+    ref = rng.uniform(0.03, 0.9, (24, 3))
+    camera = (ref - true_matrix[3]) @ np.linalg.inv(true_matrix[:3])
+    meas = rng.uniform(0.8, 1.2, (n, 1, 1)) * camera + rng.normal(0, 0.01, (n, 24, 3))
+    coords = {"patch": [f"p{i}" for i in range(24)]}
+    measured = xr.DataArray(meas, dims=("time", "patch", "channel"), coords=coords)
+    return measured, xr.DataArray(ref, dims=("patch", "channel"), coords=coords)
+
+
+def test_lazy_fit_groups_one_frame_chunks(rng, true_matrix, monkeypatch):
+    # One-frame chunks of patch colours are grouped into blocks of ~_SAMPLES_PER_TASK
+    # samples before the fit: the tasks beyond the input's own do not grow with its chunks.
+    monkeypatch.setattr(xccm.core, "_SAMPLES_PER_TASK", 10 * 24)  # blocks of 10 frames
+    measured, reference = _patch_frames(60, rng, true_matrix)
+    w = xr.DataArray(rng.uniform(0.5, 2.0, (60, 24)), dims=("time", "patch"))
+    eager = measured.ccm.fit(reference, model="affine", weights=w)
+
+    def extra_tasks(chunks):
+        m_in, w_in = measured.chunk(chunks), w.chunk(chunks)
+        with raise_if_dask_computes():
+            m = m_in.ccm.fit(reference, model="affine", weights=w_in)
+        inputs = len(m_in.__dask_graph__()) + len(w_in.__dask_graph__())
+        grams = [k for k in dict(m.data.__dask_graph__()) if k[0].startswith("block_gram-")]
+        return len(m.__dask_graph__()) - inputs, len(grams), m
+
+    per_frame, grams, lazy = extra_tasks({"time": 1})
+    assert grams == 6  # a task per block of 10 frames, not per frame
+    # Beyond what blocks of 10 frames cost: merging measured's and w's frames, a task a block.
+    assert per_frame == extra_tasks({"time": 10})[0] + 2 * 6
+    assert lazy.chunks == ((60,), (4,), (3,))
+    xr.testing.assert_allclose(lazy.compute(), eager, rtol=1e-10, atol=1e-12)
+
+
+def test_lazy_fit_keeps_blocks_that_are_large_enough(rng, true_matrix, monkeypatch):
+    # Frames of pixels chunked one a chunk are already a task's worth: never split or merged.
+    monkeypatch.setattr(xccm.core, "_SAMPLES_PER_TASK", 100)
+    s = rng.uniform(0.05, 0.9, (4, 16, 16, 3))
+    d = s @ true_matrix[:3] + true_matrix[3]
+    dims = ("time", "y", "x", "channel")
+    measured = xr.DataArray(s, dims=dims).chunk({"time": 1, "y": 8})
+    reference = xr.DataArray(d, dims=dims).chunk({"time": 1, "y": 8})
+    with raise_if_dask_computes():
+        m = measured.ccm.fit(reference, model="affine", sample_dims=("y", "x"))
+    grams = [k for k in dict(m.data.__dask_graph__()) if k[0].startswith("block_gram-")]
+    assert len(grams) == 8
+    expected = [
+        lstsq(f.reshape(-1, 3), g.reshape(-1, 3), affine=True) for f, g in zip(s, d, strict=True)
+    ]
+    np.testing.assert_allclose(m.values, np.stack(expected), rtol=1e-10, atol=1e-12)
+
+
 def test_lazy_fit_warns_on_compute_for_frames_without_samples(patches):
     measured, reference = patches
     dirty = measured.copy()
@@ -291,6 +343,87 @@ def test_apply_lazy_with_lazy_per_frame_matrix(image, patches):
         out = image.chunk({"time": 1}).ccm.apply(m)
     assert out.chunksizes == image.chunk({"time": 1}).chunksizes
     xr.testing.assert_allclose(out.compute(), image.ccm.apply(m.compute()))
+
+
+def _frames(n: int, rng) -> tuple[xr.DataArray, xr.DataArray]:
+    """n small frames, one per chunk, and one affine matrix per frame, labelled by time."""
+    arr = rng.random((n, 2, 3, 3)).astype(np.float32)
+    img = xr.DataArray(
+        dsa.from_array(arr, chunks=(1, 2, 3, 3)),
+        dims=("time", "y", "x", "channel"),
+        coords={"time": np.arange(n) * 10},
+    )
+    mats = rng.normal(0, 0.1, (n, 4, 3)) + np.vstack([np.eye(3), np.zeros(3)])
+    m = xr.DataArray(mats, dims=("time", "channel_in", "channel"), coords={"time": img.time})
+    return img, m
+
+
+def test_apply_per_frame_matrix_adds_one_task_per_chunk(rng):
+    # The per-frame matrices travel with the apply tasks: no task per chunk to cut them out.
+    # The tasks beyond Dask's floor (image + one per chunk) are the matrix's own (one for an
+    # in-memory stack) and do not grow with the number of image chunks.
+    n = 60
+    img, m = _frames(n, rng)
+    whole = img.chunk({"time": -1})
+    matrices = {
+        "in memory": m,
+        "lazy, one chunk": m.chunk(),
+        "lazy, other chunks": m.chunk({"time": 7}),
+        "frames in another order": m.isel(time=slice(None, None, -1)),
+        "scale": m,
+    }
+
+    def extra(image, mat, name):
+        floor = len(image.data.map_blocks(np.copy).__dask_graph__())
+        out = image.ccm.apply(mat, scale=0.5 if name == "scale" else None)
+        return len(out.__dask_graph__()) - floor, out
+
+    with raise_if_dask_computes():
+        outs = {}
+        for name, mat in matrices.items():
+            added, outs[name] = extra(img, mat, name)
+            assert added == extra(whole, mat, name)[0], name
+            # In memory: one task holds the matrices. Lazy: the matrix's own tasks, a
+            # getitem per matrix chunk (apply_ufunc's broadcasting), one merge.
+            assert added <= (1 if mat.chunks is None else 2 * len(mat.__dask_graph__()) + 1)
+    assert len(outs["in memory"].__dask_graph__()) == 2 * n + 1  # from_array, apply; matrix
+    for name, out in outs.items():
+        assert out.chunksizes == img.chunksizes and out.dtype == np.float32, name
+    arr, mats = img.values, m.values
+    for name, out in outs.items():
+        x = 0.5 * arr if name == "scale" else arr
+        want = np.einsum("tyxc,tcd->tyxd", x, mats[:, :3]) + mats[:, None, None, 3]
+        np.testing.assert_allclose(out.values, want, rtol=1e-5, atol=1e-6, err_msg=name)
+
+
+def test_apply_per_frame_matrix_over_several_chunked_dims(rng):
+    # A matrix per (time, y), the image chunked along time, y and x; and one per y only,
+    # broadcast over time.
+    img, _ = _frames(4, rng)
+    img = img.compute().chunk({"time": 3, "y": 1, "x": 2})
+    mats = rng.normal(0, 0.1, (4, 2, 3, 3)) + np.eye(3)
+    m = xr.DataArray(mats, dims=("time", "y", "channel_in", "channel"))
+    with raise_if_dask_computes():
+        out = img.ccm.apply(m)
+        per_y = img.ccm.apply(m.isel(time=0))
+    assert out.chunksizes == img.chunksizes and per_y.chunksizes == img.chunksizes
+    np.testing.assert_allclose(
+        out.values, np.einsum("tyxc,tycd->tyxd", img.values, mats), rtol=1e-5, atol=1e-6
+    )
+    np.testing.assert_allclose(
+        per_y.values, np.einsum("tyxc,ycd->tyxd", img.values, mats[0]), rtol=1e-5, atol=1e-6
+    )
+
+
+def test_apply_per_frame_matrix_larger_than_a_chunk_is_cut_like_the_image(rng):
+    # A matrix stack over Dask's chunk size is cut into the image's chunks (never the image
+    # into the matrix's), with the same result.
+    img, m = _frames(12, rng)
+    img = img.chunk({"time": 5})
+    with dask.config.set({"array.chunk-size": "100B"}):
+        out = img.ccm.apply(m.chunk({"time": 4}))
+    assert out.chunksizes == img.chunksizes
+    xr.testing.assert_allclose(out.compute(), img.ccm.apply(m).compute(), rtol=1e-6)
 
 
 def test_apply_with_more_output_than_input_channels(image, rng):

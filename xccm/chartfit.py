@@ -14,7 +14,7 @@ import numpy as np
 import xarray as xr
 
 from . import _refine, colorimetry, linearize
-from .core import _IN, _OUT, apply, matrix_in_dim
+from .core import _IN, _OUT, _batch_chunks, apply, matrix_in_dim
 
 __all__ = ["report"]
 
@@ -252,7 +252,8 @@ def refine_matrix(
     if lazy:
         # Whole samples per block, and blocks of ~_SAMPLES_PER_TASK samples: patch
         # colours are tiny, and a task per frame would cost far more than its fit.
-        sizes = _batch_chunks(s, (*samples, _IN))
+        per_element = np.prod([s.sizes[x] for x in samples], dtype=np.int64)
+        sizes = _batch_chunks(s, [x for x in s.dims if x not in (*samples, _IN)], per_element)
         chunks = {x: -1 for x in (*samples, _IN, _OUT, in_dim, dim)} | sizes
         s, d, w, start = (
             a.chunk({k: v for k, v in chunks.items() if k in a.dims}) for a in (s, d, w, start)
@@ -283,27 +284,6 @@ def refine_matrix(
     matrix.attrs = dict(start.attrs)
     matrix.name = start.name
     return matrix
-
-
-#: Samples per task of a lazy chart fit (~1000 frames of a 24-patch chart: ~0.5 s of work).
-_SAMPLES_PER_TASK = 24_576
-
-
-def _batch_chunks(s: xr.DataArray, core: tuple[Hashable, ...]) -> dict[Hashable, int]:
-    """Chunk sizes along the batch dims of ``s`` for ~``_SAMPLES_PER_TASK`` samples a block.
-
-    Never smaller than the input's own chunks along the first batch dim (a frame of pixels
-    is already a block's worth).
-    """
-    batch = [x for x in s.dims if x not in core]
-    if not batch:
-        return {}
-    per_element = int(np.prod([s.sizes[x] for x in core[:-1]], dtype=np.int64))
-    rest = int(np.prod([s.sizes[x] for x in batch[1:]], dtype=np.int64))
-    frames = _SAMPLES_PER_TASK // max(per_element * rest, 1)
-    if s.chunks is not None:
-        frames = max(frames, max(s.chunksizes.get(batch[0], (1,))))
-    return {batch[0]: max(1, frames)} | dict.fromkeys(batch[1:], -1)
 
 
 def _refine_block(s, d, w, m0, *, metric, max_iter, n_samples, closed_form):

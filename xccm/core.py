@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import numbers
-from collections.abc import Callable, Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from typing import Any, Literal, TypeVar, get_args
 
 import numpy as np
@@ -156,14 +156,16 @@ def fit(
         The matrix, dims ``(*batch_dims, f"{dim}_in", dim)``, ``attrs["model"]`` and
         ``attrs["init"]`` set. Its column coords are ``reference``'s ``dim`` coords and its
         row coords ``measured``'s (plus ``"offset"`` for an affine model). Dask-backed input
-        gives a Dask-backed matrix; nothing is computed. An ndarray input gives an ndarray of
-        shape ``(*batch, n_in[+1], n_out)``. With a loss, ``attrs`` also record how it was
-        measured (``loss``, ``rgb_space``, ``lab_white_xy``, ``reference_space``,
-        ``saturation``...) and coords over the batch dims hold, per matrix, the ``loss``
-        reached, the ``start_loss``, the ``iterations`` and whether it ``converged`` (coords,
-        not attrs, because they are per batch element and lazy for Dask input). The
-        provenance of the inputs is kept too: ``chart`` and ``chart_edition`` from the
-        reference's attrs (as :func:`xccm.chart` sets them), ``linearization`` from
+        gives a Dask-backed matrix; nothing is computed. Small chunks of ``measured`` along
+        the batch dims (one frame of patch colours a chunk) are grouped into blocks of about
+        25 000 samples first, so the number of tasks does not grow with its chunks. An
+        ndarray input gives an ndarray of shape ``(*batch, n_in[+1], n_out)``. With a loss,
+        ``attrs`` also record how it was measured (``loss``, ``rgb_space``, ``lab_white_xy``,
+        ``reference_space``, ``saturation``...) and coords over the batch dims hold, per
+        matrix, the ``loss`` reached, the ``start_loss``, the ``iterations`` and whether it
+        ``converged`` (coords, not attrs, because they are per batch element and lazy for Dask
+        input). The provenance of the inputs is kept too: ``chart`` and ``chart_edition``
+        from the reference's attrs (as :func:`xccm.chart` sets them), ``linearization`` from
         measured's (as :func:`xccm.linearize` sets it), where they are given.
 
     Warns
@@ -243,6 +245,7 @@ def fit(
     samples = _sample_dims(measured, reference, dim, sample_dims)  # a conversion keeps dims
     _check_reference_dims(reference, samples, dim, given=sample_dims is not None)
     measured = _borrow_labels(measured, reference, samples)
+    measured = _grouped(measured, [d for d in measured.dims if d not in (*samples, dim)], samples)
     if chartfit.wants_colour(reference, loss, reference_space):
         if saturation == "auto":
             saturation = (0.0, 0.98) if loss is not None else None
@@ -292,6 +295,9 @@ def fit(
     batch = tuple(x for x in arrays[0].dims if x not in (*samples, _IN))
     order = (*batch, *samples)
     arrays = [a.transpose(*order, *[c for c in (_IN, _OUT) if c in a.dims]) for a in arrays]
+    if arrays[0].chunks is not None:  # every input in measured's blocks: none finer
+        sizes = _grouped(arrays[0], batch, samples).chunksizes
+        arrays = [a.chunk({x: sizes[x] for x in batch if x in a.dims}) for a in arrays]
 
     stats = _gram(arrays, n_sample_axes=len(samples))
     stats = xr.DataArray(
@@ -678,6 +684,49 @@ def _some(labels) -> str:
     return shown + (", ..." if len(labels) > _SHOWN else "")
 
 
+#: Samples per task of a lazy fit (~1000 frames of a 24-patch chart: ~0.5 s of work for a
+#: ΔE fit). Smaller blocks (patch colours come one frame a chunk from extract_patches) are
+#: grouped into blocks of about this many samples: a task per frame costs far more than its fit.
+_SAMPLES_PER_TASK = 24_576
+
+
+def _batch_chunks(
+    obj: xr.DataArray, batch: Sequence[Hashable], per_element: int
+) -> dict[Hashable, int]:
+    """Chunk sizes along ``batch`` for blocks of about ``_SAMPLES_PER_TASK`` samples.
+
+    ``per_element`` is the number of samples of one batch element in a block. The batch dims
+    are taken from the last: each is one chunk while the block stays within the budget; the
+    first that does not fit gets as many elements as the budget allows, never fewer than a
+    chunk of ``obj`` has now (a frame of pixels is already a block's worth), and the dims
+    before it keep their chunks.
+    """
+    sizes: dict[Hashable, int] = {}
+    volume = max(int(per_element), 1)
+    for d in reversed(batch):
+        n = obj.sizes[d]
+        if volume * n <= _SAMPLES_PER_TASK:
+            sizes[d] = -1
+            volume *= max(n, 1)
+            continue
+        now = max(obj.chunksizes[d]) if obj.chunks is not None else 1
+        sizes[d] = max(_SAMPLES_PER_TASK // volume, now, 1)
+        break
+    return sizes
+
+
+def _grouped(obj: xr.DataArray, batch: Sequence[Hashable], samples) -> xr.DataArray:
+    """Group the small blocks of a Dask-backed ``obj`` along ``batch`` (:func:`_batch_chunks`).
+
+    Its chunks along the sample dims are kept. A NumPy-backed ``obj`` is returned as it is.
+    """
+    if obj.chunks is None or not batch:
+        return obj
+    chunks = obj.chunksizes
+    per_element = np.prod([max(chunks[d], default=1) for d in samples], dtype=np.int64)
+    return obj.chunk(_batch_chunks(obj, batch, int(per_element)))
+
+
 def _gram(arrays: list[xr.DataArray], n_sample_axes: int):
     """Sum :func:`_kernels.gram` over all samples, chunk by chunk for Dask."""
     data = [a.data for a in arrays]
@@ -765,7 +814,8 @@ def apply(
         The corrected image: same dims in the same order, coords, attrs and chunks, with
         ``dim`` of size ``n_out`` (and the matrix's column coords, if any). Floating input
         keeps its dtype (float32 stays float32); integer input becomes float32. Dask-backed
-        input stays lazy.
+        input stays lazy, with one task per image chunk: a per-frame matrix is not cut into
+        the image's chunks by tasks of its own; each task slices its frames' matrices.
 
     Raises
     ------
@@ -818,28 +868,81 @@ def apply(
 def _apply_blocks(x, m, *, dtype):
     """Apply ``m (..., k, n_out)`` to ``x (..., n_in)``: eagerly, or block by block for Dask.
 
-    For Dask this is one ``blockwise`` layer in which each task gets its image block as it
-    is (``apply_gufunc`` would copy every block to merge the single-chunk channel dim) and
-    runs the serial kernel, one block per scheduler thread.
+    For Dask this is one ``blockwise`` layer with one task per image block, in which each
+    task gets its image block as it is (``apply_gufunc`` would copy every block to merge the
+    single-chunk channel dim) and runs the serial kernel, one block per scheduler thread.
+    A matrix with batch axes (one per frame, say) is never cut into the image's chunks by
+    tasks of its own, which would add two tasks per chunk: chunked like the image (a lazy
+    per-frame matrix), block goes with block; otherwise (in memory, or a lazy fit's one
+    chunk) it is one block that every task depends on, and each task slices its frames'
+    matrices out of it (:func:`_apply_slice`). Only a matrix stack too large for one chunk
+    (``array.chunk-size``) is cut like the image (never the image like the matrix).
     """
     if not _is_dask(x) and not _is_dask(m):
         return _kernels.apply_matrix(x, m, dtype, parallel=True)
     import dask.array as dsa
 
-    x, m = dsa.asarray(x), dsa.asarray(m)
+    x = dsa.asarray(x)
     lead = tuple(f"a{i}" for i in range(x.ndim - 1))
-    m_lead = lead[len(lead) - (m.ndim - 2) :]  # apply_ufunc aligned m's batch axes with x's
+    n_batch = m.ndim - 2
+    m_lead = lead[len(lead) - n_batch :]  # apply_ufunc aligned m's batch axes with x's
+    blocks = x.chunks[len(lead) - n_batch : len(lead)]  # the image's chunks along them
+    varying = [i for i in range(n_batch) if m.shape[i] > 1]  # the others are broadcast
+    kernel = functools.partial(_kernels.apply_matrix, dtype=dtype, parallel=False)
+    kwargs = {
+        "adjust_chunks": {"channel": m.shape[-1]},
+        "concatenate": True,  # only the small matrix's core axes are merged
+        "meta": x._meta.astype(dtype),
+    }
+    if not _is_dask(m):
+        one = not varying or _fits_one_chunk(m)
+        cut = tuple(blocks[i] if i in varying else -1 for i in range(n_batch))
+        m = dsa.from_array(m, chunks=-1 if one else (*cut, -1, -1))
+    if any(m.chunks[i] != blocks[i] for i in varying):
+        if _fits_one_chunk(m):
+            from dask.layers import ArraySliceDep
+
+            return dsa.blockwise(
+                functools.partial(_apply_slice, dtype=dtype),
+                (*lead, "channel"),
+                x,
+                (*lead, "channel"),
+                m.rechunk(-1),
+                (*(f"m{i}" for i in range(n_batch)), "rows", "cols"),  # one block for all
+                ArraySliceDep(blocks),
+                m_lead,
+                align_arrays=False,  # the slices follow the image's chunks
+                **kwargs,
+            )
+        m = m.rechunk({i: blocks[i] for i in varying})  # never the image like the matrix
     return dsa.blockwise(
-        functools.partial(_kernels.apply_matrix, dtype=dtype, parallel=False),
+        kernel,
         (*lead, "channel"),
         x,
         (*lead, "channel"),
         m,
         (*m_lead, "rows", "cols"),
-        adjust_chunks={"channel": m.shape[-1]},
-        concatenate=True,  # only the small matrix's core axes are merged
-        meta=x._meta.astype(dtype),
+        **kwargs,
     )
+
+
+def _fits_one_chunk(m) -> bool:
+    """Whether a matrix stack is small enough to be one Dask chunk (``array.chunk-size``)."""
+    import dask
+    from dask.utils import parse_bytes
+
+    limit = dask.config.get("array.chunk-size")
+    return m.nbytes <= (parse_bytes(limit) if isinstance(limit, str) else int(limit))
+
+
+def _apply_slice(x, m, where, *, dtype):
+    """Apply the matrices of one image block: ``where`` slices its frames out of ``m``.
+
+    ``where`` has a slice per batch axis of ``m`` (aligned with the image's from the right);
+    an axis of size 1 is broadcast, so it is kept whole.
+    """
+    index = tuple(s if n > 1 else slice(None) for s, n in zip(where, m.shape, strict=False))
+    return _kernels.apply_matrix(x, m[index], dtype, parallel=False)
 
 
 def inverse(
