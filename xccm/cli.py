@@ -1,0 +1,574 @@
+"""The ``xccm`` command line: camera files or stores in, matrices, reports and corrected images out.
+
+Every command is a thin layer over the Python API (:func:`xccm.open_images`,
+:func:`xccm.detect_chart`, :func:`xccm.extract_patches`, :func:`xccm.fit`,
+:func:`xccm.save_matrix`, :func:`xccm.io.to_zarr`, :func:`xccm.to_images`...): what a command
+does, five lines of Python do too. Exit codes: 0 done, 1 failed while working (the message says
+why), 2 refused before starting (bad usage, an output that exists without ``--overwrite``).
+One line per error; ``--debug`` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import click
+import dask
+import numpy as np
+import xarray as xr
+
+from . import io as store_io
+from ._kernels import InsufficientSamplesWarning
+from .chartfit import report as chart_report
+from .charts import available_charts, chart
+from .core import apply, fit
+from .detection import detect_chart
+from .images import open_images, to_images
+from .linearize import linearize
+from .matrix_files import load_matrix, save_matrix
+from .patches import extract_patches, grid_boxes
+from .raw import RAW_SUFFIXES, open_raw
+
+#: Raised for refusals before any work (exit code 2), as click's own usage errors.
+Refused = click.UsageError
+
+_LOSSES = ("ciede2000", "cie94", "cie76", "cmc", "rgb", "linear_rgb", "none")
+_MODELS = ("linear", "affine")
+_LINEARIZE = ("auto", "srgb", "gamma", "none")
+
+
+class _Failure(click.ClickException):
+    """A failure while working: exit code 1, one line."""
+
+    exit_code = 1
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"xccm: error: {self.format_message()}", err=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# reading sources
+
+
+def _is_store(path: Path) -> bool:
+    return path.is_dir() and ((path / "zarr.json").exists() or (path / ".zgroup").exists())
+
+
+def read_frames(sources: Sequence[str], variable: str | None, time: str) -> xr.DataArray:
+    """The frames ``(time, y, x, channel)`` named by ``sources``: images, raw files or a store."""
+    paths = [Path(s) for s in sources]
+    if len(paths) == 1 and (_is_store(paths[0]) or paths[0].suffix in (".nc", ".h5", ".nc4")):
+        return _store_variable(paths[0], variable)
+    files = [p for p in paths if p.is_file()]
+    if files and all(p.suffix.lower() in RAW_SUFFIXES for p in files):
+        return open_raw([str(p) for p in files])
+    return open_images([str(s) for s in sources], time=time)
+
+
+def _store_variable(path: Path, variable: str | None) -> xr.DataArray:
+    if _is_store(path):
+        ds = xr.open_zarr(path, consolidated=None)
+    else:
+        ds = xr.open_dataset(path, engine="h5netcdf", chunks={})
+    if variable is not None:
+        if variable not in ds.data_vars:
+            raise Refused(f"{path} has no variable {variable!r}; it has {list(ds.data_vars)}")
+        return ds[variable]
+    images = [name for name, v in ds.data_vars.items() if "channel" in v.dims and v.ndim >= 3]
+    if len(images) != 1:
+        raise Refused(
+            f"{path} has {len(images)} image variables with a 'channel' dim "
+            f"({images or list(ds.data_vars)}): name one with --variable"
+        )
+    return ds[images[0]]
+
+
+def linear(frames: xr.DataArray, how: str) -> xr.DataArray:
+    """Linear camera RGB in [0, 1]: decode the frames as their attrs (or ``how``) say."""
+    if how == "auto":
+        encoding = str(frames.attrs.get("encoding", "linear")).lower()
+        how = "srgb" if encoding == "srgb" else "gamma" if encoding.startswith("gamma") else "none"
+    scale = _code_max(frames)
+    if how == "none":
+        return frames if scale is None else frames.astype(np.float32) / np.float32(scale)
+    return linearize(frames, how, scale=scale)
+
+
+def _code_max(frames: xr.DataArray) -> float | None:
+    if frames.dtype.kind not in "ui":
+        return None
+    bits = frames.attrs.get("bits_per_sample") or frames.attrs.get("bit_depth")
+    return float(2 ** int(bits) - 1) if bits else float(np.iinfo(frames.dtype).max)
+
+
+# ---------------------------------------------------------------------------------------------
+# where the chart is
+
+
+def chart_boxes(
+    frames: xr.DataArray, reference: xr.DataArray, boxes: str | None, detect: bool
+) -> xr.DataArray:
+    """Patch boxes from a ``--boxes`` file or from chart detection (one of them)."""
+    if (boxes is None) == (not detect):
+        raise Refused("say where the chart is: --boxes FILE or --detect (exactly one)")
+    if detect:
+        return detect_chart(frames, chart=reference)
+    return read_boxes(Path(boxes), reference)
+
+
+def read_boxes(path: Path, reference: xr.DataArray) -> xr.DataArray:
+    """A boxes file: JSON ``{"corners": [[x, y] x 4]}``, a grid, or ``{patch: [y0, y1, x0, x1]}``.
+
+    ``corners`` are the chart's four corners (x, y) from its first patch round, as
+    :func:`xccm.grid_boxes` takes them; a grid is ``grid_boxes``' own keywords
+    (``top_left``, ``patch_size``, ``pitch``, ``shape``); otherwise each patch name of the
+    chart maps to its box.
+    """
+    try:
+        spec = json.loads(path.read_text(encoding="utf-8-sig"))
+    except FileNotFoundError:
+        raise Refused(f"--boxes: no file {path}") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise Refused(f"--boxes: {path} is not a JSON file ({err})") from None
+    if not isinstance(spec, dict) or not spec:
+        raise Refused(f"--boxes: {path} must hold a JSON object; see `xccm fit --help`")
+    names = [str(p) for p in reference.patch.values]
+    if "corners" in spec or "top_left" in spec:
+        rows, cols = _chart_shape(reference)
+        spec = {"shape": (rows, cols), **spec}
+        return grid_boxes(**spec, names=names)
+    unknown = [k for k in spec if k not in names]
+    if unknown:
+        raise Refused(
+            f"--boxes: {path} names patches the chart does not have: {unknown[:3]}; "
+            f"the chart's are {names[:3]}..."
+        )
+    return extract_boxes_mapping(spec)
+
+
+def extract_boxes_mapping(spec: dict) -> xr.DataArray:
+    """A ``{name: box}`` mapping as a boxes DataArray ``(patch, bound)``."""
+    return xr.DataArray(
+        np.asarray(list(spec.values()), dtype=float),
+        dims=("patch", "bound"),
+        coords={"patch": list(spec), "bound": ["y0", "y1", "x0", "x1"]},
+    )
+
+
+def _chart_shape(reference: xr.DataArray) -> tuple[int, int]:
+    shape = reference.attrs.get("grid") or reference.attrs.get("shape")
+    if shape:
+        return int(shape[0]), int(shape[1])
+    n = reference.sizes["patch"]
+    return {24: (4, 6), 140: (10, 14), 18: (3, 6)}.get(n, (1, n))
+
+
+# ---------------------------------------------------------------------------------------------
+# the steps
+
+
+def patches_of(frames: xr.DataArray, boxes: xr.DataArray) -> xr.DataArray:
+    """Median patch colours of every frame, computed (one pass over the frames)."""
+    measured = extract_patches(frames, boxes=boxes, reduce="median")
+    with progress("patches"):
+        return measured.compute()
+
+
+def fit_matrices(
+    measured: xr.DataArray,
+    reference: xr.DataArray,
+    *,
+    model: str,
+    loss: str,
+    per_frame: bool,
+    min_samples: int | None,
+) -> tuple[xr.DataArray, int]:
+    """Fit (per frame, or one matrix pooled over the frames); return it and the rejected count."""
+    kwargs: dict[str, Any] = {"model": model, "min_samples": min_samples}
+    if loss != "none":
+        kwargs["loss"] = loss
+    if not per_frame and "time" in measured.dims:
+        kwargs["sample_dims"] = ("time", "patch")
+        ref = reference.expand_dims(time=measured.time)
+    else:
+        ref = reference
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", InsufficientSamplesWarning)
+        m = fit(measured, ref, **kwargs)
+    for w in caught:
+        if issubclass(w.category, InsufficientSamplesWarning):
+            click.echo(f"xccm: warning: {w.message}", err=True)
+    batch = [d for d in m.dims if d not in ("channel_in", "channel")]
+    rejected = int(m.isnull().any(("channel_in", "channel")).sum()) if batch else int(m.isnull().any())
+    return m, rejected
+
+
+def fill_rejected(m: xr.DataArray) -> xr.DataArray:
+    """Fill NaN (rejected) frames from their neighbours in time: interpolated, then carried."""
+    if "time" not in m.dims or not bool(m.isnull().any()):
+        return m
+    if bool(m.isnull().all()):
+        raise _Failure("no frame had enough usable patches to fit a matrix")
+    filled = m.interpolate_na("time").ffill("time").bfill("time")
+    filled.attrs = m.attrs
+    return filled
+
+
+@contextlib.contextmanager
+def progress(what: str) -> Iterator[None]:
+    """A Dask progress bar on stderr while ``what`` runs, when stderr is a terminal."""
+    if _STATE.get("progress", sys.stderr.isatty()):
+        from dask.diagnostics import ProgressBar
+
+        click.echo(f"{what}:", err=True)
+        with ProgressBar(out=sys.stderr):
+            yield
+    else:
+        yield
+
+
+_STATE: dict[str, Any] = {}
+
+
+def summary(measured: xr.DataArray, reference: xr.DataArray, m: xr.DataArray) -> xr.Dataset:
+    """Per-frame mean ΔE00 before (white balance only) and after the correction."""
+    return chart_report(measured, reference, m, "ciede2000")
+
+
+def print_frames(rep: xr.Dataset, out: Callable[[str], None]) -> None:
+    """One line per frame (or one line): mean, median, p90 and max ΔE00 of the patches."""
+    stats = ["mean", "median", "p90", "max"]
+    out(f"{'frame':<22}" + "".join(f"{s:>9}" for s in stats) + "  (ΔE00 over the patches)")
+    if "time" in rep.dims:
+        for t in range(rep.sizes["time"]):
+            row = rep.isel(time=t)
+            label = str(row.time.values)[:19].replace("T", " ")
+            out(f"{label:<22}" + "".join(f"{float(row[s]):9.3f}" for s in stats))
+    else:
+        out(f"{'all':<22}" + "".join(f"{float(rep[s]):9.3f}" for s in stats))
+
+
+def check_output(path: Path, overwrite: bool, resume: bool = False) -> None:
+    """Refuse to replace an existing output unless asked (exit code 2, nothing touched)."""
+    if path.exists() and not (overwrite or resume):
+        raise Refused(f"{path} exists: pass --overwrite to replace it" + (
+            " or --resume to finish it" if path.suffix == ".zarr" or path.is_dir() else ""
+        ))
+
+
+def write_output(
+    corrected: xr.DataArray, m: xr.DataArray, target: Path, fmt: str, bits: int, *,
+    overwrite: bool, resume: bool, attrs: dict[str, Any],
+) -> str:
+    """Write the corrected frames to a store or a folder of images; say what was written."""
+    if fmt == "zarr":
+        ds = corrected.to_dataset(name="image").assign(ccm=m.rename(None))
+        mode = "resume" if resume else "w" if overwrite else "w-"
+        write = store_io.to_zarr(ds, target, mode=mode, compute=False, attrs=attrs)
+        with progress("writing"):
+            dask.compute(write)
+        return f"{target} (zarr, {corrected.sizes.get('time', 1)} frames, complete)"
+    with progress("writing"):
+        clipped = to_images(corrected, target, format=fmt, bits=bits, overwrite=overwrite)
+    total = int(np.sum(np.asarray(clipped)))
+    return f"{target} ({fmt}, {bits}-bit, {corrected.sizes.get('time', 1)} files, {total} clipped pixels)"
+
+
+# ---------------------------------------------------------------------------------------------
+# the commands
+
+
+_EPILOG_FIT = """\b
+Examples:
+  xccm fit chart.jpg --detect -o ccm.json
+  xccm fit frames/ --boxes boxes.json --model affine --loss ciede2000 -o ccm.nc
+  xccm fit raw/*.dng --detect --per-frame -o ccm.json
+"""
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="xccm")
+@click.option("--debug", is_flag=True, help="Show the full traceback of an error.")
+@click.option(
+    "--progress/--no-progress",
+    default=None,
+    help="A progress bar on long work (default: when stderr is a terminal).",
+)
+@click.pass_context
+def main(ctx: click.Context, debug: bool, progress: bool | None) -> None:
+    """Fit and apply colour-correction matrices to camera images and stores.
+
+    \b
+    A typical session:
+      xccm charts                                   # the built-in charts
+      xccm fit chart.jpg --detect -o ccm.json       # a matrix from a photo of the chart
+      xccm apply frames/ -m ccm.json -o out.zarr    # correct a folder of frames into a store
+      xccm run frames/ --detect -o out.zarr         # per-frame matrices, filled, corrected
+      xccm report frames/ --detect -m ccm.json      # per-patch ΔE00 of a matrix
+    """
+    ctx.obj = {"debug": debug}
+    _STATE.clear()
+    if progress is not None:
+        _STATE["progress"] = progress
+
+
+def _source_options(f: Callable) -> Callable:
+    for option in reversed(
+        [
+            click.argument("sources", nargs=-1, required=True),
+            click.option("--variable", help="The image variable of a zarr/netCDF source."),
+            click.option(
+                "--time",
+                "time_from",
+                default="auto",
+                show_default=True,
+                help="Frame times of image files: auto, exif, filename, order, or a pattern.",
+            ),
+            click.option(
+                "--linearize",
+                type=click.Choice(_LINEARIZE),
+                default="auto",
+                show_default=True,
+                help="How to decode the frames to linear RGB (auto: from how they were read).",
+            ),
+        ]
+    ):
+        f = option(f)
+    return f
+
+
+def _chart_options(f: Callable) -> Callable:
+    for option in reversed(
+        [
+            click.option(
+                "--chart",
+                "chart_name",
+                type=click.Choice(available_charts(), case_sensitive=False),
+                default="colorchecker24",
+                show_default=True,
+            ),
+            click.option("--edition", help="The chart's published data (default: current)."),
+            click.option("--boxes", type=click.Path(dir_okay=False), help="Patch boxes (JSON)."),
+            click.option("--detect", is_flag=True, help="Find the chart in every frame."),
+        ]
+    ):
+        f = option(f)
+    return f
+
+
+def _fit_options(f: Callable) -> Callable:
+    for option in reversed(
+        [
+            click.option("--model", type=click.Choice(_MODELS), default="linear", show_default=True),
+            click.option(
+                "--loss",
+                type=click.Choice(_LOSSES),
+                default="ciede2000",
+                show_default=True,
+                help="What the fit minimises ('none': least squares in linear RGB).",
+            ),
+            click.option(
+                "--min-samples",
+                type=click.IntRange(1),
+                default=None,
+                help="Frames with fewer usable patches get no matrix (filled by `run`).",
+            ),
+        ]
+    ):
+        f = option(f)
+    return f
+
+
+def _frames_and_patches(sources, variable, time_from, linearize_how, chart_name, edition, boxes, detect):
+    reference = chart(chart_name, edition=edition)
+    frames = linear(read_frames(sources, variable, time_from), linearize_how)
+    where = chart_boxes(frames, reference, boxes, detect)
+    return frames, reference, patches_of(frames, where)
+
+
+@main.command(epilog=_EPILOG_FIT)
+@_source_options
+@_chart_options
+@_fit_options
+@click.option("--per-frame", is_flag=True, help="One matrix per frame (default: one for all).")
+@click.option("-o", "--output", required=True, type=click.Path(), help="Matrix file (.json or .nc).")
+@click.option("--overwrite", is_flag=True, help="Replace an existing output.")
+def fit_cmd(
+    sources, variable, time_from, linearize, chart_name, edition, boxes, detect,
+    model, loss, min_samples, per_frame, output, overwrite,
+) -> None:
+    """Fit a colour-correction matrix to a chart in SOURCES (images, raw files or a store)."""
+    target = Path(output)
+    check_output(target, overwrite)
+    frames, reference, measured = _frames_and_patches(
+        sources, variable, time_from, linearize, chart_name, edition, boxes, detect
+    )
+    m, rejected = fit_matrices(
+        measured, reference, model=model, loss=loss, per_frame=per_frame, min_samples=min_samples
+    )
+    save_matrix(m, target, overwrite=overwrite)
+    print_frames(summary(measured, reference, m), click.echo)
+    click.echo(f"wrote {target}" + (f" ({rejected} frames rejected: NaN)" if rejected else ""))
+
+
+fit_cmd.name = "fit"
+
+
+@main.command(name="apply")
+@_source_options
+@click.option("-m", "--matrix", required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("-o", "--output", required=True, type=click.Path(), help="A .zarr store or a folder.")
+@click.option("--format", "fmt", type=click.Choice(["zarr", "png", "tiff"]), default=None,
+              help="Output format (default: zarr for a .zarr output, else png).")
+@click.option("--bits", type=click.Choice(["8", "16"]), default="8", show_default=True)
+@click.option("--overwrite", is_flag=True, help="Replace an existing output.")
+@click.option("--resume", is_flag=True, help="Finish an interrupted store.")
+def apply_cmd(sources, variable, time_from, linearize, matrix, output, fmt, bits, overwrite, resume) -> None:
+    """Correct SOURCES with a matrix file into a zarr store or a folder of images.
+
+    \b
+    Examples:
+      xccm apply frames/ -m ccm.json -o corrected.zarr
+      xccm apply camera.zarr -m ccm.nc -o corrected/ --format png --bits 16
+    """
+    target = Path(output)
+    fmt = fmt or ("zarr" if target.suffix == ".zarr" else "png")
+    check_output(target, overwrite, resume)
+    m = load_matrix(matrix)
+    frames = linear(read_frames(sources, variable, time_from), linearize)
+    corrected = apply(frames, m)
+    click.echo("wrote " + write_output(
+        corrected, m, target, fmt, int(bits), overwrite=overwrite, resume=resume,
+        attrs={"xccm_command": "apply", "source": [str(s) for s in sources], "matrix": str(matrix)},
+    ))
+
+
+@main.command(name="run")
+@_source_options
+@_chart_options
+@_fit_options
+@click.option("-o", "--output", required=True, type=click.Path(), help="A .zarr store or a folder.")
+@click.option("--format", "fmt", type=click.Choice(["zarr", "png", "tiff"]), default=None,
+              help="Output format (default: zarr for a .zarr output, else png).")
+@click.option("--bits", type=click.Choice(["8", "16"]), default="8", show_default=True)
+@click.option("--matrix-output", type=click.Path(), help="Also save the per-frame matrices here.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing output.")
+@click.option("--resume", is_flag=True, help="Finish an interrupted store.")
+def run_cmd(
+    sources, variable, time_from, linearize, chart_name, edition, boxes, detect,
+    model, loss, min_samples, output, fmt, bits, matrix_output, overwrite, resume,
+) -> None:
+    """Fit a matrix in every frame, fill rejected frames, correct them all into OUTPUT.
+
+    The README's time-series workflow as one command: patches per frame (boxes or detection),
+    one matrix per frame (frames with too few usable patches are filled from their neighbours
+    in time), the corrected frames written to a zarr store (with the matrices) or a folder,
+    and a per-frame ΔE00 report.
+
+    \b
+    Examples:
+      xccm run frames/ --detect -o corrected.zarr
+      xccm run "site1/*.jpg" --boxes boxes.json --model affine -o corrected/ --format png
+    """
+    target = Path(output)
+    fmt = fmt or ("zarr" if target.suffix == ".zarr" else "png")
+    check_output(target, overwrite, resume)
+    if matrix_output:
+        check_output(Path(matrix_output), overwrite)
+    frames, reference, measured = _frames_and_patches(
+        sources, variable, time_from, linearize, chart_name, edition, boxes, detect
+    )
+    m, rejected = fit_matrices(
+        measured, reference, model=model, loss=loss, per_frame=True, min_samples=min_samples
+    )
+    m = fill_rejected(m)
+    if matrix_output:
+        save_matrix(m, Path(matrix_output), overwrite=overwrite)
+    corrected = apply(frames, m)
+    written = write_output(
+        corrected, m, target, fmt, int(bits), overwrite=overwrite, resume=resume,
+        attrs={"xccm_command": "run", "source": [str(s) for s in sources], "model": model,
+               "loss": loss, "chart": chart_name},
+    )
+    print_frames(summary(measured, reference, m), click.echo)
+    click.echo(f"{rejected} of {m.sizes.get('time', 1)} frames rejected and filled from their neighbours")
+    click.echo("wrote " + written)
+
+
+@main.command(name="report")
+@_source_options
+@_chart_options
+@click.option("-m", "--matrix", required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--method", type=click.Choice(_LOSSES[:-2] + ("rgb", "linear_rgb")), default="ciede2000",
+              show_default=True)
+@click.option("--csv", "csv_path", type=click.Path(dir_okay=False), help="Also write the table.")
+def report_cmd(
+    sources, variable, time_from, linearize, chart_name, edition, boxes, detect, matrix, method, csv_path,
+) -> None:
+    """Per-patch colour differences of a matrix on the chart in SOURCES.
+
+    \b
+    Examples:
+      xccm report chart.jpg --detect -m ccm.json
+      xccm report frames/ --boxes boxes.json -m ccm.nc --csv report.csv
+    """
+    frames, reference, measured = _frames_and_patches(
+        sources, variable, time_from, linearize, chart_name, edition, boxes, detect
+    )
+    m = load_matrix(matrix)
+    rep = chart_report(measured, reference, m, method)
+    table = rep["delta_e"]
+    per_patch = table.mean([d for d in table.dims if d != "patch"]) if table.ndim > 1 else table
+    click.echo(f"{'patch':<24}{method:>10}")
+    for name, value in zip(per_patch.patch.values, per_patch.values, strict=True):
+        click.echo(f"{name!s:<24}{value:10.3f}")
+    print_frames(rep, click.echo)
+    if csv_path:
+        table.to_dataframe().to_csv(csv_path)
+        click.echo(f"wrote {csv_path}")
+
+
+@main.command(name="charts")
+def charts_cmd() -> None:
+    """List the built-in charts, their patches and editions."""
+    for name in available_charts():
+        ref = chart(name)
+        first = ", ".join(str(p) for p in ref.patch.values[:3])
+        click.echo(f"{name:<18}{ref.sizes['patch']:>4} patches  ({first}, ...)")
+
+
+def run(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return its exit code (0, 1 or 2). The console script calls this."""
+    debug = argv is not None and "--debug" in argv or argv is None and "--debug" in sys.argv
+    try:
+        main.main(args=list(argv) if argv is not None else None, standalone_mode=False)
+    except click.exceptions.Exit as done:
+        return int(done.exit_code)
+    except click.Abort:
+        click.echo("xccm: aborted", err=True)
+        return 1
+    except click.ClickException as err:
+        if debug:
+            raise
+        if isinstance(err, click.UsageError) and err.ctx is not None and "Missing" in err.message:
+            err.show()
+        else:
+            click.echo(f"xccm: error: {err.format_message()}", err=True)
+        return err.exit_code
+    except (ValueError, TypeError, OSError, np.linalg.LinAlgError, KeyError) as err:
+        if debug:
+            raise
+        click.echo(f"xccm: error: {err}", err=True)
+        return 1
+    return 0
+
+
+def console() -> None:  # pragma: no cover - the console script
+    """Entry point of the ``xccm`` console script."""
+    sys.exit(run())
