@@ -40,7 +40,7 @@ Refused = click.UsageError
 
 _LOSSES = ("ciede2000", "cie94", "cie76", "cmc", "rgb", "linear_rgb", "none")
 _MODELS = ("linear", "affine")
-_LINEARIZE = ("auto", "srgb", "gamma", "none")
+_LINEARIZE = ("auto", "srgb", "gamma", "identity")
 
 
 class _Failure(click.ClickException):
@@ -65,10 +65,21 @@ def read_frames(sources: Sequence[str], variable: str | None, time: str) -> xr.D
     paths = [Path(s) for s in sources]
     if len(paths) == 1 and (_is_store(paths[0]) or paths[0].suffix in (".nc", ".h5", ".nc4")):
         return _store_variable(paths[0], variable)
-    files = [p for p in paths if p.is_file()]
-    if files and all(p.suffix.lower() in RAW_SUFFIXES for p in files):
-        return open_raw([str(p) for p in files])
-    return open_images([str(s) for s in sources], time=time)
+    if _all_raw(paths):
+        return open_raw(_one_or_many(sources), time=time)
+    return open_images(_one_or_many(sources), time=time)
+
+
+def _one_or_many(sources: Sequence[str]) -> str | list[str]:
+    """One source (a folder or a glob) as it is; several as a list of files."""
+    return sources[0] if len(sources) == 1 else list(sources)
+
+
+def _all_raw(paths: Sequence[Path]) -> bool:
+    """Whether the sources are raw files (or a folder holding only raw files)."""
+    files = [f for p in paths for f in (sorted(p.iterdir()) if p.is_dir() else [p])]
+    files = [f for f in files if f.is_file() and not f.name.startswith(".")]
+    return bool(files) and all(f.suffix.lower() in RAW_SUFFIXES for f in files)
 
 
 def _store_variable(path: Path, variable: str | None) -> xr.DataArray:
@@ -89,22 +100,22 @@ def _store_variable(path: Path, variable: str | None) -> xr.DataArray:
     return ds[images[0]]
 
 
+def encoding_of(frames: xr.DataArray, how: str) -> str:
+    """The curve the frames are encoded with: ``how``, or (``"auto"``) what their reader said.
+
+    :func:`xccm.open_images` says ``"srgb"`` for integer files and ``"identity"`` for float
+    TIFF, :func:`xccm.open_raw` ``"identity"``; a store's variable without ``encoding`` attrs
+    is taken as linear.
+    """
+    return str(frames.attrs.get("encoding", "identity")) if how == "auto" else how
+
+
 def linear(frames: xr.DataArray, how: str) -> xr.DataArray:
-    """Linear camera RGB in [0, 1]: decode the frames as their attrs (or ``how``) say."""
-    if how == "auto":
-        encoding = str(frames.attrs.get("encoding", "linear")).lower()
-        how = "srgb" if encoding == "srgb" else "gamma" if encoding.startswith("gamma") else "none"
-    scale = _code_max(frames)
-    if how == "none":
-        return frames if scale is None else frames.astype(np.float32) / np.float32(scale)
-    return linearize(frames, how, scale=scale)
-
-
-def _code_max(frames: xr.DataArray) -> float | None:
-    if frames.dtype.kind not in "ui":
-        return None
-    bits = frames.attrs.get("bits_per_sample") or frames.attrs.get("bit_depth")
-    return float(2 ** int(bits) - 1) if bits else float(np.iinfo(frames.dtype).max)
+    """Linear camera RGB in [0, 1]: the frames decoded with :func:`encoding_of`'s curve."""
+    scale = frames.attrs.get("scale")
+    if scale is None and frames.dtype.kind in "ui":
+        scale = 1 / float(np.iinfo(frames.dtype).max)
+    return linearize(frames, encoding_of(frames, how), scale=scale)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -112,20 +123,28 @@ def _code_max(frames: xr.DataArray) -> float | None:
 
 
 def chart_boxes(
-    frames: xr.DataArray, reference: xr.DataArray, boxes: str | None, detect: bool
+    frames: xr.DataArray,
+    reference: xr.DataArray,
+    chart_name: str,
+    boxes: str | None,
+    detect: bool,
+    linear: bool,
 ) -> xr.DataArray:
-    """Patch boxes from a ``--boxes`` file or from chart detection (one of them)."""
+    """Patch boxes from a ``--boxes`` file or from chart detection (one of them).
+
+    Detection looks at the frames as read (``linear`` says whether they are linear).
+    """
     if (boxes is None) == (not detect):
         raise Refused("say where the chart is: --boxes FILE or --detect (exactly one)")
     if detect:
-        return detect_chart(frames, chart=reference)
+        return detect_chart(frames, chart=chart_name, linear=linear)
     return read_boxes(Path(boxes), reference)
 
 
 def read_boxes(path: Path, reference: xr.DataArray) -> xr.DataArray:
-    """A boxes file: JSON ``{"corners": [[x, y] x 4]}``, a grid, or ``{patch: [y0, y1, x0, x1]}``.
+    """A boxes file: JSON ``{"corners": [[y, x] x 4]}``, a grid, or ``{patch: [y0, y1, x0, x1]}``.
 
-    ``corners`` are the chart's four corners (x, y) from its first patch round, as
+    ``corners`` are the chart's four corners (y, x), from its first patch round, as
     :func:`xccm.grid_boxes` takes them; a grid is ``grid_boxes``' own keywords
     (``top_left``, ``patch_size``, ``pitch``, ``shape``); otherwise each patch name of the
     chart maps to its box.
@@ -276,7 +295,7 @@ def write_output(
         return f"{target} (zarr, {corrected.sizes.get('time', 1)} frames, complete)"
     with progress("writing"):
         clipped = to_images(corrected, target, format=fmt, bits=bits, overwrite=overwrite)
-    total = int(np.sum(np.asarray(clipped)))
+    total = int(clipped.sum())
     return f"{target} ({fmt}, {bits}-bit, {corrected.sizes.get('time', 1)} files, {total} clipped pixels)"
 
 
@@ -385,10 +404,15 @@ def _fit_options(f: Callable) -> Callable:
     return f
 
 
-def _frames_and_patches(sources, variable, time_from, linearize_how, chart_name, edition, boxes, detect):
+def _frames_and_patches(
+    sources, variable, time_from, linearize_how, chart_name, edition, boxes, detect
+):
+    """The linear frames, the chart's reference colours and the measured patch colours."""
     reference = chart(chart_name, edition=edition)
-    frames = linear(read_frames(sources, variable, time_from), linearize_how)
-    where = chart_boxes(frames, reference, boxes, detect)
+    read = read_frames(sources, variable, time_from)
+    frames = linear(read, linearize_how)
+    is_linear = encoding_of(read, linearize_how) == "identity"
+    where = chart_boxes(read, reference, chart_name, boxes, detect, is_linear)
     return frames, reference, patches_of(frames, where)
 
 
