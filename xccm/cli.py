@@ -22,6 +22,7 @@ import click
 import dask
 import numpy as np
 import xarray as xr
+from dask.diagnostics import ProgressBar
 
 from . import io as store_io
 from ._kernels import InsufficientSamplesWarning
@@ -30,7 +31,7 @@ from .charts import available_charts, chart
 from .core import apply, fit
 from .detection import detect_chart
 from .images import open_images, to_images
-from .linearize import linearize
+from .linearize import linear_bounds, linearize
 from .matrix_files import load_matrix, save_matrix
 from .patches import extract_patches, grid_boxes
 from .raw import RAW_SUFFIXES, open_raw
@@ -38,7 +39,8 @@ from .raw import RAW_SUFFIXES, open_raw
 #: Raised for refusals before any work (exit code 2), as click's own usage errors.
 Refused = click.UsageError
 
-_LOSSES = ("ciede2000", "cie94", "cie76", "cmc", "rgb", "linear_rgb", "none")
+_METHODS = ("ciede2000", "cie94", "cie76", "cmc", "rgb", "linear_rgb")
+_LOSSES = (*_METHODS, "none")
 _MODELS = ("linear", "affine")
 _LINEARIZE = ("auto", "srgb", "gamma", "identity")
 
@@ -61,7 +63,7 @@ def _is_store(path: Path) -> bool:
 
 
 def read_frames(sources: Sequence[str], variable: str | None, time: str) -> xr.DataArray:
-    """The frames ``(time, y, x, channel)`` named by ``sources``: images, raw files or a store."""
+    """Open the frames ``(time, y, x, channel)`` in ``sources``: images, raw files or a store."""
     paths = [Path(s) for s in sources]
     if len(paths) == 1 and (_is_store(paths[0]) or paths[0].suffix in (".nc", ".h5", ".nc4")):
         return _store_variable(paths[0], variable)
@@ -101,7 +103,7 @@ def _store_variable(path: Path, variable: str | None) -> xr.DataArray:
 
 
 def encoding_of(frames: xr.DataArray, how: str) -> str:
-    """The curve the frames are encoded with: ``how``, or (``"auto"``) what their reader said.
+    """Return the frames' encoding curve: ``how``, or (``"auto"``) what their reader said.
 
     :func:`xccm.open_images` says ``"srgb"`` for integer files and ``"identity"`` for float
     TIFF, :func:`xccm.open_raw` ``"identity"``; a store's variable without ``encoding`` attrs
@@ -142,12 +144,12 @@ def chart_boxes(
 
 
 def read_boxes(path: Path, reference: xr.DataArray) -> xr.DataArray:
-    """A boxes file: JSON ``{"corners": [[y, x] x 4]}``, a grid, or ``{patch: [y0, y1, x0, x1]}``.
+    """Read a JSON boxes file: ``{"corners": [[y, x] x 4]}``, a grid, or ``{patch: box}``.
 
     ``corners`` are the chart's four corners (y, x), from its first patch round, as
     :func:`xccm.grid_boxes` takes them; a grid is ``grid_boxes``' own keywords
     (``top_left``, ``patch_size``, ``pitch``, ``shape``); otherwise each patch name of the
-    chart maps to its box.
+    chart maps to its box ``[y0, y1, x0, x1]``.
     """
     try:
         spec = json.loads(path.read_text(encoding="utf-8-sig"))
@@ -172,7 +174,7 @@ def read_boxes(path: Path, reference: xr.DataArray) -> xr.DataArray:
 
 
 def extract_boxes_mapping(spec: dict) -> xr.DataArray:
-    """A ``{name: box}`` mapping as a boxes DataArray ``(patch, bound)``."""
+    """Wrap a ``{name: box}`` mapping as a boxes DataArray ``(patch, bound)``."""
     return xr.DataArray(
         np.asarray(list(spec.values()), dtype=float),
         dims=("patch", "bound"),
@@ -224,7 +226,9 @@ def fit_matrices(
         if issubclass(w.category, InsufficientSamplesWarning):
             click.echo(f"xccm: warning: {w.message}", err=True)
     batch = [d for d in m.dims if d not in ("channel_in", "channel")]
-    rejected = int(m.isnull().any(("channel_in", "channel")).sum()) if batch else int(m.isnull().any())
+    rejected = (
+        int(m.isnull().any(("channel_in", "channel")).sum()) if batch else int(m.isnull().any())
+    )
     return m, rejected
 
 
@@ -241,12 +245,10 @@ def fill_rejected(m: xr.DataArray) -> xr.DataArray:
 
 @contextlib.contextmanager
 def progress(what: str) -> Iterator[None]:
-    """A Dask progress bar on stderr while ``what`` runs, when stderr is a terminal."""
-    if _STATE.get("progress", sys.stderr.isatty()):
-        from dask.diagnostics import ProgressBar
-
-        click.echo(f"{what}:", err=True)
-        with ProgressBar(out=sys.stderr):
+    """Show a Dask progress bar while ``what`` runs, if stdout is a terminal (or ``--progress``)."""
+    if _STATE.get("progress", sys.stdout.isatty()):
+        click.echo(f"{what}:")
+        with ProgressBar(out=sys.stdout):
             yield
     else:
         yield
@@ -255,20 +257,43 @@ def progress(what: str) -> Iterator[None]:
 _STATE: dict[str, Any] = {}
 
 
-def summary(measured: xr.DataArray, reference: xr.DataArray, m: xr.DataArray) -> xr.Dataset:
-    """Per-frame mean ΔE00 before (white balance only) and after the correction."""
-    return chart_report(measured, reference, m, "ciede2000")
+def summary(
+    measured: xr.DataArray, reference: xr.DataArray, m: xr.DataArray, loss: str
+) -> xr.Dataset:
+    """ΔE00 of every frame's patches after the correction: those the fit used.
+
+    A fit with a loss leaves out the patches outside its saturation range (0, 0.98) of the
+    encoded values (:func:`xccm.fit`); so does this summary.
+    """
+    used = None
+    if loss != "none":
+        low, high, _ = linear_bounds(measured, 0.0, 0.98)
+        used = ((measured >= low) & (measured <= high)).all("channel")
+    return chart_report(measured, reference, m, "ciede2000", weights=used)
 
 
-def print_frames(rep: xr.Dataset, out: Callable[[str], None]) -> None:
+def rejections(m: xr.DataArray, fitted: xr.Dataset, max_error: float | None) -> xr.DataArray:
+    """Say why each frame's matrix is rejected (``""``: kept): too few patches, or its error."""
+    notes = xr.full_like(fitted["mean"], "", dtype=object)
+    if max_error is not None:
+        worse = fitted["mean"] > max_error
+        notes = notes.where(~worse, f"rejected: mean ΔE00 above {max_error:g}")
+    nan = m.isnull().any(("channel_in", "channel"))
+    return notes.where(~nan, "rejected: too few usable patches")
+
+
+def print_frames(
+    rep: xr.Dataset, out: Callable[[str], None], notes: xr.DataArray | None = None
+) -> None:
     """One line per frame (or one line): mean, median, p90 and max ΔE00 of the patches."""
     stats = ["mean", "median", "p90", "max"]
-    out(f"{'frame':<22}" + "".join(f"{s:>9}" for s in stats) + "  (ΔE00 over the patches)")
+    out(f"{'frame':<22}" + "".join(f"{s:>9}" for s in stats) + "  (ΔE00 of the fitted patches)")
     if "time" in rep.dims:
         for t in range(rep.sizes["time"]):
             row = rep.isel(time=t)
             label = str(row.time.values)[:19].replace("T", " ")
-            out(f"{label:<22}" + "".join(f"{float(row[s]):9.3f}" for s in stats))
+            note = f"  {notes.values[t]}" if notes is not None and notes.values[t] else ""
+            out(f"{label:<22}" + "".join(f"{float(row[s]):9.3f}" for s in stats) + note)
     else:
         out(f"{'all':<22}" + "".join(f"{float(rep[s]):9.3f}" for s in stats))
 
@@ -276,14 +301,22 @@ def print_frames(rep: xr.Dataset, out: Callable[[str], None]) -> None:
 def check_output(path: Path, overwrite: bool, resume: bool = False) -> None:
     """Refuse to replace an existing output unless asked (exit code 2, nothing touched)."""
     if path.exists() and not (overwrite or resume):
-        raise Refused(f"{path} exists: pass --overwrite to replace it" + (
-            " or --resume to finish it" if path.suffix == ".zarr" or path.is_dir() else ""
-        ))
+        raise Refused(
+            f"{path} exists: pass --overwrite to replace it"
+            + (" or --resume to finish it" if path.suffix == ".zarr" or path.is_dir() else "")
+        )
 
 
 def write_output(
-    corrected: xr.DataArray, m: xr.DataArray, target: Path, fmt: str, bits: int, *,
-    overwrite: bool, resume: bool, attrs: dict[str, Any],
+    corrected: xr.DataArray,
+    m: xr.DataArray,
+    target: Path,
+    fmt: str,
+    bits: int,
+    *,
+    overwrite: bool,
+    resume: bool,
+    attrs: dict[str, Any],
 ) -> str:
     """Write the corrected frames to a store or a folder of images; say what was written."""
     if fmt == "zarr":
@@ -296,7 +329,8 @@ def write_output(
     with progress("writing"):
         clipped = to_images(corrected, target, format=fmt, bits=bits, overwrite=overwrite)
     total = int(clipped.sum())
-    return f"{target} ({fmt}, {bits}-bit, {corrected.sizes.get('time', 1)} files, {total} clipped pixels)"
+    n = corrected.sizes.get("time", 1)
+    return f"{target} ({fmt}, {bits}-bit, {n} files, {total} clipped pixels)"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -317,7 +351,7 @@ Examples:
 @click.option(
     "--progress/--no-progress",
     default=None,
-    help="A progress bar on long work (default: when stderr is a terminal).",
+    help="A progress bar on long work (default: when stdout is a terminal).",
 )
 @click.pass_context
 def main(ctx: click.Context, debug: bool, progress: bool | None) -> None:
@@ -384,7 +418,9 @@ def _chart_options(f: Callable) -> Callable:
 def _fit_options(f: Callable) -> Callable:
     for option in reversed(
         [
-            click.option("--model", type=click.Choice(_MODELS), default="linear", show_default=True),
+            click.option(
+                "--model", type=click.Choice(_MODELS), default="linear", show_default=True
+            ),
             click.option(
                 "--loss",
                 type=click.Choice(_LOSSES),
@@ -407,7 +443,7 @@ def _fit_options(f: Callable) -> Callable:
 def _frames_and_patches(
     sources, variable, time_from, linearize_how, chart_name, edition, boxes, detect
 ):
-    """The linear frames, the chart's reference colours and the measured patch colours."""
+    """Return the linear frames, the chart's reference colours and the measured patches."""
     reference = chart(chart_name, edition=edition)
     read = read_frames(sources, variable, time_from)
     frames = linear(read, linearize_how)
@@ -421,23 +457,37 @@ def _frames_and_patches(
 @_chart_options
 @_fit_options
 @click.option("--per-frame", is_flag=True, help="One matrix per frame (default: one for all).")
-@click.option("-o", "--output", required=True, type=click.Path(), help="Matrix file (.json or .nc).")
+@click.option(
+    "-o", "--output", required=True, type=click.Path(), help="Matrix file (.json or .nc)."
+)
 @click.option("--overwrite", is_flag=True, help="Replace an existing output.")
 def fit_cmd(
-    sources, variable, time_from, linearize, chart_name, edition, boxes, detect,
-    model, loss, min_samples, per_frame, output, overwrite,
+    sources,
+    variable,
+    time_from,
+    linearize,
+    chart_name,
+    edition,
+    boxes,
+    detect,
+    model,
+    loss,
+    min_samples,
+    per_frame,
+    output,
+    overwrite,
 ) -> None:
     """Fit a colour-correction matrix to a chart in SOURCES (images, raw files or a store)."""
     target = Path(output)
     check_output(target, overwrite)
-    frames, reference, measured = _frames_and_patches(
+    _, reference, measured = _frames_and_patches(
         sources, variable, time_from, linearize, chart_name, edition, boxes, detect
     )
     m, rejected = fit_matrices(
         measured, reference, model=model, loss=loss, per_frame=per_frame, min_samples=min_samples
     )
     save_matrix(m, target, overwrite=overwrite)
-    print_frames(summary(measured, reference, m), click.echo)
+    print_frames(summary(measured, reference, m, loss), click.echo)
     click.echo(f"wrote {target}" + (f" ({rejected} frames rejected: NaN)" if rejected else ""))
 
 
@@ -448,12 +498,19 @@ fit_cmd.name = "fit"
 @_source_options
 @click.option("-m", "--matrix", required=True, type=click.Path(exists=True, dir_okay=False))
 @click.option("-o", "--output", required=True, type=click.Path(), help="A .zarr store or a folder.")
-@click.option("--format", "fmt", type=click.Choice(["zarr", "png", "tiff"]), default=None,
-              help="Output format (default: zarr for a .zarr output, else png).")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["zarr", "png", "tiff"]),
+    default=None,
+    help="Output format (default: zarr for a .zarr output, else png).",
+)
 @click.option("--bits", type=click.Choice(["8", "16"]), default="8", show_default=True)
 @click.option("--overwrite", is_flag=True, help="Replace an existing output.")
 @click.option("--resume", is_flag=True, help="Finish an interrupted store.")
-def apply_cmd(sources, variable, time_from, linearize, matrix, output, fmt, bits, overwrite, resume) -> None:
+def apply_cmd(
+    sources, variable, time_from, linearize, matrix, output, fmt, bits, overwrite, resume
+) -> None:
     """Correct SOURCES with a matrix file into a zarr store or a folder of images.
 
     \b
@@ -467,10 +524,23 @@ def apply_cmd(sources, variable, time_from, linearize, matrix, output, fmt, bits
     m = load_matrix(matrix)
     frames = linear(read_frames(sources, variable, time_from), linearize)
     corrected = apply(frames, m)
-    click.echo("wrote " + write_output(
-        corrected, m, target, fmt, int(bits), overwrite=overwrite, resume=resume,
-        attrs={"xccm_command": "apply", "source": [str(s) for s in sources], "matrix": str(matrix)},
-    ))
+    click.echo(
+        "wrote "
+        + write_output(
+            corrected,
+            m,
+            target,
+            fmt,
+            int(bits),
+            overwrite=overwrite,
+            resume=resume,
+            attrs={
+                "xccm_command": "apply",
+                "source": [str(s) for s in sources],
+                "matrix": str(matrix),
+            },
+        )
+    )
 
 
 @main.command(name="run")
@@ -478,15 +548,42 @@ def apply_cmd(sources, variable, time_from, linearize, matrix, output, fmt, bits
 @_chart_options
 @_fit_options
 @click.option("-o", "--output", required=True, type=click.Path(), help="A .zarr store or a folder.")
-@click.option("--format", "fmt", type=click.Choice(["zarr", "png", "tiff"]), default=None,
-              help="Output format (default: zarr for a .zarr output, else png).")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["zarr", "png", "tiff"]),
+    default=None,
+    help="Output format (default: zarr for a .zarr output, else png).",
+)
 @click.option("--bits", type=click.Choice(["8", "16"]), default="8", show_default=True)
 @click.option("--matrix-output", type=click.Path(), help="Also save the per-frame matrices here.")
+@click.option(
+    "--max-error",
+    type=click.FloatRange(0, min_open=True),
+    default=None,
+    help="Reject (and fill) frames whose fit leaves a mean ΔE00 above this (e.g. 5).",
+)
 @click.option("--overwrite", is_flag=True, help="Replace an existing output.")
 @click.option("--resume", is_flag=True, help="Finish an interrupted store.")
 def run_cmd(
-    sources, variable, time_from, linearize, chart_name, edition, boxes, detect,
-    model, loss, min_samples, output, fmt, bits, matrix_output, overwrite, resume,
+    sources,
+    variable,
+    time_from,
+    linearize,
+    chart_name,
+    edition,
+    boxes,
+    detect,
+    model,
+    loss,
+    min_samples,
+    output,
+    fmt,
+    bits,
+    matrix_output,
+    max_error,
+    overwrite,
+    resume,
 ) -> None:
     """Fit a matrix in every frame, fill rejected frames, correct them all into OUTPUT.
 
@@ -508,20 +605,34 @@ def run_cmd(
     frames, reference, measured = _frames_and_patches(
         sources, variable, time_from, linearize, chart_name, edition, boxes, detect
     )
-    m, rejected = fit_matrices(
+    m, _ = fit_matrices(
         measured, reference, model=model, loss=loss, per_frame=True, min_samples=min_samples
     )
-    m = fill_rejected(m)
+    fitted = summary(measured, reference, m, loss)
+    notes = rejections(m, fitted, max_error)
+    m = fill_rejected(m.where(notes == ""))
     if matrix_output:
         save_matrix(m, Path(matrix_output), overwrite=overwrite)
     corrected = apply(frames, m)
     written = write_output(
-        corrected, m, target, fmt, int(bits), overwrite=overwrite, resume=resume,
-        attrs={"xccm_command": "run", "source": [str(s) for s in sources], "model": model,
-               "loss": loss, "chart": chart_name},
+        corrected,
+        m,
+        target,
+        fmt,
+        int(bits),
+        overwrite=overwrite,
+        resume=resume,
+        attrs={
+            "xccm_command": "run",
+            "source": [str(s) for s in sources],
+            "model": model,
+            "loss": loss,
+            "chart": chart_name,
+        },
     )
-    print_frames(summary(measured, reference, m), click.echo)
-    click.echo(f"{rejected} of {m.sizes.get('time', 1)} frames rejected and filled from their neighbours")
+    print_frames(fitted, click.echo, notes)
+    n_bad = int((notes != "").sum())
+    click.echo(f"{n_bad} of {m.sizes['time']} frames rejected and filled from their neighbours")
     click.echo("wrote " + written)
 
 
@@ -529,11 +640,25 @@ def run_cmd(
 @_source_options
 @_chart_options
 @click.option("-m", "--matrix", required=True, type=click.Path(exists=True, dir_okay=False))
-@click.option("--method", type=click.Choice(_LOSSES[:-2] + ("rgb", "linear_rgb")), default="ciede2000",
-              show_default=True)
+@click.option(
+    "--method",
+    type=click.Choice(_METHODS),
+    default="ciede2000",
+    show_default=True,
+)
 @click.option("--csv", "csv_path", type=click.Path(dir_okay=False), help="Also write the table.")
 def report_cmd(
-    sources, variable, time_from, linearize, chart_name, edition, boxes, detect, matrix, method, csv_path,
+    sources,
+    variable,
+    time_from,
+    linearize,
+    chart_name,
+    edition,
+    boxes,
+    detect,
+    matrix,
+    method,
+    csv_path,
 ) -> None:
     """Per-patch colour differences of a matrix on the chart in SOURCES.
 
@@ -542,7 +667,7 @@ def report_cmd(
       xccm report chart.jpg --detect -m ccm.json
       xccm report frames/ --boxes boxes.json -m ccm.nc --csv report.csv
     """
-    frames, reference, measured = _frames_and_patches(
+    _, reference, measured = _frames_and_patches(
         sources, variable, time_from, linearize, chart_name, edition, boxes, detect
     )
     m = load_matrix(matrix)
@@ -569,9 +694,11 @@ def charts_cmd() -> None:
 
 def run(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return its exit code (0, 1 or 2). The console script calls this."""
-    debug = argv is not None and "--debug" in argv or argv is None and "--debug" in sys.argv
+    debug = (argv is not None and "--debug" in argv) or (argv is None and "--debug" in sys.argv)
     try:
-        main.main(args=list(argv) if argv is not None else None, standalone_mode=False)
+        main.main(
+            args=list(argv) if argv is not None else None, prog_name="xccm", standalone_mode=False
+        )
     except click.exceptions.Exit as done:
         return int(done.exit_code)
     except click.Abort:
@@ -585,10 +712,19 @@ def run(argv: Sequence[str] | None = None) -> int:
         else:
             click.echo(f"xccm: error: {err.format_message()}", err=True)
         return err.exit_code
-    except (ValueError, TypeError, OSError, np.linalg.LinAlgError, KeyError) as err:
+    except (ValueError, TypeError, OSError, np.linalg.LinAlgError, ImportError) as err:
         if debug:
             raise
         click.echo(f"xccm: error: {err}", err=True)
+        return 1
+    except Exception as err:  # a bug: still one line, and how to see and report it
+        if debug:
+            raise
+        click.echo(
+            f"xccm: internal error: {type(err).__name__}: {err} (run with --debug for the "
+            "traceback, and please report it)",
+            err=True,
+        )
         return 1
     return 0
 

@@ -1,0 +1,261 @@
+"""The ``xccm`` command line, in process (``xccm.cli.run``) and as a subprocess."""
+
+from __future__ import annotations
+
+import json
+import runpy
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import xarray as xr
+
+pytest.importorskip("PIL")
+pytest.importorskip("zarr", minversion="3")
+pytest.importorskip("colour")
+
+import xccm
+import xccm.io
+from xccm import cli
+
+EXAMPLES = Path(__file__).parents[1] / "examples"
+N_FRAMES, OCCLUDED = 5, 2
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory) -> Path:
+    """Five JPEG frames (EXIF times) with a turned chart, a leaf over it in frame 2."""
+    folder = tmp_path_factory.mktemp("demo")
+    make = runpy.run_path(str(EXAMPLES / "camera_frames.py"))["main"]
+    make(
+        [
+            str(folder),
+            "--frames",
+            str(N_FRAMES),
+            "--height",
+            "150",
+            "--width",
+            "200",
+            "--occluded",
+            str(OCCLUDED),
+        ]
+    )
+    (folder / "frames" / "notes.txt").write_text("not a frame: open_images skips it")
+    return folder
+
+
+def xccm_cli(capsys, *args) -> tuple[int, str, str]:
+    code = cli.run([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def python_fit(demo: Path, **kwargs) -> xr.DataArray:
+    """What the commands do, in the Python API: read, linearise, boxes, patches, fit."""
+    frames = xccm.open_images(demo / "frames")
+    lin = xccm.linearize(frames, frames.attrs["encoding"], scale=frames.attrs["scale"])
+    ref = xccm.chart("colorchecker24")
+    corners = json.loads((demo / "boxes.json").read_text())["corners"]
+    boxes = xccm.grid_boxes(corners=corners, names=ref.patch.values)
+    measured = xccm.extract_patches(lin, boxes=boxes, reduce="median").compute()
+    return xccm.fit(measured, ref, **kwargs)
+
+
+def test_charts_lists_the_built_in_charts(capsys):
+    code, out, _ = xccm_cli(capsys, "charts")
+    assert code == 0
+    assert [line.split()[0] for line in out.splitlines()] == list(xccm.available_charts())
+    assert "24 patches" in out
+
+
+def test_fit_writes_the_matrix_the_python_api_fits(demo, tmp_path, capsys):
+    target = tmp_path / "ccm.json"
+    args = ["fit", demo / "frames", "--boxes", demo / "boxes.json", "--per-frame"]
+    code, out, err = xccm_cli(capsys, *args, "--model", "affine", "-o", target)
+    assert code == 0, err
+    m = xccm.load_matrix(target)
+    expected = python_fit(demo, model="affine", loss="ciede2000")
+    assert m.dims == ("time", "channel_in", "channel") and m.sizes["time"] == N_FRAMES
+    np.testing.assert_allclose(m.values, expected.values, rtol=0, atol=1e-12)
+    assert m.attrs["model"] == "affine" and m.attrs["loss"] == "ciede2000"
+    lines = out.splitlines()
+    assert lines[-1] == f"wrote {target}"
+    errors = [float(line.split()[2]) for line in lines[1:-1]]  # the per-frame mean ΔE00
+    assert len(errors) == N_FRAMES
+    assert max(e for t, e in enumerate(errors) if t != OCCLUDED) < 1.5
+    assert errors[OCCLUDED] > 5  # the leaf
+
+
+def test_fit_pools_the_frames_by_default(demo, tmp_path, capsys):
+    target = tmp_path / "ccm.nc"
+    args = ["fit", demo / "frames", "--boxes", demo / "boxes.json", "--loss", "none"]
+    code, _, err = xccm_cli(capsys, *args, "-o", target)
+    assert code == 0, err
+    m = xccm.load_matrix(target)
+    assert m.dims == ("channel_in", "channel")
+    frames = xccm.open_images(demo / "frames")
+    lin = xccm.linearize(frames, "srgb", scale=1 / 255)
+    corners = json.loads((demo / "boxes.json").read_text())["corners"]
+    ref = xccm.chart()
+    boxes = xccm.grid_boxes(corners=corners, names=ref.patch.values)
+    measured = xccm.extract_patches(lin, boxes=boxes).compute()
+    s = measured.values.reshape(-1, 3)
+    d = np.broadcast_to(ref.values, measured.shape).reshape(-1, 3)
+    np.testing.assert_allclose(m.values, np.linalg.lstsq(s, d, rcond=None)[0], atol=1e-10)
+
+
+def test_run_corrects_into_a_complete_store_and_fills_rejected_frames(demo, tmp_path, capsys):
+    store, matrices = tmp_path / "corrected.zarr", tmp_path / "m.nc"
+    args = ["run", demo / "frames", "--boxes", demo / "boxes.json", "-o", store]
+    code, out, err = xccm_cli(capsys, *args, "--max-error", 5, "--matrix-output", matrices)
+    assert code == 0, err
+    assert xccm.io.is_complete(store)
+    ds = xccm.io.open_zarr(store)
+    assert ds.image.dims == ("time", "y", "x", "channel") and ds.image.dtype == np.float32
+    assert ds.image.chunks[0] == (1,) * N_FRAMES
+    m = xccm.load_matrix(matrices)
+    xr.testing.assert_allclose(ds["ccm"].reset_coords(drop=True), m.reset_coords(drop=True))
+    # the occluded frame's matrix is interpolated from its neighbours (equally spaced times)
+    np.testing.assert_allclose(
+        m[OCCLUDED], (m[OCCLUDED - 1] + m[OCCLUDED + 1]) / 2, rtol=1e-12, atol=1e-14
+    )
+    rows = [line for line in out.splitlines() if line.startswith("2026-")]
+    assert len(rows) == N_FRAMES
+    assert "rejected: mean ΔE00 above 5" in rows[OCCLUDED]
+    assert sum("rejected" in row for row in rows) == 1
+    assert "1 of 5 frames rejected and filled from their neighbours" in out
+    # the stored frames are the linear frames corrected by the stored matrices
+    frames = xccm.open_images(demo / "frames")
+    lin = xccm.linearize(frames, "srgb", scale=1 / 255)
+    expected = xccm.apply(lin.isel(time=[0, OCCLUDED]), m.isel(time=[0, OCCLUDED]))
+    np.testing.assert_allclose(ds.image.isel(time=[0, OCCLUDED]), expected, atol=1e-6)
+
+
+def test_run_writes_a_folder_of_images(demo, tmp_path, capsys):
+    folder = tmp_path / "corrected"
+    args = ["run", demo / "frames", "--boxes", demo / "boxes.json", "-o", folder]
+    code, out, err = xccm_cli(capsys, *args, "--bits", 16, "--loss", "none")
+    assert code == 0, err
+    files = sorted(folder.iterdir())
+    assert files[0].name == "20260601T060000.png" and len(files) == N_FRAMES
+    back = xccm.open_images(folder)
+    assert back.dtype == np.uint16 and back.sizes["time"] == N_FRAMES
+    assert "png, 16-bit, 5 files" in out.splitlines()[-1]
+
+
+def test_outputs_are_never_replaced_without_overwrite(demo, tmp_path, capsys):
+    target = tmp_path / "ccm.json"
+    target.write_text("precious")
+    args = ["fit", demo / "frames", "--boxes", demo / "boxes.json", "-o", target]
+    code, out, err = xccm_cli(capsys, *args)
+    assert code == 2 and out == ""
+    assert err.strip().splitlines() == [
+        f"xccm: error: {target} exists: pass --overwrite to replace it"
+    ]
+    assert target.read_text() == "precious"
+    code, _, err = xccm_cli(capsys, *args, "--overwrite", "--loss", "none")
+    assert code == 0, err
+    assert xccm.load_matrix(target).dims == ("channel_in", "channel")
+
+
+def test_apply_and_report_with_a_saved_matrix(demo, tmp_path, capsys):
+    matrix = tmp_path / "ccm.json"
+    xccm.save_matrix(python_fit(demo, loss="ciede2000"), matrix)
+    store = tmp_path / "applied.zarr"
+    code, out, err = xccm_cli(capsys, "apply", demo / "frames", "-m", matrix, "-o", store)
+    assert code == 0, err
+    assert xccm.io.is_complete(store)
+    # apply --resume on a complete store leaves it complete and as it was
+    before = sorted(p.relative_to(store) for p in store.rglob("*"))
+    code, _, err = xccm_cli(capsys, "apply", demo / "frames", "-m", matrix, "-o", store, "--resume")
+    assert code == 0, err
+    assert sorted(p.relative_to(store) for p in store.rglob("*")) == before
+    csv = tmp_path / "report.csv"
+    args = ["report", demo / "frames", "--boxes", demo / "boxes.json", "-m", matrix]
+    code, out, err = xccm_cli(capsys, *args, "--csv", csv)
+    assert code == 0, err
+    table = {line[:24].strip(): line[24:] for line in out.splitlines()[1:25]}
+    assert list(table) == list(xccm.chart().patch.values)
+    import pandas as pd
+
+    frame = pd.read_csv(csv)
+    assert len(frame) == N_FRAMES * 24
+    per_patch = frame.groupby("patch", sort=False)["delta_e"].mean()
+    for name, value in per_patch.items():
+        assert float(table[name]) == pytest.approx(value, abs=5e-4)
+
+
+def test_errors_are_one_line_and_exit_1_or_a_traceback_with_debug(tmp_path, capsys):
+    missing = tmp_path / "nowhere"
+    args = ["fit", missing, "--boxes", tmp_path / "b.json", "-o", tmp_path / "m.json"]
+    code, out, err = xccm_cli(capsys, *args)
+    assert code == 1 and out == ""
+    assert len(err.strip().splitlines()) == 1 and err.startswith("xccm: error: ")
+    assert str(missing) in err
+    with pytest.raises(ValueError, match="nowhere"):
+        cli.run(["--debug", *map(str, args)])
+
+
+def test_usage_errors_exit_2(demo, tmp_path, capsys):
+    frames, out = demo / "frames", tmp_path / "m.json"
+    code, _, err = xccm_cli(capsys, "fit", frames, "-o", out)
+    assert code == 2 and "--boxes FILE or --detect" in err
+    code, _, err = xccm_cli(
+        capsys, "fit", frames, "--detect", "--boxes", demo / "boxes.json", "-o", out
+    )
+    assert code == 2
+    code, _, err = xccm_cli(capsys, "fit", frames, "--model", "cubic", "--detect", "-o", out)
+    assert code == 2 and "cubic" in err
+    code, _, err = xccm_cli(capsys, "fit", frames, "--detect")
+    assert code == 2 and "--output" in err
+    bad = tmp_path / "boxes.json"
+    bad.write_text('{"dark skins": [0, 4, 0, 4]}')
+    code, _, err = xccm_cli(capsys, "fit", frames, "--boxes", bad, "-o", out)
+    assert code == 2 and "'dark skins'" in err
+    assert not out.exists()
+
+
+def test_progress_bar_on_request(demo, tmp_path, capsys):
+    args = ["fit", demo / "frames", "--boxes", demo / "boxes.json", "-o", tmp_path / "m.json"]
+    code, out, err = xccm_cli(capsys, "--progress", *args, "--loss", "none")
+    assert code == 0, err
+    assert "patches:" in out and "100%" in out
+
+
+def test_detect_finds_the_chart(demo, tmp_path, capsys):
+    cv2 = pytest.importorskip("cv2")
+    if not hasattr(cv2, "mcc"):
+        pytest.skip("this OpenCV has no mcc module")
+    target = tmp_path / "ccm.json"
+    code, _, err = xccm_cli(
+        capsys, "fit", demo / "frames", "--detect", "--per-frame", "--loss", "none", "-o", target
+    )
+    assert code == 0, err
+    detected = xccm.load_matrix(target)
+    by_corners = python_fit(demo)
+    keep = [t for t in range(N_FRAMES) if t != OCCLUDED]  # the leaf hides the chart there
+    np.testing.assert_allclose(detected[keep], by_corners[keep], atol=0.05)
+
+
+def test_console_script_and_module_run_as_subprocesses(demo, tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-m", "xccm", "charts"], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0 and done.stdout.startswith("colorchecker24")
+    done = subprocess.run(
+        [sys.executable, "-m", "xccm", "fit", str(demo / "frames"), "-o", str(tmp_path / "m")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 2 and "--boxes FILE or --detect" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_help_has_examples(capsys):
+    code, out, _ = xccm_cli(capsys, "run", "--help")
+    assert code == 0 and "Examples:" in out and "--max-error" in out
+    code, out, _ = xccm_cli(capsys, "--help")
+    assert code == 0 and "xccm run frames/ --detect -o out.zarr" in out
