@@ -948,6 +948,11 @@ def from_opencv(
     return out
 
 
+#: The string attrs an OpenCV FileStorage file keeps (as ``xccm_<name>``, or the name itself
+#: for those starting with ``xccm_``).
+_OPENCV_ATTRS = ("model", "loss", "linearization", "rgb_space", "chart", "xccm_version", "created")
+
+
 def _write_opencv(matrix: xr.DataArray, tmp: str) -> None:
     cv2 = _require_cv2()
     dim, _ = _channel_dims(matrix, "matrix")
@@ -966,15 +971,7 @@ def _write_opencv(matrix: xr.DataArray, tmp: str) -> None:
         fs.write("ccm", arr)
         if "loss" in matrix.coords and matrix["loss"].ndim == 0:
             fs.write("loss", float(matrix["loss"]))
-        for key in (
-            "model",
-            "loss",
-            "linearization",
-            "rgb_space",
-            "chart",
-            "xccm_version",
-            "created",
-        ):
+        for key in _OPENCV_ATTRS:
             value = matrix.attrs.get(key)
             if isinstance(value, str):
                 fs.write(key if key.startswith("xccm_") else f"xccm_{key}", value)
@@ -1005,15 +1002,7 @@ def _read_opencv(path: Path) -> xr.DataArray:
             loss_node = fs.getNode("ColorCorrectionModel").getNode("loss")
         loss = loss_node.real() if not loss_node.empty() and loss_node.isReal() else None
         attrs = {}
-        for key in (
-            "model",
-            "loss",
-            "linearization",
-            "rgb_space",
-            "chart",
-            "xccm_version",
-            "created",
-        ):
+        for key in _OPENCV_ATTRS:
             n = fs.getNode(key if key.startswith("xccm_") else f"xccm_{key}")
             if not n.empty() and n.isString():
                 attrs[key] = n.string()
