@@ -367,3 +367,38 @@ def test_names_label_unnamed_boxes_and_never_silently_rename():
         xccm.extract_patches(img, boxes=plain, names=["a", "b", "c"])
     with pytest.raises(TypeError, match="names must be a sequence"):
         xccm.extract_patches(img, boxes=plain, names="ab")
+# found by tests/test_properties.py (the error contract)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"patch_size": "a"}, r"patch_size must be one positive number .* got 'a'"),
+        ({"patch_size": np.nan}, r"patch_size must be one positive number"),
+        ({"patch_size": -3}, r"patch_size must be one positive"),  # was boxes with y1 < y0
+        ({"patch_size": (1, 2, 3)}, r"patch_size must be .* or two"),  # was the first two
+        ({"pitch": np.inf}, r"pitch must be one finite number"),  # was int64-min boxes
+        ({"pitch": "a"}, r"pitch must be one finite number"),
+        ({"shape": (4,)}, r"shape must be two positive integers .* got \(4,\)"),
+        ({"shape": (0, 6)}, r"shape must be two positive integers"),  # was an empty grid
+        ({"shape": (4.5, 6)}, r"shape must be two positive integers"),
+        ({"shape": None}, r"shape must be two positive integers"),
+        ({"patch_dim": "bound"}, r"patch_dim must not be 'bound'"),  # was a repeated dim
+    ],
+)
+def test_grid_boxes_checks_its_arguments(kwargs, match):
+    args = {"top_left": (1, 2), "patch_size": 3, "pitch": 5, **kwargs}
+    with pytest.raises(ValueError, match=match):
+        grid_boxes(**args)
+
+
+@pytest.mark.parametrize("patch_dim", ["channel", "time", "y"])
+def test_a_patch_dim_the_image_has_is_refused(patch_dim):
+    image = xr.DataArray(np.ones((2, 4, 4, 3)), dims=("time", "y", "x", "channel"))
+    labels = xr.DataArray(np.ones((4, 4), int), dims=("y", "x"))
+    # was a result with the dim twice (and a warning)
+    with pytest.raises(ValueError, match=rf"patch_dim '{patch_dim}' is already a dim of image"):
+        extract_patches(image, labels=labels, patch_dim=patch_dim)
+    boxes = xr.DataArray([[0, 2, 0, 2]], dims=("time", "bound"))  # its patch dim is time
+    with pytest.raises(ValueError, match=r"the patch dim of boxes 'time' is already a dim"):
+        extract_patches(image, boxes=boxes)
