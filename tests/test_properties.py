@@ -749,9 +749,15 @@ def invert_cases(draw) -> Case:
             ]
         )
     )
+    must_raise = True
+    if draw(st.integers(0, 4)) == 0:  # NaN or inf: a NaN inverse or an error, nothing else
+        value, must_raise = (
+            np.where(np.eye(3) > 0, draw(st.sampled_from([np.nan, np.inf])), 0),
+            False,
+        )
     if draw(st.booleans()):
         value = value.chunk() if isinstance(value, xr.DataArray) else value
-    return Case(f"invert {value!r}", lambda: xccm.invert(value), ("matrix",))
+    return Case(f"invert {value!r}", lambda: xccm.invert(value), ("matrix",), must_raise)
 
 
 @st.composite
@@ -766,7 +772,10 @@ def colour_cases(draw) -> Case:
     kwargs: dict = {}
     kind = draw(
         st.sampled_from(
-            ["dtype", "channels", "type", "dim", "labels", "option", "method", "to", "broadcast"]
+            [
+                *("dtype", "channels", "type", "dim", "labels", "option", "method", "to"),
+                *("broadcast", "empty", "nonfinite"),
+            ]
         )
     )
     first = "sample" if func == "delta_e" else "obj"
@@ -774,6 +783,14 @@ def colour_cases(draw) -> Case:
         args[0], names = with_dtype(rgb, bad_value(draw, "dtype")), (first,)
     elif kind == "channels":
         args[0], names = rgb.isel(channel=slice(0, 2)).drop_vars("channel"), (first,)
+    elif kind in ("empty", "nonfinite"):  # a result (empty, or NaN where a value is), or an error
+        bad = (
+            rgb.isel(patch=slice(0, 0)) if kind == "empty" else rgb.where(rgb.patch != "p0", np.inf)
+        )
+        args[0] = bad
+        if func == "delta_e":
+            args[1] = args[1].isel(patch=slice(0, 0)) if kind == "empty" else args[1]
+        return Case(f"{func} {kind}", lambda: getattr(xccm, func)(*args), (first,), False)
     elif kind == "type":
         args[0] = draw(st.sampled_from([None, "abc", rgb.values, rgb.to_dataset(name="v")]))
         if func == "delta_e":
