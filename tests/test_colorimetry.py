@@ -504,6 +504,8 @@ def test_a_bare_rgb_space_name_asks_encoded_or_linear(name):
         xccm.delta_e(ref, ref, "cie76")
     with pytest.raises(ValueError, match=r"encoded .* or linear"):
         xccm.fit(ref, xccm.chart(), reference_space=name, loss="cie76")
+
+
 # found by tests/test_properties.py (the error contract)
 
 
