@@ -2,12 +2,27 @@
 
 from __future__ import annotations
 
+import os
+
 import dask
 import numpy as np
 import pytest
 import xarray as xr
+from hypothesis import HealthCheck, settings
 
 import xccm  # noqa: F401  (registers .ccm)
+
+# Hypothesis profiles (tests/test_properties.py): "default" keeps the suite fast and
+# reproducible; "attack" (HYPOTHESIS_PROFILE=attack) runs >= 500 random examples per property,
+# for the benchmark/CI run.
+_SLOW_OK = [HealthCheck.too_slow, HealthCheck.data_too_large]
+settings.register_profile(
+    "default", max_examples=8, deadline=None, derandomize=True, suppress_health_check=_SLOW_OK
+)
+settings.register_profile(
+    "attack", max_examples=500, deadline=None, suppress_health_check=_SLOW_OK, print_blob=True
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 
 class CountingScheduler:

@@ -720,3 +720,10 @@ def test_four_labelled_camera_channels_are_fitted(rng):
     )
     m = xccm.fit(rgbw, ref)
     assert m.sizes == {"channel_in": 4, "channel": 3}
+
+
+def test_fit_refuses_a_dataset_as_measured(patches):
+    measured, reference = patches
+    # was numpy's "cannot directly convert an xarray.Dataset", naming no argument
+    with pytest.raises(TypeError, match=r"measured must be a DataArray or an array, not a Dataset"):
+        xccm.fit(measured.to_dataset(name="patches"), reference)

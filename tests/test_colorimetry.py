@@ -504,3 +504,38 @@ def test_a_bare_rgb_space_name_asks_encoded_or_linear(name):
         xccm.delta_e(ref, ref, "cie76")
     with pytest.raises(ValueError, match=r"encoded .* or linear"):
         xccm.fit(ref, xccm.chart(), reference_space=name, loss="cie76")
+
+
+# found by tests/test_properties.py (the error contract)
+
+
+def test_convert_refuses_a_plain_array_or_a_space_that_is_not_a_name():
+    pytest.importorskip("colour")
+    with pytest.raises(TypeError, match=r"obj must be a DataArray .*got ndarray"):
+        xccm.convert(np.ones((2, 3)), "lab")  # was AttributeError: no attribute 'attrs'
+    with pytest.raises(TypeError, match=r"to must be a space name .*got None"):
+        xccm.convert(xccm.chart(), None)  # was silently linear RGB
+
+
+@pytest.mark.parametrize("illuminant", [5, (0.3,), {"x": 1}])
+def test_convert_checks_the_illuminant_while_building_the_graph(illuminant):
+    pytest.importorskip("colour")
+    lazy = xccm.chart().chunk()
+    # was "'int' object is not iterable", or an error only on compute
+    with raise_if_dask_computes(), pytest.raises(ValueError, match=r"illuminant .*\(x, y\)"):
+        xccm.convert(lazy, "lab", illuminant=illuminant)
+
+
+def test_an_unknown_illuminant_in_a_space_name_names_the_argument(patches):
+    pytest.importorskip("colour")
+    measured, reference = patches
+    reference = reference.assign_coords(channel=["L", "a", "b"]) * 50
+    with pytest.raises(ValueError, match=r"reference space 'lab-d99': unknown illuminant 'D99'"):
+        measured.ccm.fit(reference, loss="cie76", reference_space="lab-d99")
+
+
+def test_delta_e_refuses_a_dataset():
+    pytest.importorskip("colour")
+    ds = xccm.chart().to_dataset(name="chart")
+    with pytest.raises(TypeError, match=r"sample must be a DataArray or an array, not a Dataset"):
+        xccm.delta_e(ds, xccm.chart())  # was numpy's "cannot directly convert an xarray.Dataset"

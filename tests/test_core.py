@@ -570,3 +570,18 @@ def test_results_pickle(patches, image):
     out = image.chunk({"time": 1}).ccm.apply(m)
     for obj in (m, out, out.compute()):
         xr.testing.assert_identical(pickle.loads(pickle.dumps(obj)), obj)
+
+
+def test_a_per_frame_matrix_chunked_otherwise_keeps_the_images_chunks(image):
+    # found by tests/test_properties.py: the result took the matrix's finer time chunks
+    m = xr.DataArray(
+        np.broadcast_to(np.eye(3) * 2, (4, 3, 3)).copy(),
+        dims=("time", "channel_in", "channel"),
+        coords={"time": image.time},
+    )
+    x = image.chunk({"time": 2})
+    for func in (xccm.apply, xccm.inverse):
+        with raise_if_dask_computes():
+            out = func(x, m.chunk({"time": 1}))
+        assert out.chunks == x.chunks
+        xr.testing.assert_allclose(out.compute(), func(image, m))

@@ -367,3 +367,24 @@ def test_names_label_unnamed_boxes_and_never_silently_rename():
         xccm.extract_patches(img, boxes=plain, names=["a", "b", "c"])
     with pytest.raises(TypeError, match="names must be a sequence"):
         xccm.extract_patches(img, boxes=plain, names="ab")
+
+
+# found by tests/test_properties.py (the error contract)
+
+
+def test_grid_boxes_refuses_the_bound_dim_as_patch_dim():
+    # was a DataArray with the dim 'bound' twice
+    with pytest.raises(ValueError, match=r"patch_dim must not be 'bound'"):
+        grid_boxes((1, 2), 3, 5, patch_dim="bound")
+
+
+@pytest.mark.parametrize("patch_dim", ["channel", "time", "y"])
+def test_a_patch_dim_the_image_has_is_refused(patch_dim):
+    image = xr.DataArray(np.ones((2, 4, 4, 3)), dims=("time", "y", "x", "channel"))
+    labels = xr.DataArray(np.ones((4, 4), int), dims=("y", "x"))
+    # was a result with the dim twice (and a warning)
+    with pytest.raises(ValueError, match=rf"patch_dim '{patch_dim}' is already a dim of image"):
+        extract_patches(image, labels=labels, patch_dim=patch_dim)
+    boxes = xr.DataArray([[0, 2, 0, 2]], dims=("time", "bound"))  # its patch dim is time
+    with pytest.raises(ValueError, match=r"the patch dim of boxes 'time' is already a dim"):
+        extract_patches(image, boxes=boxes)

@@ -144,8 +144,11 @@ def illuminant_xy(illuminant: str | Sequence[float]) -> np.ndarray:
             f"unknown illuminant {illuminant!r}; use a name of colour.CCS_ILLUMINANTS"
             f"[{_OBSERVER!r}] such as 'D50', 'ICC D50', 'D65', 'A', 'E', or an (x, y) pair"
         )
-    xy = np.asarray(illuminant, dtype=np.float64)
-    if xy.shape != (2,) or not np.all(np.isfinite(xy)) or xy[1] <= 0:
+    try:
+        xy = np.asarray(illuminant, dtype=np.float64)
+    except (TypeError, ValueError):
+        xy = None
+    if xy is None or xy.shape != (2,) or not np.all(np.isfinite(xy)) or xy[1] <= 0:
         raise ValueError(f"an illuminant given as chromaticity must be (x, y); got {illuminant!r}")
     return xy
 
@@ -286,7 +289,10 @@ def _parse_space(given, attrs: dict, rgb_space, argname: str, from_attrs: bool =
                 f"{argname} is in {kind!r} (space {given!r}) but its illuminant is unknown; "
                 f"set attrs['illuminant'] or give the space as e.g. '{kind}-d50'"
             )
-        illuminant_xy(illuminant)  # validate now
+        try:
+            illuminant_xy(illuminant)  # validate now
+        except ValueError as err:
+            raise ValueError(f"{argname} space {given!r}: {err}") from None
         return Space(kind, illuminant=illuminant)  # type: ignore[arg-type]
     name = _linear_rgb_name(text)
     if name == "":
@@ -656,6 +662,13 @@ def convert(
     >>> bool(abs(back - lab).max() < 1e-10)
     True
     """
+    if not isinstance(obj, xr.DataArray):
+        raise TypeError(
+            f"obj must be a DataArray with a {dim!r} dim (its space in attrs['space'] or "
+            f"source=); got {type(obj).__name__}"
+        )
+    if not isinstance(to, str | Space):
+        raise TypeError(f"to must be a space name such as 'lab'; got {to!r}")
     src = space_of(obj, source, rgb_space=rgb_space, argname="obj", dim=dim)
     target = _target_space(to, src, illuminant, rgb_space)
     _check_three(obj, dim, "obj")
@@ -680,6 +693,8 @@ def convert(
 def _target_space(to, src: Space, illuminant, rgb_space: str) -> Space:
     if isinstance(to, Space):
         return to
+    if illuminant is not None:
+        illuminant_xy(illuminant)  # now, not on compute
     text = str(to).strip().lower()
     if text in ("lab", "xyz"):
         if illuminant is None:
@@ -854,6 +869,11 @@ def _delta_e_arrays(sample, reference, method, *, dim, sample_space, reference_s
         ("sample", sample, sample_space),
         ("reference", reference, reference_space),
     ):
+        if isinstance(obj, xr.Dataset):
+            raise TypeError(
+                f"{argname} must be a DataArray or an array, not a Dataset: pick a variable, "
+                "e.g. ds['image']"
+            )
         if isinstance(obj, xr.DataArray):  # a chart, say: its space is in its attrs
             space = space_of(obj, space, rgb_space=kwargs["rgb_space"], argname=argname, dim=dim)
             _check_three(obj, dim, argname)

@@ -208,6 +208,11 @@ def fit(
     >>> bool(m.loss < m.start_loss), bool(m.converged), m.attrs["loss"]
     (True, True, 'ciede2000')
     """
+    if isinstance(measured, xr.Dataset):
+        raise TypeError(
+            "measured must be a DataArray or an array, not a Dataset: fit one variable, "
+            "e.g. fit(ds['patches'], reference)"
+        )
     if not isinstance(measured, xr.DataArray):
         if loss is not None or lightness_power is not None:
             raise TypeError(

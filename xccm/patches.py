@@ -111,6 +111,8 @@ def grid_boxes(
     n = rows * cols
     if names is not None and len(names) != n:
         raise ValueError(f"names has {len(names)} entries but the {rows}x{cols} grid has {n}")
+    if patch_dim == BOUND:
+        raise ValueError(f"patch_dim must not be {BOUND!r}, the dim of the box bounds")
     if corners is not None:
         if top_left is not None or patch_size is not None or pitch is not None:
             raise ValueError(
@@ -260,6 +262,12 @@ def extract_patches(
         n = _n_labels(geometry, names, spatial_dims)
         geometry_core = list(spatial_dims)
         kernel, names_out = _reduce_labels, names
+    if patch_dim in image.dims:
+        source = "the patch dim of boxes" if boxes is not None else "patch_dim"
+        raise ValueError(
+            f"{source} {patch_dim!r} is already a dim of image {tuple(image.dims)}; the "
+            "result needs a new dim for its patches, e.g. patch_dim='patch'"
+        )
     geometry = _pair_frames(geometry, image, "boxes" if boxes is not None else "labels")
 
     out = xr.apply_ufunc(
