@@ -6,7 +6,13 @@ Run from the repository root::
     python benchmarks/run.py --quick    # ~100 MB stacks, 10^7-pixel fit: under a minute
 
 It prints a markdown table grouped by section and writes ``benchmarks/results.json``: a
-header (machine, versions, date, mode, total runtime, peak RSS) and one dict per row.
+header (machine, versions, date, mode, total runtime, peak RSS) and one dict per row. A full
+run also writes the table to ``docs/performance_results.md``, which the documentation's
+performance page includes (``--markdown PATH`` writes it elsewhere, and makes a quick run write
+it too); ``--from-json FILE`` rewrites that page from a saved ``results.json`` without timing
+anything::
+
+    python benchmarks/run.py --from-json benchmarks/results.json
 Progress goes to stderr. Peak memory is about 1 GB quick, 6 GB full (Dask's ``from_array``
 copies the NumPy arrays it wraps, so each chunked array exists twice).
 
@@ -57,6 +63,8 @@ from _timing import best_time, peak_rss
 import xccm
 
 RESULTS = Path(__file__).with_name("results.json")
+DOCS_TABLE = Path(__file__).parents[1] / "docs" / "performance_results.md"
+DOCS_NOTE = "% Written by benchmarks/run.py ({mode} run); do not edit by hand.\n\n"
 DIMS = ("time", "y", "x", "channel")
 MB = 1e6
 
@@ -630,16 +638,41 @@ def markdown(rows: list[Row], info: dict, mode: str, total_s: float) -> str:
     return "\n".join(lines)
 
 
+def write_docs_table(path: Path, rows: list[Row], info: dict) -> None:
+    """Write the table to ``path``, the page the documentation's performance page includes."""
+    text = markdown(rows, info, info["mode"], info["total_s"])
+    path.write_text(DOCS_NOTE.format(mode=info["mode"]) + text + "\n")
+    print(f"wrote {path}", file=sys.stderr)
+
+
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="~100 MB stacks, 10^7 pixels (<1 min)")
     p.add_argument("--repeat", type=int, default=None, help="least N per row (3 quick, 5 full)")
     p.add_argument("--output", type=Path, default=RESULTS, help=f"JSON file (default {RESULTS})")
+    p.add_argument(
+        "--markdown",
+        type=Path,
+        default=None,
+        help=f"the table for the docs (default {DOCS_TABLE} for a full run, none for --quick)",
+    )
+    p.add_argument(
+        "--from-json",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="time nothing: write the table of a saved results.json to --markdown",
+    )
     return p.parse_args()
 
 
 def main() -> None:
     args = parse_args()
+    if args.from_json is not None:
+        saved = json.loads(args.from_json.read_text())
+        rows = [Row(**row) for row in saved["rows"]]
+        write_docs_table(args.markdown or DOCS_TABLE, rows, saved["header"])
+        return
     start = time.perf_counter()
     mode = "quick" if args.quick else "full"
     frames, n_pixels = (8, 10**7) if args.quick else (64, 10**8)
@@ -677,6 +710,9 @@ def main() -> None:
         json.dumps({"header": info, "rows": [asdict(r) for r in rows]}, indent=1) + "\n"
     )
     print(f"\nwrote {args.output}", file=sys.stderr)
+    markdown_path = args.markdown or (None if args.quick else DOCS_TABLE)
+    if markdown_path is not None:
+        write_docs_table(markdown_path, rows, info)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ import xccm  # noqa: E402
 
 project = "xccm"
 author = "xccm developers"
-copyright = "xccm developers"  # noqa: A001
+copyright = "xccm developers"
 release = version = xccm.__version__
 
 extensions = [

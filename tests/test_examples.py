@@ -60,13 +60,12 @@ def test_chart_fit_delta_e_beats_least_squares(capsys):
     assert "converged=True" in lines[4]
 
 
-def test_readme_chart_fitting_snippet_runs(capsys):
+def test_guide_chart_fitting_snippet_runs(capsys):
     pytest.importorskip("colour")
-    readme = (Path(__file__).parents[1] / "README.md").read_text()
-    section = readme[readme.index("## Fitting to a chart") :]
-    code = section[section.index("```python") + len("```python") : section.index("```\n", 10)]
+    page = (Path(__file__).parents[1] / "docs" / "guide" / "chart_fit.md").read_text()
+    code = page[page.index("```python") + len("```python") : page.index("```\n", 10)]
     namespace: dict = {}
-    exec(compile(code, "README.md", "exec"), namespace)
+    exec(compile(code, "docs/guide/chart_fit.md", "exec"), namespace)
     m = namespace["m"]
     assert float(m.loss) < float(m.start_loss) and bool(m.converged)
     assert namespace["de"].dims == ("patch",)

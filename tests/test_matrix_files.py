@@ -546,11 +546,10 @@ def test_lazy_fit_matrix_saves(tmp_path):
     xr.testing.assert_identical(loaded, expected(m.compute(), loaded))
 
 
-def test_readme_saving_snippet_runs(per_frame, tmp_path, monkeypatch):
+def test_guide_saving_snippet_runs(per_frame, tmp_path, monkeypatch):
     cv2 = _cv2_ccm()
-    readme = (Path(__file__).parents[1] / "README.md").read_text()
-    section = readme[readme.index("## Saving matrices") :]
-    code = section[section.index("```python") + len("```python") : section.index("```\n", 10)]
+    page = (Path(__file__).parents[1] / "docs" / "guide" / "matrices.md").read_text()
+    code = page[page.index("```python") + len("```python") : page.index("```\n", 10)]
     lab = xccm.chart("colorchecker24", space="lab-d50", edition="opencv")
     src = np.random.default_rng(5).uniform(0.05, 0.9, (24, 1, 3))
     model = cv2.ccm.ColorCorrectionModel(
@@ -559,7 +558,7 @@ def test_readme_saving_snippet_runs(per_frame, tmp_path, monkeypatch):
     model.compute()
     namespace = {"xccm": xccm, "m": per_frame, "model": model}
     monkeypatch.chdir(tmp_path)
-    exec(compile(code, "README.md", "exec"), namespace)
+    exec(compile(code, "docs/guide/matrices.md", "exec"), namespace)
     xr.testing.assert_identical(namespace["m"], expected(per_frame, namespace["m"]))
     np.testing.assert_array_equal(namespace["cv"], per_frame.isel(time=0).values)
     np.testing.assert_array_equal(namespace["m0"].values, model.getColorCorrectionMatrix())
