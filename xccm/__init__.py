@@ -20,6 +20,7 @@ from .linearize import encode, fit_linearization, linearize, neutral_mask
 from .matrix_files import from_opencv, load_matrix, save_matrix, to_opencv
 from .patches import extract_patches, grid_boxes
 from .raw import camera_matrix, open_raw
+from .covariance import uncertainty
 from .weights import lightness_weights, saturation_mask
 
 try:
@@ -59,4 +60,5 @@ __all__ = [
     "save_matrix",
     "to_images",
     "to_opencv",
+    "uncertainty",
 ]
