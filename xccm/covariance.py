@@ -67,7 +67,7 @@ def uncertainty(
     weights: xr.DataArray | np.ndarray | None = None,
     mask: xr.DataArray | np.ndarray | None = None,
     saturation: tuple[float, float] | Literal["auto"] | None = "auto",
-    loss: str | None | Literal["auto"] = "auto",
+    loss: str | Literal["auto"] | None = "auto",
     rgb_space: str | None = None,
     reference_space: str | None = None,
     illuminant: str | Iterable[float] | None = None,
@@ -312,9 +312,7 @@ def _as_matrix(matrix, measured, reference, dim) -> xr.DataArray:
             )
         matrix = xr.DataArray(values, dims=(in_dim, dim))
     if in_dim not in matrix.dims or dim not in matrix.dims:
-        raise ValueError(
-            f"matrix must have dims {in_dim!r} and {dim!r}; got {tuple(matrix.dims)}"
-        )
+        raise ValueError(f"matrix must have dims {in_dim!r} and {dim!r}; got {tuple(matrix.dims)}")
     # Only the dims' own coords and the batch coords: fit's diagnostics are not needed.
     drop = [c for c in matrix.coords if c not in matrix.dims]
     return matrix.drop_vars(drop)
@@ -362,7 +360,11 @@ def _covariance_block(s, d, w, m, *, n_samples: int, metric):
     w = _flat(np.asarray(w, np.float64), n_samples, batch)
     m = _flat(np.asarray(m, np.float64), 2, batch)
     n_el = s.shape[0]
-    s, d, w = s.reshape(n_el, -1, s.shape[-1]), d.reshape(n_el, -1, d.shape[-1]), w.reshape(n_el, -1)
+    s, d, w = (
+        s.reshape(n_el, -1, s.shape[-1]),
+        d.reshape(n_el, -1, d.shape[-1]),
+        w.reshape(n_el, -1),
+    )
     k, n_out = m.shape[-2:]
     valid = np.isfinite(s).all(-1) & np.isfinite(d).all(-1) & np.isfinite(w) & (w > 0)
     w = np.where(valid, w, 0.0)
