@@ -82,12 +82,12 @@ def test_least_squares_monte_carlo(model):
 
 @pytest.mark.parametrize("model", ["linear", "affine"])
 def test_delta_e_fit_monte_carlo(model):
-    """A CIEDE2000 fit: the Jacobian (sandwich) covariance against 300 noisy charts.
+    """A CIEDE2000 fit: the Jacobian (sandwich) covariance against 200 noisy charts.
 
     Noise 0.001: the linearisation holds for small noise (at 0.002 one affine offset's
     standard error is 21% over).
     """
-    ref, clean, measured = _charts(300, 0.001, seed=2)
+    ref, clean, measured = _charts(200, 0.001, seed=2)
     m = xccm.fit(measured, ref, model=model, loss="ciede2000")
     u = xccm.uncertainty(measured, ref, m)
     predicted = np.sqrt((u["standard_error"] ** 2).mean("rep"))
@@ -120,15 +120,17 @@ def test_bootstrap_monte_carlo_and_seed():
     linear = xccm.uncertainty(measured, ref, m)
     ratio = float((u["delta_e_rms"] / linear["delta_e_rms"]).median())
     assert 0.8 < ratio < 1.2
-    again = xccm.uncertainty(measured, ref, m, method="bootstrap", n=100, seed=5)
-    xr.testing.assert_identical(u, again)
-    other = xccm.uncertainty(measured, ref, m, method="bootstrap", n=100, seed=6)
-    assert not np.allclose(other["covariance"], u["covariance"])
+    few, m_few = measured.isel(rep=slice(0, 3)), m.isel(rep=slice(0, 3))
+    once = xccm.uncertainty(few, ref, m_few, method="bootstrap", n=20, seed=5)
+    again = xccm.uncertainty(few, ref, m_few, method="bootstrap", n=20, seed=5)
+    xr.testing.assert_identical(once, again)
+    other = xccm.uncertainty(few, ref, m_few, method="bootstrap", n=20, seed=6)
+    assert not np.allclose(other["covariance"], once["covariance"])
     assert u.attrs["method"] == "bootstrap" and "dof" not in u
 
 
 def test_bootstrap_white_balance_and_delta_e_fit():
-    ref, _, measured = _charts(4, 0.005)
+    ref, _, measured = _charts(2, 0.005)
     wb = xccm.fit(measured, ref, init="white_balance")
     with pytest.raises(ValueError, match="bootstrap"):
         xccm.uncertainty(measured, ref, wb)
@@ -137,7 +139,7 @@ def test_bootstrap_white_balance_and_delta_e_fit():
     off_diagonal = ~np.eye(3, dtype=bool)
     assert np.all(se[:, off_diagonal] == 0) and np.all(se[:, ~off_diagonal] > 0)
     de_fit = xccm.fit(measured, ref, loss="ciede2000")
-    ub = xccm.uncertainty(measured, ref, de_fit, method="bootstrap", n=20)
+    ub = xccm.uncertainty(measured, ref, de_fit, method="bootstrap", n=15)
     ul = xccm.uncertainty(measured, ref, de_fit)
     ratio = (ub["delta_e_rms"] / ul["delta_e_rms"]).values
     assert np.all((ratio > 0.3) & (ratio < 3))
