@@ -14,12 +14,14 @@ from .chartfit import report
 from .charts import available_charts, chart, chart_from_table
 from .colorimetry import convert, delta_e
 from .core import Init, Model, apply, fit, inverse, invert
+from .covariance import uncertainty
 from .detection import detect_chart
 from .images import open_images, to_images
 from .linearize import encode, fit_linearization, linearize, neutral_mask
 from .matrix_files import from_opencv, load_matrix, save_matrix, to_opencv
 from .patches import extract_patches, grid_boxes
 from .raw import camera_matrix, open_raw
+from .stability import drift, segments
 from .weights import lightness_weights, saturation_mask
 
 try:
@@ -40,6 +42,7 @@ __all__ = [
     "convert",
     "delta_e",
     "detect_chart",
+    "drift",
     "encode",
     "extract_patches",
     "fit",
@@ -57,6 +60,8 @@ __all__ = [
     "report",
     "saturation_mask",
     "save_matrix",
+    "segments",
     "to_images",
     "to_opencv",
+    "uncertainty",
 ]
