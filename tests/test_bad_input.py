@@ -727,3 +727,12 @@ def test_fit_refuses_a_dataset_as_measured(patches):
     # was numpy's "cannot directly convert an xarray.Dataset", naming no argument
     with pytest.raises(TypeError, match=r"measured must be a DataArray or an array, not a Dataset"):
         xccm.fit(measured.to_dataset(name="patches"), reference)
+
+
+def test_lightness_power_must_be_a_number():
+    ref = xccm.chart()
+    measured = ref.copy()
+    with pytest.raises(TypeError, match="lightness_power must be a real number"):
+        xccm.fit(measured, ref, loss="cie76", lightness_power="x")
+    with pytest.raises(TypeError, match="power must be a real number"):
+        xccm.lightness_weights(ref, "2")

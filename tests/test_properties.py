@@ -529,9 +529,10 @@ def with_dtype(obj, dtype):
     return values
 
 
-#: Names that look like a typo of a method: issue 12 §2.3 (unknown method names, aliases)
-#: is fixed elsewhere, so the generated unknown names are never near a valid one.
-bad_names = st.sampled_from(["bogus", "", "  ", "lab2", "nope-nope"]) | st.integers(-1, 3)
+#: Unknown names, some a typo of a valid one (issue 12 §2.3: no undocumented aliases).
+bad_names = st.sampled_from(
+    ["bogus", "", "  ", "lab2", "nope-nope", "cie2000", "de2000", "linear!", "afine"]
+) | st.integers(-1, 3)
 
 
 @st.composite
@@ -595,10 +596,11 @@ def fit_cases(draw) -> Case:
         args[0] = measured * np.nan
         names = ("sample", "samples", "measured")
     elif kind == "weights":
-        # Non-finite weights are issue 12 §2.1, fixed elsewhere: not generated here.
         kwargs["weights"] = draw(
             st.sampled_from(
                 [
+                    np.full(8, np.inf),  # issue 12 §2.1
+                    np.r_[np.inf, np.ones(7)],
                     np.ones(5),
                     -np.ones(8),
                     np.ones((8, 3)),
@@ -621,14 +623,16 @@ def fit_cases(draw) -> Case:
         kwargs["max_iter"] = draw(st.sampled_from([-1, 1.5, "3", True, None]))
         names = ("max_iter",)
     elif kind == "sample_dims":
-        # sample_dims=0 and repeated sample dims (§3), and a sample dim the reference lacks
-        # (§2.2), are issue 12 items fixed elsewhere: not generated here.
-        kwargs["sample_dims"] = draw(st.sampled_from([(), ("nope",), ("channel",), "nope"]))
+        # the last four are issue 12 §3 (0, repeats) and §2.2 (a dim the reference lacks)
+        kwargs["sample_dims"] = draw(
+            st.sampled_from(
+                [(), ("nope",), ("channel",), "nope", 0, ("patch", "patch"), "time", [1.5]]
+            )
+        )
         names = ("sample_dims", "sample dim", "nope")
     elif kind == "loss":
         kwargs["loss"], names = draw(bad_names), ("loss",)
     elif kind == "loss_args":
-        # With a loss; a reference whose attrs["space"] is None is issue 12 §2.4 (elsewhere).
         kwargs["loss"] = "cie76"
         kwargs["max_iter"] = 1
         args[1] = reference.assign_coords(channel=["R", "G", "B"]).assign_attrs(space="srgb-linear")
@@ -647,6 +651,7 @@ def fit_cases(draw) -> Case:
                     ("saturation", (1.0,)),
                     ("saturation", "nope"),
                     ("lightness_power", "x"),
+                    ("reference_space", None),  # with attrs["space"] None: issue 12 §2.4
                 ]
             )
         )
@@ -703,16 +708,14 @@ def apply_cases(draw) -> Case:
     if kind == "image_dtype":
         args[0], names = with_dtype(img, bad_value(draw, "dtype")), ("image", "corrected")
     elif kind == "matrix_dtype":
-        # float16 matrices are issue 12 §3 (invert), fixed elsewhere.
         args[1], names = with_dtype(matrix, bad_value(draw, "dtype")), ("matrix",)
     elif kind == "image_type":
         args[0], names = bad_value(draw, "array"), ("image", "corrected")
     elif kind == "matrix_type":
-        # A Dataset as the matrix is issue 12 §3, fixed elsewhere.
-        args[1], names = draw(st.sampled_from([None, "abc", {"a": 1}, [["a"]]])), ("matrix",)
+        bad = [None, "abc", {"a": 1}, [["a"]], matrix.to_dataset(name="ccm")]  # Dataset: §3
+        args[1], names = draw(st.sampled_from(bad)), ("matrix",)
     elif kind == "matrix_shape":
-        # (0, 0) is issue 12 §3 (invert), fixed elsewhere.
-        shapes = [(5, 3), (3,), (2, 3, 3), (), (0, 3), (2, 2)]
+        shapes = [(5, 3), (3,), (2, 3, 3), (), (0, 3), (2, 2), (0, 0)]
         shape = draw(st.sampled_from(shapes if func is xccm.apply else [*shapes, (3, 5)]))
         kind = f"{kind} {shape}"
         args[1], names = np.ones(shape), ("matrix",)
@@ -720,8 +723,7 @@ def apply_cases(draw) -> Case:
         args[1] = matrix.rename(channel_in=draw(st.sampled_from(["a", "channel_out"])))
         names = ("matrix",)
     elif kind == "rows":
-        # Integer row labels against string channels are issue 12 §3, fixed elsewhere.
-        labels = draw(st.sampled_from([list("XYZ"), list("RGR")]))
+        labels = draw(st.sampled_from([list("XYZ"), list("RGR"), [0, 1, 2]]))  # ints: §3
         labelled = "channel_in" if func is xccm.apply else "channel"  # what meets the image
         args[1] = matrix.assign_coords({labelled: labels})
         names = ("matrix", labelled)
@@ -734,8 +736,8 @@ def apply_cases(draw) -> Case:
     elif kind == "split":
         args[0], names = img.chunk({"channel": 2}), ("image", "corrected")
     elif kind == "scale":
-        # scale = 0, negative, NaN or inf is issue 12 §2.5, fixed elsewhere.
-        kwargs["scale"] = draw(st.sampled_from(["a", [1.0, 2.0], np.ones(3), True, {"a": 1}]))
+        bad = ["a", [1.0, 2.0], np.ones(3), True, {"a": 1}, 0, -1.0, np.nan, np.inf]  # §2.5
+        kwargs["scale"] = draw(st.sampled_from(bad))
         names = ("scale",)
         func = xccm.apply
     elif kind == "singular":
@@ -752,10 +754,10 @@ def apply_cases(draw) -> Case:
 
 @st.composite
 def invert_cases(draw) -> Case:
-    # (0, 0) and float16 matrices are issue 12 §3, fixed elsewhere.
     value = draw(
         st.sampled_from(
             [
+                np.ones((0, 0)),  # issue 12 §3
                 np.ones(3),
                 np.ones((3, 5)),
                 np.ones((5, 3)),
@@ -999,11 +1001,12 @@ def patches_cases(draw) -> Case:
 @st.composite
 def grid_cases(draw) -> Case:
     kwargs = {"top_left": (1, 2), "patch_size": 3, "pitch": 5, "shape": (4, 6)}
-    # top_left is issue 12 §3 (grid_boxes(top_left=(0,)) -> IndexError), fixed elsewhere, so
-    # no bad top_left is generated here (NaN and strings there are left to that fix too).
     arg, value = draw(
         st.sampled_from(
             [
+                ("top_left", (0,)),  # issue 12 §3: was an IndexError
+                ("top_left", (np.nan, 1)),
+                ("top_left", "ab"),
                 ("patch_size", "a"),
                 ("patch_size", np.nan),
                 ("patch_size", -3),
@@ -1048,8 +1051,6 @@ def chart_cases(draw, tmp) -> Case:
         return Case(f"chart {arg}={value!r}", lambda: xccm.chart(**{arg: value}), names)
     kwargs: dict = {"space": "lab"}
     good = pd.DataFrame({"patch": ["a", "b"], "L": [50.0, 60], "a": [1.0, 2], "b": [3.0, 4]})
-    # An empty file, UTF-16 / Latin-1 text, ragged rows, unterminated quotes and binary
-    # garbage are issue 12 §3 (chart_from_table), fixed elsewhere: not generated here.
     kind = draw(st.sampled_from(["array", "frame", "csv", "option"]))
     if kind == "array":
         table = draw(
@@ -1095,11 +1096,16 @@ def chart_cases(draw, tmp) -> Case:
                     "patch,L,a,b\nw,1,,3\n",
                     "patch,L,a,b\nw,1,2,3\nw,1,2,3\n",
                     "L,a,b,c\n1,2,3,4\n",
+                    # issue 12 §3: empty, ragged, an unterminated quote, binary garbage
+                    "",
+                    "patch,L,a,b\nw,1,2,3,4,5\n",
+                    'patch,L,a,b\n"w,1,2,3\n',
+                    "\x00\x01\x02\xff\xfe binary",
                 ]
             )
         )
         path = tmp / f"t{abs(hash(text))}.csv"
-        path.write_text(text, encoding="utf-8")
+        path.write_bytes(text.encode("utf-8", "surrogateescape"))
         table, names = path, ("table", "CSV", str(path))
     else:
         table = good

@@ -82,6 +82,13 @@ def prepare(
         from .core import _match_labels
         from .weights import lightness_weights
 
+        if isinstance(lightness_power, bool) or not isinstance(
+            lightness_power, int | float | np.integer | np.floating
+        ):
+            raise TypeError(
+                f"lightness_power must be a real number (the k of w = L*^k); got "
+                f"{type(lightness_power).__name__} {lightness_power!r}"
+            )
         lightness = lightness_weights(
             converted, lightness_power, dim=dim, rgb_space=rgb_space, illuminant=illuminant
         )

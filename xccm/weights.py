@@ -100,6 +100,8 @@ def lightness_weights(
     >>> w.dims, bool(w.sel(patch="white 9.5 (.05 D)") > w.sel(patch="black 2 (1.5 D)"))
     (('patch',), True)
     """
+    if isinstance(power, bool) or not isinstance(power, int | float | np.integer | np.floating):
+        raise TypeError(f"power must be a real number; got {type(power).__name__} {power!r}")
     if not np.isfinite(power):
         raise ValueError(f"power must be a finite number; got {power!r}")
     space = colorimetry.space_of(
