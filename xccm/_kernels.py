@@ -383,40 +383,9 @@ def solve_gram(
            [0., 3., 0.],
            [0., 0., 4.]])
     """
-    p = g.shape[-1]
-    n_out = p - n_in - 1
-    stats, count = g[..., :p, :], g[..., p, 0]
-    # Statistics of finite samples are finite unless their sums overflow float64 (values
-    # or weights beyond ~1e150): those elements get a NaN matrix, as too few samples do.
-    overflow = ~np.isfinite(stats).all(axis=(-1, -2))
-    stats = np.where(overflow[..., None, None], 0.0, stats)
-    affine = model == "affine"
-    k = n_in + 1 if affine else n_in
-    if init == "white_balance":
-        if n_in != n_out:
-            raise ValueError(
-                f"init='white_balance' needs as many output as input channels; "
-                f"got {n_in} in and {n_out} out"
-            )
-        sum_s, sum_d = stats[..., n_in, :n_in], stats[..., n_in, n_in + 1 :]
-        needed = max(1, min_samples)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            gains = sum_d / sum_s
-        bad = (count < needed) | ~np.isfinite(gains).all(axis=-1) | overflow
-        m = np.zeros((*g.shape[:-2], k, n_out))
-        diag = np.arange(n_in)
-        m[..., diag, diag] = np.where(bad[..., None], 0.0, gains)
-    else:
-        # The ones column sits right after the n_in input columns, so the first k rows and
-        # columns of the statistics are S^T W S (linear) or S+^T W S+ (affine).
-        a = stats[..., :k, :k]
-        b = stats[..., :k, n_in + 1 :]
-        needed = max(k, min_samples)
-        bad = (count < needed) | overflow | singular_mask(a, MAX_GRAM_CONDITION, symmetric=True)
-        eye = np.broadcast_to(np.eye(k), a.shape)
-        a = np.where(bad[..., None, None], eye, a)
-        b = np.where(bad[..., None, None], 0.0, b)
-        m = np.linalg.solve(a, b)
+    m, bad, needed, overflow, count = _solve_stats(
+        g, n_in, model=model, init=init, min_samples=min_samples
+    )
     if bad.any():
         n_bad, n_all = int(np.count_nonzero(bad)), bad.size
         n_over = int(np.count_nonzero(overflow))
@@ -451,8 +420,50 @@ def solve_gram(
             InsufficientSamplesWarning,
             stacklevel=_outside_xccm(),
         )
-        m[bad] = np.nan
     return m
+
+
+def _solve_stats(g: np.ndarray, n_in: int, *, model: str, init: str, min_samples: int):
+    """:func:`solve_gram` without its warning: ``(m, bad, needed, overflow, count)``.
+
+    ``m`` is NaN where ``bad`` (too few valid samples, a singular system or an overflow).
+    """
+    p = g.shape[-1]
+    n_out = p - n_in - 1
+    stats, count = g[..., :p, :], g[..., p, 0]
+    # Statistics of finite samples are finite unless their sums overflow float64 (values
+    # or weights beyond ~1e150): those elements get a NaN matrix, as too few samples do.
+    overflow = ~np.isfinite(stats).all(axis=(-1, -2))
+    stats = np.where(overflow[..., None, None], 0.0, stats)
+    affine = model == "affine"
+    k = n_in + 1 if affine else n_in
+    if init == "white_balance":
+        if n_in != n_out:
+            raise ValueError(
+                f"init='white_balance' needs as many output as input channels; "
+                f"got {n_in} in and {n_out} out"
+            )
+        sum_s, sum_d = stats[..., n_in, :n_in], stats[..., n_in, n_in + 1 :]
+        needed = max(1, min_samples)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            gains = sum_d / sum_s
+        bad = (count < needed) | ~np.isfinite(gains).all(axis=-1) | overflow
+        m = np.zeros((*g.shape[:-2], k, n_out))
+        diag = np.arange(n_in)
+        m[..., diag, diag] = np.where(bad[..., None], 0.0, gains)
+    else:
+        # The ones column sits right after the n_in input columns, so the first k rows and
+        # columns of the statistics are S^T W S (linear) or S+^T W S+ (affine).
+        a = stats[..., :k, :k]
+        b = stats[..., :k, n_in + 1 :]
+        needed = max(k, min_samples)
+        bad = (count < needed) | overflow | singular_mask(a, MAX_GRAM_CONDITION, symmetric=True)
+        eye = np.broadcast_to(np.eye(k), a.shape)
+        a = np.where(bad[..., None, None], eye, a)
+        b = np.where(bad[..., None, None], 0.0, b)
+        m = np.linalg.solve(a, b)
+    m[bad] = np.nan
+    return m, bad, needed, overflow, count
 
 
 def _outside_xccm() -> int:
@@ -539,3 +550,167 @@ def invert_matrix(m: np.ndarray) -> np.ndarray:
     if down is None:
         return inv
     return np.concatenate([inv, -(down @ inv)], axis=-2)
+
+
+# ---------------------------------------------------------------------------------------------
+# robust fits: iteratively reweighted least squares
+
+#: Tuning constants of the robust weight functions, in units of the robust scale: 95 %
+#: asymptotic efficiency at normal errors (Huber 1981, *Robust Statistics*; Holland & Welsch
+#: 1977), the values of R's ``MASS::rlm`` and statsmodels' ``RLM``.
+ROBUST_TUNING = {"huber": 1.345, "tukey": 4.685}
+#: Most reweighting rounds per batch element (for ``"tukey"``, the Huber rounds it starts
+#: with included).
+ROBUST_MAX_ROUNDS = 50
+#: The reweighting has converged when no weight of a batch element changes by more than this.
+ROBUST_TOL = 1e-3
+#: Median of the absolute value of a standard normal variable: MAD / this is the normal sigma.
+_MAD_NORMAL = 0.6744897501960817
+#: Smallest robust scale, relative to the size of the reference colours: residuals below
+#: it are rounding (an exact fit), not a distribution to find outliers in.
+_SCALE_FLOOR = 1e-9
+
+
+def robust_weights(
+    r: np.ndarray,
+    valid: np.ndarray,
+    method: str,
+    tuning: float | None = None,
+    floor: np.ndarray | float = 0.0,
+) -> tuple[np.ndarray, np.ndarray]:
+    r"""Robust weights of residual norms ``r (..., N)`` and their scale ``(...)``.
+
+    The scale is the median absolute residual over the ``valid`` samples divided by
+    :math:`\Phi^{-1}(3/4) \approx 0.6745` (the MAD about zero, as for regression residuals,
+    so that it estimates :math:`\sigma` of normal errors), at least ``floor``. With
+    :math:`u = r / \mathrm{scale}` and tuning constant :math:`c`:
+    Huber :math:`w = \min(1, c / u)`; Tukey's biweight :math:`w = (1 - (u/c)^2)^2` for
+    :math:`u < c`, else 0. Samples that are not ``valid`` get NaN.
+
+    Examples
+    --------
+    >>> r = np.array([[1.0, 1.0, 1.0, 1.0, 20.0]])
+    >>> w, scale = robust_weights(r, np.ones_like(r, bool), "tukey")
+    >>> w.round(3).tolist(), scale.round(3).tolist()
+    ([[0.959, 0.959, 0.959, 0.959, 0.0]], [1.483])
+    """
+    c = ROBUST_TUNING[method] if tuning is None else float(tuning)
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # an element with no valid sample
+        med = np.nanmedian(np.where(valid, r, np.nan), axis=-1)
+        scale = np.fmax(med / _MAD_NORMAL, np.maximum(floor, np.finfo(np.float64).tiny))
+        u = np.where(valid, r, 0.0) / scale[..., None]
+        if method == "huber":
+            w = np.minimum(1.0, c / u)
+        else:
+            w = np.where(u < c, (1 - (u / c) ** 2) ** 2, 0.0)
+    return np.where(valid, w, np.nan), scale
+
+
+def irls(
+    s: np.ndarray,
+    d: np.ndarray,
+    w: np.ndarray | None,
+    *,
+    model: str = "linear",
+    init: str = "least_squares",
+    method: str = "huber",
+    tuning: float | None = None,
+    min_samples: int = 0,
+    max_rounds: int = ROBUST_MAX_ROUNDS,
+    tol: float = ROBUST_TOL,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Robust weights of a least-squares fit per batch element, by iterative reweighting.
+
+    Every round solves the weighted least squares (:func:`gram`, :func:`solve_gram`) of all
+    elements not yet converged at once, takes each sample's residual norm
+    :math:`\\lVert S^+_i M - D_i \\rVert` (Euclidean over the output channels) and reweights
+    with :func:`robust_weights`, the scale re-estimated each round. ``"tukey"`` starts with
+    Huber rounds until they converge (the biweight's loss is not convex: it needs a robust
+    start, not the plain least squares), then switches. An element stops when no weight
+    changed by more than ``tol``, after ``max_rounds`` rounds, or when its weights leave it
+    too few samples (``min_samples``) or a singular system.
+
+    Parameters
+    ----------
+    s : ndarray, (B, N, n_in)
+    d : ndarray, (B, N, n_out)
+    w : ndarray (B, N) or None
+        User weights; samples with a non-finite value or a weight that is not positive and
+        finite are left out. The robust weights multiply them.
+    model, init, min_samples
+        As for :func:`solve_gram`.
+    method : {"huber", "tukey"}
+    tuning : float, optional
+        The tuning constant (default :data:`ROBUST_TUNING`).
+
+    Returns
+    -------
+    weights : ndarray (B, N)
+        Robust weights in [0, 1] (NaN for samples left out). The fit is the weighted least
+        squares with weights ``w * weights``.
+    scale : ndarray (B,)
+        The robust scale the weights were computed with.
+    rounds : ndarray (B,) of int
+        Solves taken.
+    converged : ndarray (B,) of bool
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> s = rng.random((1, 24, 3))
+    >>> d = s @ np.diag([2.0, 1.0, 0.5]) + rng.normal(0, 0.01, (1, 24, 3))
+    >>> d[0, 5] = 5.0  # a glint
+    >>> weights, scale, rounds, converged = irls(s, d, None, method="tukey")
+    >>> float(weights[0, 5]), bool(weights[0, :5].min() > 0.5), bool(converged[0])
+    (0.0, True, True)
+    """
+    s, d = np.asarray(s, dtype=np.float64), np.asarray(d, dtype=np.float64)
+    n_batch, n, n_in = s.shape
+    base = np.ones((n_batch, n)) if w is None else np.asarray(w, dtype=np.float64)
+    valid = np.isfinite(s).all(-1) & np.isfinite(d).all(-1) & np.isfinite(base) & (base > 0)
+    base = np.where(valid, base, 0.0)
+    s, d = np.where(valid[..., None], s, 0.0), np.where(valid[..., None], d, 0.0)
+    count = valid.sum(-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        size = np.sqrt((d**2).sum((-1, -2)) / (count * d.shape[-1]))
+    floor = _SCALE_FLOOR * np.where(np.isfinite(size), size, 0.0)
+    weights = np.where(valid, 1.0, np.nan)
+    scale = np.full(n_batch, np.nan)
+    rounds = np.zeros(n_batch, dtype=np.int64)
+    converged = np.zeros(n_batch, dtype=bool)
+    # phase 0: Huber; phase 1: Tukey's biweight (after Huber has converged)
+    phase = np.zeros(n_batch, dtype=np.int64)
+    final = 1 if method == "tukey" else 0
+    active = np.flatnonzero(count > 0)
+    while active.size:
+        idx = active
+        rw = np.nan_to_num(weights[idx], nan=0.0)
+        g = gram(s[idx], d[idx], base[idx] * rw, parallel=False)
+        m, bad, *_ = _solve_stats(g, n_in, model=model, init=init, min_samples=min_samples)
+        rounds[idx] += 1
+        pred = apply_matrix(s[idx], m[:, None], parallel=False)
+        r = np.sqrt(((pred - d[idx]) ** 2).sum(-1))
+        new = np.empty_like(r)
+        sc = np.empty(len(idx))
+        for p, name in enumerate(("huber", "tukey")):
+            here = phase[idx] == p
+            if here.any():
+                c = tuning if p == final else None
+                new[here], sc[here] = robust_weights(
+                    r[here], valid[idx][here], name, c, floor[idx][here]
+                )
+        with np.errstate(invalid="ignore"):
+            change = np.nanmax(np.abs(new - weights[idx]), axis=-1, initial=0.0)
+        settled = change <= tol
+        done = settled & (phase[idx] == final)
+        converged[idx[done]] = True
+        # Keep the weights of the last solve for elements that stop (so the fit is the
+        # weighted least squares with the weights returned); move the others on.
+        out_of_rounds = rounds[idx] >= max_rounds
+        moves = ~(done | out_of_rounds | bad)
+        weights[idx[moves]] = new[moves]
+        scale[idx[~bad]] = sc[~bad]
+        phase[idx[settled & ~done]] = final
+        active = idx[moves]
+    return weights, scale, rounds, converged
