@@ -559,9 +559,12 @@ def invert_matrix(m: np.ndarray) -> np.ndarray:
 #: asymptotic efficiency at normal errors (Huber 1981, *Robust Statistics*; Holland & Welsch
 #: 1977), the values of R's ``MASS::rlm`` and statsmodels' ``RLM``.
 ROBUST_TUNING = {"huber": 1.345, "tukey": 4.685}
-#: Most reweighting rounds per batch element (for ``"tukey"``, the Huber rounds it starts
-#: with included).
+#: Most reweighting rounds per batch element.
 ROBUST_MAX_ROUNDS = 50
+#: Random subsets of the samples tried for the start of a robust fit (least median of
+#: squares): with 4 of 24 patches bad, all 50 subsets of 4 are contaminated with
+#: probability 0.54**50 < 1e-13.
+ROBUST_SUBSETS = 50
 #: The reweighting has converged when no weight of a batch element changes by more than this.
 ROBUST_TOL = 1e-3
 #: Median of the absolute value of a standard normal variable: MAD / this is the normal sigma.
@@ -620,16 +623,22 @@ def irls(
     max_rounds: int = ROBUST_MAX_ROUNDS,
     tol: float = ROBUST_TOL,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Robust weights of a least-squares fit per batch element, by iterative reweighting.
+    r"""Robust weights of a least-squares fit per batch element, by iterative reweighting.
 
-    Every round solves the weighted least squares (:func:`gram`, :func:`solve_gram`) of all
-    elements not yet converged at once, takes each sample's residual norm
-    :math:`\\lVert S^+_i M - D_i \\rVert` (Euclidean over the output channels) and reweights
-    with :func:`robust_weights`, the scale re-estimated each round. ``"tukey"`` starts with
-    Huber rounds until they converge (the biweight's loss is not convex: it needs a robust
-    start, not the plain least squares), then switches. An element stops when no weight
-    changed by more than ``tol``, after ``max_rounds`` rounds, or when its weights leave it
-    too few samples (``min_samples``) or a singular system.
+    The residual of a sample is its error norm :math:`\lVert S^+_i M - D_i \rVert`
+    (Euclidean over the output channels). The start is high-breakdown, so that a few bad
+    patches far out in colour (glare: the brightest "patch" of the chart) cannot pull the
+    fit onto themselves before they are weighed, as they do a start from the plain least
+    squares: the least median of squares over :data:`ROBUST_SUBSETS` random subsets of
+    ``k`` valid samples (the unknowns per column), improved by two concentration steps
+    (refits on the half of the samples with the smallest residuals, as in FAST-LTS,
+    Rousseeuw & Van Driessen 2006). The subsets are drawn from a fixed seed for each element
+    on its own, so an element's result does not depend on its batch. Then every round
+    weighs the residuals of the current fit with :func:`robust_weights` (the scale
+    re-estimated) and solves the weighted least squares (:func:`gram`, :func:`solve_gram`)
+    for all elements not yet converged at once. An element stops when no weight changed by
+    more than ``tol``, after ``max_rounds`` rounds, or when its weights leave it too few
+    samples (``min_samples``) or a singular system.
 
     Parameters
     ----------
@@ -652,7 +661,7 @@ def irls(
     scale : ndarray (B,)
         The robust scale the weights were computed with.
     rounds : ndarray (B,) of int
-        Solves taken.
+        Reweighting rounds taken.
     converged : ndarray (B,) of bool
 
     Examples
@@ -675,42 +684,81 @@ def irls(
     with np.errstate(invalid="ignore", divide="ignore"):
         size = np.sqrt((d**2).sum((-1, -2)) / (count * d.shape[-1]))
     floor = _SCALE_FLOOR * np.where(np.isfinite(size), size, 0.0)
+    solve = functools.partial(_solve_stats, n_in=n_in, model=model, init=init, min_samples=0)
+
     weights = np.where(valid, 1.0, np.nan)
     scale = np.full(n_batch, np.nan)
     rounds = np.zeros(n_batch, dtype=np.int64)
     converged = np.zeros(n_batch, dtype=bool)
-    # phase 0: Huber; phase 1: Tukey's biweight (after Huber has converged)
-    phase = np.zeros(n_batch, dtype=np.int64)
-    final = 1 if method == "tukey" else 0
+    k = n_in + 1 if model == "affine" and init != "white_balance" else n_in
+    if init == "white_balance":
+        k = 1
     active = np.flatnonzero(count > 0)
+    residuals = functools.partial(_local_residuals, s, d)
+    m = _robust_start(s, d, base, valid, active, k, solve)
+    r = residuals(active, m)
     while active.size:
         idx = active
-        rw = np.nan_to_num(weights[idx], nan=0.0)
-        g = gram(s[idx], d[idx], base[idx] * rw, parallel=False)
-        m, bad, *_ = _solve_stats(g, n_in, model=model, init=init, min_samples=min_samples)
-        rounds[idx] += 1
-        pred = apply_matrix(s[idx], m[:, None], parallel=False)
-        r = np.sqrt(((pred - d[idx]) ** 2).sum(-1))
-        new = np.empty_like(r)
-        sc = np.empty(len(idx))
-        for p, name in enumerate(("huber", "tukey")):
-            here = phase[idx] == p
-            if here.any():
-                c = tuning if p == final else None
-                new[here], sc[here] = robust_weights(
-                    r[here], valid[idx][here], name, c, floor[idx][here]
-                )
+        new, sc = robust_weights(r, valid[idx], method, tuning, floor[idx])
         with np.errstate(invalid="ignore"):
             change = np.nanmax(np.abs(new - weights[idx]), axis=-1, initial=0.0)
-        settled = change <= tol
-        done = settled & (phase[idx] == final)
+        weights[idx], scale[idx] = new, sc
+        done = change <= tol
         converged[idx[done]] = True
-        # Keep the weights of the last solve for elements that stop (so the fit is the
-        # weighted least squares with the weights returned); move the others on.
-        out_of_rounds = rounds[idx] >= max_rounds
-        moves = ~(done | out_of_rounds | bad)
-        weights[idx[moves]] = new[moves]
-        scale[idx[~bad]] = sc[~bad]
-        phase[idx[settled & ~done]] = final
-        active = idx[moves]
+        g = gram(s[idx], d[idx], base[idx] * np.nan_to_num(new), parallel=False)
+        m, bad, *_ = _solve_stats(g, n_in, model=model, init=init, min_samples=min_samples)
+        rounds[idx] += 1
+        keep = ~(done | bad | (rounds[idx] >= max_rounds))
+        active = idx[keep]
+        r = residuals(active, m[keep])
     return weights, scale, rounds, converged
+
+
+def _robust_start(s, d, base, valid, active, k, solve):
+    """High-breakdown start of :func:`irls` for elements ``active``: LMedS, two C-steps.
+
+    Falls back to the plain weighted least squares for an element with too few samples or
+    no non-singular subset.
+    """
+    n = s.shape[1]
+    s, d, base, valid = s[active], d[active], base[active], valid[active]
+    idx = np.arange(len(active))
+    plain, _, *_ = solve(gram(s, d, base, parallel=False))
+    best = plain
+    best_med = np.full(len(active), np.inf)
+    count = valid.sum(-1)
+    rng = np.random.default_rng(0)
+    local = functools.partial(_local_residuals, s, d)
+    if n > k:
+        for _ in range(ROBUST_SUBSETS):
+            keys = np.where(valid, rng.random(n), np.inf)  # the same draw for every element
+            rank = np.argsort(np.argsort(keys, axis=-1), axis=-1)
+            subset = (rank < k) & valid
+            m, bad, *_ = solve(gram(s, d, subset.astype(np.float64), parallel=False))
+            med = _valid_median(local(idx, m), valid)
+            better = ~bad & (med < best_med) & (count > k)
+            best[better], best_med[better] = m[better], med[better]
+        for _ in range(2):  # concentration steps: refit on the best half
+            r = np.where(valid, local(idx, best), np.inf)
+            rank = np.argsort(np.argsort(r, axis=-1), axis=-1)
+            half = (rank < np.maximum((count + k + 1) // 2, k)[:, None]) & valid
+            m, bad, *_ = solve(gram(s, d, base * half, parallel=False))
+            ok = ~bad & np.isfinite(best_med)
+            best[ok] = m[ok]
+    return best
+
+
+def _local_residuals(s, d, idx, m):
+    """Error norms ``(len(idx), N)`` of elements ``idx`` fitted by ``m (len(idx), k, n_out)``."""
+    n_in = s.shape[-1]
+    pred = s[idx] @ m[:, :n_in]  # a few patches per matrix: one batched matmul
+    if m.shape[-2] > n_in:
+        pred += m[:, n_in:]
+    return np.sqrt(((pred - d[idx]) ** 2).sum(-1))
+
+
+def _valid_median(r, valid):
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        med = np.nanmedian(np.where(valid, r, np.nan), axis=-1)
+    return np.where(np.isfinite(med), med, np.inf)

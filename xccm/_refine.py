@@ -29,7 +29,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["RefineResult", "refine"]
+from ._kernels import ROBUST_MAX_ROUNDS, ROBUST_TOL, robust_weights
+
+__all__ = ["RefineResult", "refine", "refine_robust", "sample_errors"]
 
 
 @dataclass
@@ -43,6 +45,22 @@ class RefineResult:
     converged: np.ndarray
 
 
+@dataclass
+class RobustResult(RefineResult):
+    """:class:`RefineResult` of :func:`refine_robust`, with the robust weights ``(B, N)``.
+
+    ``too_few``: elements whose weights left fewer than the samples needed (their matrix is
+    NaN); ``converged`` is the Levenberg–Marquardt's in the last round, ``robust_converged``
+    the reweighting's.
+    """
+
+    weights: np.ndarray
+    scale: np.ndarray
+    rounds: np.ndarray
+    robust_converged: np.ndarray
+    too_few: np.ndarray
+
+
 def refine(
     s: np.ndarray,
     d: np.ndarray,
@@ -50,7 +68,7 @@ def refine(
     m0: np.ndarray,
     metric,
     *,
-    max_iter: int = 200,
+    max_iter: int | np.ndarray = 200,
     tol: float = 1e-10,
 ) -> RefineResult:
     """Minimise the weighted RMS colour difference over ``M``, starting from ``m0``.
@@ -68,7 +86,7 @@ def refine(
         whose start is not finite are returned as they are, with NaN losses.
     metric : xccm.colorimetry.Metric
         ``transform`` maps linear RGB to the comparison space, ``distance`` compares.
-    max_iter : int
+    max_iter : int or ndarray (B,)
         Most Jacobian evaluations per element.
     tol : float
         Converged when the relative loss decrease of an accepted step, the relative step
@@ -110,8 +128,8 @@ def refine(
     nu = np.full(n_batch, 2.0)
     jac = grad = None
     fresh = np.ones(n_batch, dtype=bool)  # needs a new Jacobian (after an accepted step)
-    if max_iter <= 0:  # evaluate the start only
-        active = active[:0]
+    limit = np.broadcast_to(np.asarray(max_iter), (n_batch,))
+    active = active[limit[active] > 0]  # else evaluate the start only
     while active.size:
         idx = active
         # Jacobian and gradient for the elements whose parameters moved.
@@ -157,7 +175,7 @@ def refine(
         fresh[acc] = True
         done = small_grad | (better & (rel_drop <= tol)) | (rel_step <= tol) | (cost[idx] == 0)
         converged[idx[done]] = True
-        stop = done | (iterations[idx] >= max_iter) | ~np.isfinite(mu[idx])
+        stop = done | (iterations[idx] >= limit[idx]) | ~np.isfinite(mu[idx])
         active = idx[~stop]
     n = np.maximum(n_used, 1)
     return RefineResult(
@@ -195,3 +213,113 @@ def _jacobian(residuals, idx: np.ndarray, p: np.ndarray, r0: np.ndarray) -> np.n
         h = q[:, j] - p[:, j]  # the step actually taken, after rounding
         jac[..., j] = (residuals(idx, q) - r0) / h[:, None]
     return jac
+
+
+def sample_errors(s: np.ndarray, d: np.ndarray, m: np.ndarray, metric) -> np.ndarray:
+    """Return the colour difference ``(B, N)`` of every sample corrected by ``m (B, k, 3)``.
+
+    NaN where a sample has a non-finite value (or the matrix is NaN).
+    """
+    s, d = np.asarray(s, dtype=np.float64), np.asarray(d, dtype=np.float64)
+    if m.shape[-2] == s.shape[-1] + 1:
+        s = np.concatenate([s, np.ones((*s.shape[:-1], 1))], axis=-1)
+    with np.errstate(invalid="ignore", over="ignore"):
+        pred = s @ m
+        e = metric.components(metric.transform(pred), metric.transform(d))
+        return np.sqrt((e**2).sum(-1))
+
+
+def refine_robust(
+    s: np.ndarray,
+    d: np.ndarray,
+    w: np.ndarray | None,
+    m0: np.ndarray,
+    metric,
+    *,
+    method: str,
+    tuning: float | None = None,
+    max_iter: int = 200,
+    min_samples: int = 0,
+    max_rounds: int = ROBUST_MAX_ROUNDS,
+    tol: float = ROBUST_TOL,
+) -> RobustResult:
+    r""":func:`refine` with robust weights: an outer reweighting loop around the solver.
+
+    The residual of a sample is its colour difference :math:`\Delta E_i` (the metric's
+    distance). Weights from the ΔE at ``m0`` (a robust least-squares start, so outliers show),
+    then rounds of: minimise the weighted loss with :func:`refine` (weights ``w`` times the
+    robust weights, from the previous round's matrix), reweight
+    (:func:`xccm._kernels.robust_weights`, the scale re-estimated), until no weight changes
+    by more than ``tol`` or after ``max_rounds`` rounds. Each solve is a fixed weighted
+    problem, so the solver's step acceptance stays sound (reweighting inside it would change
+    the loss it compares steps on); elements that converged leave the batch. ``max_iter``
+    bounds the solver's iterations over all rounds together (each round goes on from the
+    last round's matrix), so a robust fit costs at most what a plain one may.
+
+    The matrix returned is the minimiser for the weights returned (those of the last solve).
+    Elements whose weights leave fewer than ``max(k, min_samples)`` samples with a positive
+    weight are NaN and flagged ``too_few``.
+    """
+    s, d, m0 = (np.asarray(a, dtype=np.float64) for a in (s, d, m0))
+    n_batch, n, _ = s.shape
+    k = m0.shape[-2]
+    base = np.ones((n_batch, n)) if w is None else np.asarray(w, dtype=np.float64)
+    valid = np.isfinite(s).all(-1) & np.isfinite(d).all(-1) & np.isfinite(base) & (base > 0)
+    base = np.where(valid, base, 0.0)
+    needed = max(k, int(min_samples))
+    floor = 1e-9  # a colour difference of 1e-9 is rounding, not a residual to weigh
+    weights, scale = robust_weights(sample_errors(s, d, m0, metric), valid, method, tuning, floor)
+    m = m0.copy()
+    loss = np.full(n_batch, np.nan)
+    start_loss = np.full(n_batch, np.nan)
+    iterations = np.zeros(n_batch, dtype=np.int64)
+    converged = np.zeros(n_batch, dtype=bool)
+    robust_converged = np.zeros(n_batch, dtype=bool)
+    rounds = np.zeros(n_batch, dtype=np.int64)
+    too_few = (np.nan_to_num(weights) > 0).sum(-1) < needed
+    active = np.flatnonzero(np.isfinite(m0).all((-1, -2)) & valid.any(-1) & ~too_few)
+    first = True
+    while active.size:
+        idx = active
+        res = refine(
+            s[idx],
+            d[idx],
+            base[idx] * np.nan_to_num(weights[idx]),
+            m[idx],
+            metric,
+            max_iter=max_iter - iterations[idx],
+        )
+        if first:
+            start_loss[idx] = res.start_loss
+            first = False
+        m[idx], loss[idx] = res.matrix, res.loss
+        iterations[idx] += res.iterations
+        converged[idx] = res.converged
+        rounds[idx] += 1
+        new, sc = robust_weights(
+            sample_errors(s[idx], d[idx], m[idx], metric), valid[idx], method, tuning, floor
+        )
+        with np.errstate(invalid="ignore"):
+            change = np.nanmax(np.abs(new - weights[idx]), axis=-1, initial=0.0)
+        done = change <= tol
+        robust_converged[idx[done]] = True
+        moves = ~done & (rounds[idx] < max_rounds) & (iterations[idx] < max_iter)
+        weights[idx[moves]], scale[idx[moves]] = new[moves], sc[moves]
+        few = moves & ((np.nan_to_num(new) > 0).sum(-1) < needed)
+        too_few[idx[few]] = True
+        active = idx[moves & ~few]
+    m[too_few] = np.nan
+    loss[too_few] = np.nan
+    converged &= ~too_few
+    return RobustResult(
+        matrix=m,
+        loss=loss,
+        start_loss=start_loss,
+        iterations=iterations,
+        converged=converged,
+        weights=weights,
+        scale=scale,
+        rounds=rounds,
+        robust_converged=robust_converged & ~too_few,
+        too_few=too_few,
+    )

@@ -7,6 +7,7 @@ the colour maths in :mod:`xccm.colorimetry`.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Hashable, Sequence
 from typing import Any
 
@@ -14,7 +15,8 @@ import numpy as np
 import xarray as xr
 
 from . import _refine, colorimetry, linearize
-from .core import _IN, _OUT, _batch_chunks, apply, matrix_in_dim
+from ._kernels import InsufficientSamplesWarning, _outside_xccm
+from .core import _IN, _OUT, ROBUST_DIAGNOSTICS, _batch_chunks, apply, matrix_in_dim
 
 __all__ = ["report"]
 
@@ -246,11 +248,17 @@ def refine_matrix(
     dim: Hashable,
     max_iter: int,
     closed_form: bool,
-) -> xr.DataArray:
+    robust: str | None = None,
+    robust_tuning: float | None = None,
+    min_samples: int = 0,
+) -> tuple[xr.DataArray, xr.DataArray | None]:
     """Refine ``start`` on the metric; return it with the diagnostics as coords.
 
     ``closed_form``: ``start`` already minimises the loss (least squares for ``"linear_rgb"``),
-    so only its loss is evaluated, and it counts as converged.
+    so only its loss is evaluated, and it counts as converged. With ``robust``, the loss is
+    minimised with robust weights on the ΔE of each sample (:func:`_refine.refine_robust`):
+    they are returned too (``(*batch, *samples)``, NaN for samples left out), with their
+    per-batch diagnostics as coords; else the second item is None.
     """
     in_dim = matrix_in_dim(dim)
     s, d = arrays[0], arrays[1]
@@ -266,6 +274,8 @@ def refine_matrix(
             a.chunk({k: v for k, v in chunks.items() if k in a.dims}) for a in (s, d, w, start)
         )
     iterations = 0 if closed_form else max_iter
+    robust = None if closed_form else robust
+    extra = [list(samples), [], [], []] if robust is not None else []
     outputs = xr.apply_ufunc(
         _refine_block,
         s,
@@ -273,44 +283,83 @@ def refine_matrix(
         w,
         start,
         input_core_dims=[[*samples, _IN], [*samples, _OUT], list(samples), [in_dim, dim]],
-        output_core_dims=[[in_dim, dim], [], [], [], []],
+        output_core_dims=[[in_dim, dim], [], [], [], [], *extra],
         kwargs={
             "metric": measure,
             "max_iter": iterations,
             "n_samples": len(samples),
             "closed_form": closed_form,
+            "robust": robust,
+            "robust_tuning": robust_tuning,
+            "min_samples": min_samples,
         },
         dask="parallelized",
-        output_dtypes=[np.float64, np.float64, np.float64, np.int64, bool],
+        output_dtypes=[np.float64, np.float64, np.float64, np.int64, bool]
+        + ([np.float64, np.float64, np.int64, bool] if robust is not None else []),
     )
+    outputs, weight = list(outputs), None
+    if robust is not None:
+        weight = outputs.pop(5).transpose(*[x for x in s.dims if x != _IN])
     if lazy:  # one chunk along the batch dims, as a least-squares fit gives (so that
         # m.interpolate_na("time") works): a few numbers per batch element
         outputs = [o.chunk(dict.fromkeys(o.dims, -1)) for o in outputs]
     matrix = outputs[0].assign_coords(start.coords)
-    matrix = matrix.assign_coords(dict(zip(DIAGNOSTICS, outputs[1:], strict=True)))
+    matrix = matrix.assign_coords(dict(zip(DIAGNOSTICS, outputs[1:5], strict=True)))
+    if robust is not None:
+        matrix = matrix.assign_coords(dict(zip(ROBUST_DIAGNOSTICS, outputs[5:], strict=True)))
     matrix.attrs = dict(start.attrs)
     matrix.name = start.name
-    return matrix
+    return matrix, weight
 
 
-def _refine_block(s, d, w, m0, *, metric, max_iter, n_samples, closed_form):
+def _refine_block(
+    s, d, w, m0, *, metric, max_iter, n_samples, closed_form, robust, robust_tuning, min_samples
+):
     batch = s.shape[: s.ndim - 1 - n_samples]
     n = int(np.prod(s.shape[len(batch) : -1], dtype=np.int64))
-    result = _refine.refine(
+    args = (
         s.reshape(-1, n, s.shape[-1]),
         d.reshape(-1, n, d.shape[-1]),
         w.reshape(-1, n),
         m0.reshape(-1, *m0.shape[-2:]),
         metric,
-        max_iter=max_iter,
     )
+    if robust is None:
+        result = _refine.refine(*args, max_iter=max_iter)
+    else:
+        result = _refine.refine_robust(
+            *args,
+            method=robust,
+            tuning=robust_tuning,
+            max_iter=max_iter,
+            min_samples=min_samples,
+        )
     converged = np.isfinite(result.loss) if closed_form else result.converged
-    return (
+    out = (
         result.matrix.reshape(m0.shape),
         result.loss.reshape(batch),
         result.start_loss.reshape(batch),
         result.iterations.reshape(batch),
         converged.reshape(batch),
+    )
+    if robust is None:
+        return out
+    n_few = int(np.count_nonzero(result.too_few))
+    if n_few:
+        needed = max(m0.shape[-2], min_samples)
+        warnings.warn(
+            f"{n_few} of {result.too_few.size} batch elements have fewer than {needed} "
+            f"samples with a positive robust weight (robust={robust!r} rejected the "
+            "others); their matrices are NaN",
+            InsufficientSamplesWarning,
+            stacklevel=_outside_xccm(),
+        )
+    return (
+        *out,
+        result.weights.reshape(s.shape[:-1]),
+        result.scale.reshape(batch),
+        result.rounds.reshape(batch),
+        result.robust_converged.reshape(batch),
     )
 
 

@@ -18,10 +18,11 @@ import xarray as xr
 
 from . import _kernels
 
-__all__ = ["Init", "Model", "apply", "fit", "inverse", "invert"]
+__all__ = ["Init", "Model", "Robust", "apply", "fit", "inverse", "invert"]
 
 Model = Literal["linear", "affine"]
 Init = Literal["least_squares", "white_balance"]
+Robust = Literal["huber", "tukey"]
 T_Image = TypeVar("T_Image", xr.DataArray, xr.Dataset, np.ndarray)
 
 # Private dim names used inside apply_ufunc so that input and output channel dims (which may
@@ -63,7 +64,10 @@ def fit(
     saturation: tuple[float, float] | Literal["auto"] | None = "auto",
     lightness_power: float | None = None,
     max_iter: int = 200,
-) -> xr.DataArray | np.ndarray:
+    robust: Robust | None = None,
+    robust_tuning: float | None = None,
+    return_weights: bool = False,
+) -> xr.DataArray | np.ndarray | tuple[xr.DataArray, xr.DataArray] | tuple[np.ndarray, np.ndarray]:
     r"""Fit a colour-correction matrix mapping ``measured`` colours onto ``reference``.
 
     Solves, for every batch element, the weighted least-squares problem
@@ -221,8 +225,20 @@ def fit(
                 "with xr.DataArray(..., dims=('patch', 'channel'))"
             )
         weights = _plain_mask_weights(measured, weights, mask, saturation)
-        return _fit_arrays(measured, reference, dim, model, init, weights, min_samples)
+        return _fit_arrays(
+            measured,
+            reference,
+            dim,
+            model,
+            init,
+            weights,
+            min_samples,
+            robust=robust,
+            robust_tuning=robust_tuning,
+            return_weights=return_weights,
+        )
     _check_choice("model", model, Model)
+    robust_tuning = _check_robust(robust, robust_tuning, return_weights)
     _check_choice("init", init, Init)
     if min_samples is not None and (
         isinstance(min_samples, bool)
@@ -304,7 +320,26 @@ def fit(
         sizes = _grouped(arrays[0], batch, samples).chunksizes
         arrays = [a.chunk({x: sizes[x] for x in batch if x in a.dims}) for a in arrays]
 
-    stats = _gram(arrays, n_sample_axes=len(samples))
+    fit_arrays, robust_weight, robust_coords = arrays, None, {}
+    if robust is not None:
+        robust_weight, robust_coords = _robust_weights(
+            arrays,
+            batch,
+            samples,
+            model=model,
+            init=init,
+            min_samples=int(min_samples or 0),
+            method=robust,
+            tuning=robust_tuning,
+        )
+        # A sample left out of the robust fit (NaN weight) is left to the gram's own rules:
+        # non-finite colours are left out, a negative or infinite user weight is an error.
+        factor = robust_weight.fillna(1.0)
+        w_eff = factor if len(arrays) == 2 else arrays[2] * factor
+        fit_arrays = [arrays[0], arrays[1], w_eff.transpose(*order)]
+    elif return_weights:
+        robust_weight = _used(arrays, samples)
+    stats = _gram(fit_arrays, n_sample_axes=len(samples))
     stats = xr.DataArray(
         stats, dims=(*batch, _STAT_ROWS, _STAT_COLS), coords=_batch_coords(arrays, batch)
     )
@@ -329,17 +364,130 @@ def fit(
     matrix = _set_index(matrix, dim, _index_values(reference, dim))
     matrix.name = "ccm"
     matrix.attrs = {"model": model, "init": init, **colour_attrs, **provenance}
+    if robust is not None:
+        matrix.attrs.update(robust=robust, robust_tuning=robust_tuning)
+        matrix = matrix.assign_coords(robust_coords)
     if loss is not None:
-        matrix = chartfit.refine_matrix(
+        closed_form = measure.method == "linear_rgb" and init != "white_balance"
+        matrix, refined_weight = chartfit.refine_matrix(
             matrix,
-            arrays,
+            fit_arrays if closed_form else arrays,
             samples,
             measure,
             dim=dim,
             max_iter=int(max_iter),
-            closed_form=measure.method == "linear_rgb" and init != "white_balance",
+            closed_form=closed_form,
+            robust=None if closed_form else robust,
+            robust_tuning=robust_tuning,
+            min_samples=int(min_samples or 0),
         )
+        if refined_weight is not None:
+            robust_weight = refined_weight
+    if return_weights:
+        robust_weight.name = "robust_weight"
+        return matrix, robust_weight
     return matrix
+
+
+def _check_robust(robust, tuning, return_weights) -> float | None:
+    """Validate ``robust=``, ``robust_tuning=`` and ``return_weights=``; return the tuning."""
+    if robust is not None and robust not in get_args(Robust):
+        raise ValueError(
+            f"unknown robust {robust!r}; expected None (plain least squares) or one of "
+            f"{get_args(Robust)}"
+        )
+    if not isinstance(return_weights, bool | np.bool_):
+        raise TypeError(f"return_weights must be True or False; got {return_weights!r}")
+    if tuning is None:
+        return None if robust is None else _kernels.ROBUST_TUNING[robust]
+    if robust is None:
+        raise ValueError(
+            f"robust_tuning={tuning!r} tunes a robust fit, but robust is None; pass "
+            "robust='huber' or robust='tukey' too"
+        )
+    if (
+        isinstance(tuning, bool | np.bool_)
+        or not isinstance(tuning, numbers.Real)
+        or not (np.isfinite(tuning) and tuning > 0)
+    ):
+        raise ValueError(
+            f"robust_tuning must be a finite positive number (in units of the robust scale; "
+            f"the default for {robust!r} is {_kernels.ROBUST_TUNING[robust]}); got {tuning!r}"
+        )
+    return float(tuning)
+
+
+#: Per-batch diagnostics of a robust fit, as coords of the matrix.
+ROBUST_DIAGNOSTICS = ("robust_scale", "robust_rounds", "robust_converged")
+
+
+def _robust_weights(arrays, batch, samples, *, model, init, min_samples, method, tuning):
+    """Robust weights ``(*batch, *samples)`` of the least-squares fit, and per-batch coords.
+
+    Every batch element needs all its samples at once (each round reweights them all), so a
+    lazy fit works on blocks holding whole elements, grouped along the batch dims as a ΔE
+    fit's are (:func:`_batch_chunks`).
+    """
+    s, d = arrays[0], arrays[1]
+    others = arrays[2:]
+    if any(a.chunks is not None for a in arrays):
+        per_element = np.prod([s.sizes[x] for x in samples], dtype=np.int64)
+        sizes = _batch_chunks(s, batch, int(per_element))
+        chunks = dict.fromkeys((*samples, _IN, _OUT), -1) | sizes
+        s, d, *others = (
+            a.chunk({k: v for k, v in chunks.items() if k in a.dims}) for a in (s, d, *others)
+        )
+    core = [[*samples, _IN], [*samples, _OUT]] + [list(samples)] * len(others)
+    outputs = xr.apply_ufunc(
+        _robust_block,
+        s,
+        d,
+        *others,
+        input_core_dims=core,
+        output_core_dims=[list(samples), [], [], []],
+        kwargs={
+            "n_samples": len(samples),
+            "model": model,
+            "init": init,
+            "min_samples": min_samples,
+            "method": method,
+            "tuning": tuning,
+        },
+        dask="parallelized",
+        output_dtypes=[np.float64, np.float64, np.int64, bool],
+    )
+    weight, *diagnostics = outputs
+    if weight.chunks is not None:  # like the matrix: one chunk along the batch dims
+        diagnostics = [o.chunk(dict.fromkeys(o.dims, -1)) for o in diagnostics]
+    weight = weight.transpose(*batch, *samples)
+    return weight, dict(zip(ROBUST_DIAGNOSTICS, diagnostics, strict=True))
+
+
+def _robust_block(s, d, w=None, *, n_samples, **kwargs):
+    batch = s.shape[: s.ndim - 1 - n_samples]
+    lead = s.shape[: s.ndim - 1]
+    n = int(np.prod(lead[len(batch) :], dtype=np.int64))
+    weights, scale, rounds, converged = _kernels.irls(
+        s.reshape(-1, n, s.shape[-1]),
+        d.reshape(-1, n, d.shape[-1]),
+        None if w is None else w.reshape(-1, n),
+        **kwargs,
+    )
+    return (
+        weights.reshape(lead),
+        scale.reshape(batch),
+        rounds.reshape(batch),
+        converged.reshape(batch),
+    )
+
+
+def _used(arrays, samples) -> xr.DataArray:
+    """1 for the samples a plain fit uses, NaN for those it leaves out (``return_weights``)."""
+    s, d = arrays[0], arrays[1]
+    used = np.isfinite(s).all(_IN) & np.isfinite(d).all(_OUT)
+    if len(arrays) > 2:
+        used = used & (arrays[2].fillna(0) > 0)
+    return xr.where(used, 1.0, np.nan).transpose(*[x for x in s.dims if x != _IN])
 
 
 def _provenance(measured: xr.DataArray, reference: xr.DataArray) -> dict[str, Any]:
@@ -385,7 +533,19 @@ def _plain_mask_weights(measured, weights, mask, saturation):
     return out.astype(np.float64)
 
 
-def _fit_arrays(measured, reference, dim, model, init, weights, min_samples) -> np.ndarray:
+def _fit_arrays(
+    measured,
+    reference,
+    dim,
+    model,
+    init,
+    weights,
+    min_samples,
+    *,
+    robust=None,
+    robust_tuning=None,
+    return_weights=False,
+):
     """Fit on plain arrays: ``(*batch, n_samples, n_channels)``, batch aligned from the right."""
     measured, reference = np.asarray(measured), np.asarray(reference)
     for name, arr in (("measured", measured), ("reference", reference)):
@@ -418,7 +578,12 @@ def _fit_arrays(measured, reference, dim, model, init, weights, min_samples) -> 
         weights=weights,
         sample_dims=(_SAMPLE,),
         min_samples=min_samples,
+        robust=robust,
+        robust_tuning=robust_tuning,
+        return_weights=return_weights,
     )
+    if return_weights:
+        return result[0].data, result[1].data
     return result.data
 
 
