@@ -605,3 +605,12 @@ def test_saturation_range_refuses_a_tampered_or_bending_linearisation_record():
     linear.attrs["linearization_coefficients"] = [0.0, 2.0, -2.0]  # peaks at 0.5
     with pytest.raises(ValueError, match="does not rise to its highest value"):
         xccm.fit(linear, xccm.chart(), loss="ciede2000")
+
+
+@pytest.mark.parametrize("robust", [None, "tukey"])
+def test_diagnostics_coords_do_not_carry_measured_attrs(robust):
+    measured = camera().assign_attrs(source_files=["a.jpg"], encoding="srgb")
+    m = xccm.fit(measured, xccm.chart(), loss="cie76", robust=robust)
+    for name in m.coords:
+        if name not in m.dims:
+            assert m[name].attrs == {}, name

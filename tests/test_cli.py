@@ -187,19 +187,56 @@ def test_apply_and_report_with_a_saved_matrix(demo, tmp_path, capsys):
         assert float(table[name]) == pytest.approx(value, abs=5e-4)
 
 
-def test_errors_are_one_line_and_exit_1_or_a_traceback_with_debug(tmp_path, capsys):
-    missing = tmp_path / "nowhere"
-    args = ["fit", missing, "--boxes", tmp_path / "b.json", "-o", tmp_path / "m.json"]
+def test_errors_are_one_line_and_exit_1_or_a_traceback_with_debug(demo, tmp_path, capsys):
+    boxes = tmp_path / "b.json"
+    boxes.write_text('{"dark skin": [0, 4, 0, 4000]}')  # outside the frame: found at work
+    args = ["fit", demo / "frames", "--boxes", boxes, "-o", tmp_path / "m.json"]
     code, out, err = xccm_cli(capsys, *args)
     assert code == 1 and out == ""
     assert len(err.strip().splitlines()) == 1 and err.startswith("xccm: error: ")
-    assert str(missing) in err
-    with pytest.raises(ValueError, match="nowhere"):
-        cli.run(["--debug", *map(str, args)])
+    assert "dark skin" in err
+    with pytest.raises(ValueError, match="dark skin"):
+        cli.run([*map(str, args), "--debug"])  # global options may follow the subcommand
+    assert not (tmp_path / "m.json").exists()
+
+
+def test_outputs_never_replace_or_hide_a_source(demo, tmp_path, capsys):
+    copy = tmp_path / "frames"
+    copy.mkdir()
+    for f in (demo / "frames").glob("*.jpg"):
+        (copy / f.name).write_bytes(f.read_bytes())
+    before = sorted(p.name for p in copy.iterdir())
+    matrix = tmp_path / "ccm.json"
+    xccm.save_matrix(np.eye(3), matrix)
+    for target in (copy, copy / "out.zarr", tmp_path):
+        code, _, err = xccm_cli(
+            capsys, "apply", copy, "-m", matrix, "-o", target, "--format", "zarr", "--overwrite"
+        )
+        assert code == 2 and "the source would be lost" in err
+    assert sorted(p.name for p in copy.iterdir()) == before
+    other = tmp_path / "notes"
+    other.mkdir()
+    (other / "keep.txt").write_text("mine")
+    code, _, err = xccm_cli(
+        capsys, "apply", copy, "-m", matrix, "-o", other, "--format", "zarr", "--overwrite"
+    )
+    assert code == 2 and "is not a zarr store" in err
+    assert (other / "keep.txt").read_text() == "mine"
+    code, _, err = xccm_cli(capsys, "apply", copy, "-m", matrix, "-o", other, "--resume")
+    assert code == 2 and "--resume finishes a zarr store" in err
+    # an output in a folder that does not exist yet: the folder is made
+    nested = tmp_path / "new" / "deeper" / "out.zarr"
+    code, _, err = xccm_cli(capsys, "apply", copy, "-m", matrix, "-o", nested)
+    assert code == 0, err
+    assert xccm.io.is_complete(nested)
 
 
 def test_usage_errors_exit_2(demo, tmp_path, capsys):
     frames, out = demo / "frames", tmp_path / "m.json"
+    code, _, err = xccm_cli(capsys, "fit", tmp_path / "framez", "--detect", "-o", out)
+    assert code == 2 and f"no such file or folder: {tmp_path / 'framez'}" in err
+    code, _, err = xccm_cli(capsys, "fit", frames, "--detect", "--edition", "1999", "-o", out)
+    assert code == 2 and "--chart/--edition" in err
     code, _, err = xccm_cli(capsys, "fit", frames, "-o", out)
     assert code == 2 and "--boxes FILE or --detect" in err
     code, _, err = xccm_cli(

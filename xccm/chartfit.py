@@ -296,6 +296,7 @@ def refine_matrix(
         dask="parallelized",
         output_dtypes=[np.float64, np.float64, np.float64, np.int64, bool]
         + ([np.float64, np.float64, np.int64, bool] if robust is not None else []),
+        keep_attrs=False,  # measured's attrs (its provenance) belong to no diagnostic
     )
     outputs, weight = list(outputs), None
     if robust is not None:

@@ -65,11 +65,18 @@ def _is_store(path: Path) -> bool:
 def read_frames(sources: Sequence[str], variable: str | None, time: str) -> xr.DataArray:
     """Open the frames ``(time, y, x, channel)`` in ``sources``: images, raw files or a store."""
     paths = [Path(s) for s in sources]
+    missing = [s for s, p in zip(sources, paths, strict=True) if not p.exists() and not _glob(s)]
+    if missing:
+        raise Refused(f"no such file or folder: {missing[0]}")
     if len(paths) == 1 and (_is_store(paths[0]) or paths[0].suffix in (".nc", ".h5", ".nc4")):
         return _store_variable(paths[0], variable)
     if _all_raw(paths):
         return open_raw(_one_or_many(sources), time=time)
     return open_images(_one_or_many(sources), time=time)
+
+
+def _glob(source: str) -> bool:
+    return any(ch in source for ch in "*?[")
 
 
 def _one_or_many(sources: Sequence[str]) -> str | list[str]:
@@ -158,7 +165,7 @@ def read_boxes(path: Path, reference: xr.DataArray) -> xr.DataArray:
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
         raise Refused(f"--boxes: {path} is not a JSON file ({err})") from None
     if not isinstance(spec, dict) or not spec:
-        raise Refused(f"--boxes: {path} must hold a JSON object; see `xccm fit --help`")
+        raise Refused(f"--boxes: {path} must hold a JSON object; see --boxes in `xccm fit --help`")
     names = [str(p) for p in reference.patch.values]
     if "corners" in spec or "top_left" in spec:
         rows, cols = _chart_shape(reference)
@@ -272,6 +279,20 @@ def summary(
     return chart_report(measured, reference, m, "ciede2000", weights=used)
 
 
+def _hint_outliers(fitted: xr.DataArray) -> None:
+    """Say which frames fit far worse than the series, when nothing rejects them."""
+    mean = fitted["mean"]
+    typical = float(mean.median())
+    worse = mean > max(3 * typical, typical + 2)
+    if bool(worse.any()):
+        click.echo(
+            f"xccm: note: {int(worse.sum())} frames fit far worse than the median frame "
+            f"(mean ΔE00 {typical:.2f}), e.g. a hand or a leaf over the chart; --max-error "
+            "rejects such frames and fills them from their neighbours",
+            err=True,
+        )
+
+
 def rejections(m: xr.DataArray, fitted: xr.Dataset, max_error: float | None) -> xr.DataArray:
     """Say why each frame's matrix is rejected (``""``: kept): too few patches, or its error."""
     notes = xr.full_like(fitted["mean"], "", dtype=object)
@@ -283,11 +304,14 @@ def rejections(m: xr.DataArray, fitted: xr.Dataset, max_error: float | None) -> 
 
 
 def print_frames(
-    rep: xr.Dataset, out: Callable[[str], None], notes: xr.DataArray | None = None
+    rep: xr.Dataset,
+    out: Callable[[str], None],
+    notes: xr.DataArray | None = None,
+    what: str = "ΔE00 of the fitted patches",
 ) -> None:
-    """One line per frame (or one line): mean, median, p90 and max ΔE00 of the patches."""
+    """Print a line per frame (or one line): mean, median, p90 and max ΔE of the patches."""
     stats = ["mean", "median", "p90", "max"]
-    out(f"{'frame':<22}" + "".join(f"{s:>9}" for s in stats) + "  (ΔE00 of the fitted patches)")
+    out(f"{'frame':<22}" + "".join(f"{s:>9}" for s in stats) + f"  ({what})")
     if "time" in rep.dims:
         for t in range(rep.sizes["time"]):
             row = rep.isel(time=t)
@@ -298,13 +322,43 @@ def print_frames(
         out(f"{'all':<22}" + "".join(f"{float(rep[s]):9.3f}" for s in stats))
 
 
-def check_output(path: Path, overwrite: bool, resume: bool = False) -> None:
-    """Refuse to replace an existing output unless asked (exit code 2, nothing touched)."""
-    if path.exists() and not (overwrite or resume):
-        raise Refused(
-            f"{path} exists: pass --overwrite to replace it"
-            + (" or --resume to finish it" if path.suffix == ".zarr" or path.is_dir() else "")
-        )
+def check_output(
+    path: Path,
+    overwrite: bool,
+    resume: bool = False,
+    *,
+    sources: Sequence[str] = (),
+    fmt: str | None = None,
+) -> None:
+    """Refuse an output that would lose data (exit code 2, nothing touched); make its folder.
+
+    An output is never one of the sources, inside one or holding one; an existing one is
+    replaced only with ``--overwrite`` (a store only if it is a zarr store, a folder of
+    images only file by file), finished only with ``--resume`` (stores only).
+    """
+    target = path.resolve()
+    for source in sources:
+        if _glob(source):
+            continue  # a glob: its files are checked by name below
+        src = Path(source).resolve()
+        if target == src or src.is_relative_to(target) or target.is_relative_to(src):
+            raise Refused(
+                f"the output {path} is, holds or lies inside the source {source}: write "
+                "somewhere else (the source would be lost)"
+            )
+    if resume and fmt not in (None, "zarr"):
+        raise Refused(f"--resume finishes a zarr store; {path} is a {fmt} folder")
+    empty_folder = path.is_dir() and not any(path.iterdir())
+    if path.exists() and not empty_folder:
+        if not (overwrite or resume):
+            hint = " or --resume to finish it" if fmt == "zarr" else ""
+            raise Refused(f"{path} exists: pass --overwrite to replace it{hint}")
+        if fmt == "zarr" and not _is_store(path):
+            raise Refused(
+                f"{path} exists and is not a zarr store: xccm replaces only a store it can "
+                "recognise; remove it yourself or choose another output"
+            )
+    path.parent.mkdir(parents=True, exist_ok=True)
 
 
 def write_output(
@@ -366,7 +420,6 @@ def main(ctx: click.Context, debug: bool, progress: bool | None) -> None:
       xccm report frames/ --detect -m ccm.json      # per-patch ΔE00 of a matrix
     """
     ctx.obj = {"debug": debug}
-    _STATE.clear()
     if progress is not None:
         _STATE["progress"] = progress
 
@@ -381,7 +434,9 @@ def _source_options(f: Callable) -> Callable:
                 "time_from",
                 default="auto",
                 show_default=True,
-                help="Frame times of image files: auto, exif, filename, order, or a pattern.",
+                help="Frame times: auto (EXIF if every file has it, else an error unless none "
+                "has: then the file order), exif, order, or a file-name pattern such as "
+                "%Y%m%d_%H%M%S.",
             ),
             click.option(
                 "--linearize",
@@ -407,7 +462,14 @@ def _chart_options(f: Callable) -> Callable:
                 show_default=True,
             ),
             click.option("--edition", help="The chart's published data (default: current)."),
-            click.option("--boxes", type=click.Path(dir_okay=False), help="Patch boxes (JSON)."),
+            click.option(
+                "--boxes",
+                type=click.Path(dir_okay=False),
+                help='Where the patches are, a JSON file: {"corners": [[y, x] x 4]} (the '
+                "chart's corners: top-left, top-right, bottom-right, bottom-left of the chart "
+                "as printed), grid_boxes keywords (top_left, patch_size, pitch), or "
+                "{patch name: [y0, y1, x0, x1]}.",
+            ),
             click.option("--detect", is_flag=True, help="Find the chart in every frame."),
         ]
     ):
@@ -444,7 +506,10 @@ def _frames_and_patches(
     sources, variable, time_from, linearize_how, chart_name, edition, boxes, detect
 ):
     """Return the linear frames, the chart's reference colours and the measured patches."""
-    reference = chart(chart_name, edition=edition)
+    try:
+        reference = chart(chart_name, edition=edition)
+    except ValueError as err:
+        raise Refused(f"--chart/--edition: {err}") from None
     read = read_frames(sources, variable, time_from)
     frames = linear(read, linearize_how)
     is_linear = encoding_of(read, linearize_how) == "identity"
@@ -458,7 +523,7 @@ def _frames_and_patches(
 @_fit_options
 @click.option("--per-frame", is_flag=True, help="One matrix per frame (default: one for all).")
 @click.option(
-    "-o", "--output", required=True, type=click.Path(), help="Matrix file (.json or .nc)."
+    "-o", "--output", required=True, type=click.Path(), help="Matrix file (.json, .nc or .yml)."
 )
 @click.option("--overwrite", is_flag=True, help="Replace an existing output.")
 def fit_cmd(
@@ -479,7 +544,7 @@ def fit_cmd(
 ) -> None:
     """Fit a colour-correction matrix to a chart in SOURCES (images, raw files or a store)."""
     target = Path(output)
-    check_output(target, overwrite)
+    check_output(target, overwrite, sources=sources)
     _, reference, measured = _frames_and_patches(
         sources, variable, time_from, linearize, chart_name, edition, boxes, detect
     )
@@ -520,10 +585,11 @@ def apply_cmd(
     """
     target = Path(output)
     fmt = fmt or ("zarr" if target.suffix == ".zarr" else "png")
-    check_output(target, overwrite, resume)
+    check_output(target, overwrite, resume, sources=sources, fmt=fmt)
     m = load_matrix(matrix)
     frames = linear(read_frames(sources, variable, time_from), linearize)
     corrected = apply(frames, m)
+    _STATE["resumable"] = target if fmt == "zarr" else None
     click.echo(
         "wrote "
         + write_output(
@@ -599,9 +665,9 @@ def run_cmd(
     """
     target = Path(output)
     fmt = fmt or ("zarr" if target.suffix == ".zarr" else "png")
-    check_output(target, overwrite, resume)
+    check_output(target, overwrite, resume, sources=sources, fmt=fmt)
     if matrix_output:
-        check_output(Path(matrix_output), overwrite)
+        check_output(Path(matrix_output), overwrite, sources=sources)
     frames, reference, measured = _frames_and_patches(
         sources, variable, time_from, linearize, chart_name, edition, boxes, detect
     )
@@ -610,10 +676,16 @@ def run_cmd(
     )
     fitted = summary(measured, reference, m, loss)
     notes = rejections(m, fitted, max_error)
+    print_frames(fitted, click.echo, notes)
+    n_bad = int((notes != "").sum())
+    click.echo(f"{n_bad} of {m.sizes['time']} frames rejected and filled from their neighbours")
+    if max_error is None:
+        _hint_outliers(fitted)
     m = fill_rejected(m.where(notes == ""))
     if matrix_output:
         save_matrix(m, Path(matrix_output), overwrite=overwrite)
     corrected = apply(frames, m)
+    _STATE["resumable"] = target if fmt == "zarr" else None
     written = write_output(
         corrected,
         m,
@@ -630,9 +702,6 @@ def run_cmd(
             "chart": chart_name,
         },
     )
-    print_frames(fitted, click.echo, notes)
-    n_bad = int((notes != "").sum())
-    click.echo(f"{n_bad} of {m.sizes['time']} frames rejected and filled from their neighbours")
     click.echo("wrote " + written)
 
 
@@ -673,19 +742,21 @@ def report_cmd(
     m = load_matrix(matrix)
     rep = chart_report(measured, reference, m, method)
     table = rep["delta_e"]
+    if csv_path:
+        Path(csv_path).parent.mkdir(parents=True, exist_ok=True)
+        table.to_dataframe().to_csv(csv_path)
     per_patch = table.mean([d for d in table.dims if d != "patch"]) if table.ndim > 1 else table
     click.echo(f"{'patch':<24}{method:>10}")
     for name, value in zip(per_patch.patch.values, per_patch.values, strict=True):
         click.echo(f"{name!s:<24}{value:10.3f}")
-    print_frames(rep, click.echo)
+    print_frames(rep, click.echo, what=f"{method} of every patch")
     if csv_path:
-        table.to_dataframe().to_csv(csv_path)
         click.echo(f"wrote {csv_path}")
 
 
 @main.command(name="charts")
 def charts_cmd() -> None:
-    """List the built-in charts, their patches and editions."""
+    """List the built-in charts and their patches."""
     for name in available_charts():
         ref = chart(name)
         first = ", ".join(str(p) for p in ref.patch.values[:3])
@@ -694,15 +765,17 @@ def charts_cmd() -> None:
 
 def run(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return its exit code (0, 1 or 2). The console script calls this."""
-    debug = (argv is not None and "--debug" in argv) or (argv is None and "--debug" in sys.argv)
+    args = _global_options_first(list(sys.argv[1:] if argv is None else argv))
+    debug = "--debug" in args
+    _STATE.clear()
     try:
-        main.main(
-            args=list(argv) if argv is not None else None, prog_name="xccm", standalone_mode=False
-        )
+        main.main(args=args, prog_name="xccm", standalone_mode=False)
     except click.exceptions.Exit as done:
         return int(done.exit_code)
-    except click.Abort:
-        click.echo("xccm: aborted", err=True)
+    except (click.Abort, KeyboardInterrupt):
+        store = _STATE.get("resumable")
+        hint = f"; rerun the same command with --resume to finish {store}" if store else ""
+        click.echo(f"xccm: interrupted{hint}", err=True)
         return 1
     except click.ClickException as err:
         if debug:
@@ -727,6 +800,18 @@ def run(argv: Sequence[str] | None = None) -> int:
         )
         return 1
     return 0
+
+
+#: Options of the whole command that may also be given after the subcommand.
+_GLOBAL_FLAGS = ("--debug", "--progress", "--no-progress")
+
+
+def _global_options_first(args: list[str]) -> list[str]:
+    """Move ``--debug`` and ``--progress``/``--no-progress`` before the subcommand."""
+    if "--" in args:
+        return args
+    flags = [a for a in args if a in _GLOBAL_FLAGS]
+    return flags + [a for a in args if a not in _GLOBAL_FLAGS]
 
 
 def console() -> None:  # pragma: no cover - the console script
