@@ -28,6 +28,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only, no display
 
+import _synthetic  # the synthetic camera, next to this file
 import matplotlib.pyplot as plt
 import numpy as np
 import xarray as xr
@@ -35,30 +36,21 @@ import xarray as xr
 import xccm
 import xccm.plot
 
-ROWS, COLS, PATCH, GAP = 4, 6, 24, 6
 N_FRAMES = 48
 GLARE, LEAF, HAND, WB_STEP = (8, 21), (14, 15), 40, 30
 
 
 def synthetic_series(reference: xr.DataArray, rng: np.random.Generator) -> xr.DataArray:
     """Render ``(time, y, x, channel)`` frames of the chart with drift, a step and mishaps."""
-    mixing = np.array([[0.80, 0.15, 0.05], [0.20, 0.70, 0.10], [0.05, 0.25, 0.70]])
-    black = np.array([0.015, 0.012, 0.02])
     t = np.arange(N_FRAMES)
     gains = 0.85 + 0.12 * np.sin(2 * np.pi * t / N_FRAMES)  # slow exposure drift
     balance = np.where(t[:, None] >= WB_STEP, [1.12, 1.0, 0.85], [1.0, 1.0, 1.0])
-    height, width = ROWS * (PATCH + GAP) + GAP, COLS * (PATCH + GAP) + GAP
-    scene = np.full((N_FRAMES, height, width, 3), 0.18)
     colours = np.broadcast_to(reference.values, (N_FRAMES, *reference.shape)).copy()
     for frame in GLARE:  # glare: three patches washed out towards white
         colours[frame, [7, 13, 14]] = 0.6 * colours[frame, [7, 13, 14]] + 0.35
     for frame in LEAF:  # a leaf over the first row
-        colours[frame, :COLS] = [0.05, 0.14, 0.03]
-    for i in range(ROWS * COLS):
-        y, x = GAP + (i // COLS) * (PATCH + GAP), GAP + (i % COLS) * (PATCH + GAP)
-        scene[:, y : y + PATCH, x : x + PATCH] = colours[:, i, None, None, :]
-    frames = (gains[:, None, None, None] * (scene @ mixing)) * balance[:, None, None, :] + black
-    frames += rng.normal(0, 0.002, frames.shape)
+        colours[frame, : _synthetic.COLS] = _synthetic.LEAF
+    frames = _synthetic.camera(_synthetic.render(colours), gains, balance, rng)
     return xr.DataArray(
         frames.astype(np.float32),
         dims=("time", "y", "x", "channel"),
@@ -93,9 +85,7 @@ def main(argv: list[str] | None = None) -> None:
     rng = np.random.default_rng(2026)
     reference = xccm.chart("colorchecker24")  # linear sRGB, D65
     stack = synthetic_series(reference, rng).chunk({"time": 8})
-    boxes = xccm.grid_boxes(
-        (GAP + 6, GAP + 6), 12, PATCH + GAP, (ROWS, COLS), names=reference.patch
-    )
+    boxes = _synthetic.boxes(reference)
     measured = xccm.extract_patches(stack, boxes=boxes, reduce="mean").compute()
     measured[HAND, 2:] = np.nan  # a hand: the detector marks 22 of 24 patches as hidden
 

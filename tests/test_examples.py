@@ -73,9 +73,10 @@ def test_guide_chart_fitting_snippet_runs(capsys):
 
 
 @pytest.mark.filterwarnings("ignore::xccm.InsufficientSamplesWarning")  # the hidden chart
-def test_plots_example_draws_four_figures_and_flags_the_bad_frames(tmp_path, capsys):
+def test_plots_example_draws_four_figures_and_flags_the_bad_frames(tmp_path, capsys, monkeypatch):
     pytest.importorskip("colour")
     image = pytest.importorskip("matplotlib.image")
+    monkeypatch.syspath_prepend(str(EXAMPLES))  # the examples import _synthetic.py
     module = runpy.run_path(str(EXAMPLES / "plots.py"))
     module["main"](["--out", str(tmp_path)])
     lines = capsys.readouterr().out.splitlines()
@@ -86,3 +87,34 @@ def test_plots_example_draws_four_figures_and_flags_the_bad_frames(tmp_path, cap
         path = tmp_path / f"{name}.png"
         assert 10_000 < path.stat().st_size < 200_000
         assert image.imread(path).shape[2] == 4  # an RGBA image
+
+
+def test_trusted_series_flags_the_bad_frames_and_the_step(tmp_path, capsys, monkeypatch):
+    pytest.importorskip("colour")
+    image = pytest.importorskip("matplotlib.image")
+    monkeypatch.syspath_prepend(str(EXAMPLES))
+    module = runpy.run_path(str(EXAMPLES / "trusted_series.py"))
+    module["main"](["--frames", "300", "--out", str(tmp_path)])
+    out = capsys.readouterr().out
+    lines = dict(line.split(": ", 1) for line in out.splitlines() if ": " in line)
+
+    def number(key: str) -> float:
+        return float(lines[key].split()[0].rstrip(","))
+
+    assert lines["step found at frame"] == "[180] (true: 180)"  # 0.6 of 300 frames
+    injected = number("injected bad frames")
+    assert injected == 14  # 9 glare, 3 leaf, 2 hand
+    flagged = lines["flagged frames"].replace(",", "").split()
+    assert int(flagged[4]) == injected  # every injected bad frame is flagged
+    assert int(flagged[6]) <= 3  # and few others
+    hand = [int(v) for v in lines["outlier frames (drift)"].strip("[]").split(", ")]
+    assert len(hand) == 2  # the hidden charts: NaN matrices, outliers of the drift
+    assert lines["segments"] == "2"
+    before, after = number("median dE00 before"), number("median dE00 after (robust per frame)")
+    assert before > 5 and after < 0.2 and after < before
+    assert number("median dE00 of the outlier frames corrected by their segment's matrix") < 2
+    assert 0 < number("median predicted dE00 uncertainty") < 0.2
+    for name in ("timeline", "swatches", "delta_e_bars", "before_after"):
+        path = tmp_path / f"trusted_{name}.png"
+        assert 10_000 < path.stat().st_size < 400_000
+        assert image.imread(path).shape[2] == 4

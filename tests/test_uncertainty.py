@@ -206,3 +206,55 @@ def test_bad_input():
         xccm.uncertainty(measured, ref, m, colours=np.ones((2, 3)))
     with pytest.raises(ValueError, match="same labels"):
         xccm.uncertainty(measured, ref.assign_coords(patch=[f"p{i}" for i in range(24)]), m)
+
+
+def _glare(measured):
+    """Glare on patches 3 and 12 of every replicate: washed out towards white."""
+    bad = np.zeros(measured.sizes["patch"], bool)
+    bad[[3, 12]] = True
+    flag = xr.DataArray(bad, dims="patch", coords={"patch": measured["patch"]})
+    return xr.where(flag, 0.5 * measured + 0.45, measured).transpose(*measured.dims)
+
+
+def test_robust_fit_takes_its_weights_and_monte_carlo():
+    ref, _, clean = _charts(200, 0.01, seed=7)
+    measured = _glare(clean)
+    m, w = xccm.fit(measured, ref, robust="tukey", return_weights=True)
+    with pytest.raises(ValueError, match=r"robust='tukey'.*robust_weights="):
+        xccm.uncertainty(measured, ref, m)
+    with pytest.raises(TypeError, match="robust_weights"):
+        xccm.uncertainty(measured, ref, m, robust_weights=w.values)
+    u = xccm.uncertainty(measured, ref, m, robust_weights=w)
+    # Closed form: the covariance of the weighted least squares at the final weights (the
+    # fit is exactly that weighted fit), which test_least_squares_* check against curve_fit.
+    weighted = xccm.fit(measured, ref, weights=w.fillna(0))
+    xr.testing.assert_allclose(
+        m.drop_vars(["robust_scale", "robust_rounds", "robust_converged"]), weighted, rtol=1e-6
+    )
+    plain = xccm.uncertainty(measured, ref, weighted, weights=w.fillna(0))
+    xr.testing.assert_allclose(u, plain)
+    # The glare is rejected (weight 0) and does not count in the degrees of freedom.
+    assert np.all(w.sel(patch=ref.patch[[3, 12]]) == 0)
+    assert np.all(u["dof"] == 24 - 2 - 3)
+    # Monte-Carlo: predicted vs observed spread of the coefficients over the replicates.
+    predicted = np.sqrt((u["standard_error"] ** 2).mean("rep"))
+    np.testing.assert_allclose(predicted / m.std("rep", ddof=1), 1, atol=0.2)
+    # Treated as unweighted (the attrs stripped), the glare inflates the uncertainty.
+    naive = xccm.uncertainty(measured, ref, m.drop_attrs())
+    assert float((naive["delta_e_rms"] / u["delta_e_rms"]).median()) > 3
+
+
+def test_robust_fit_bootstrap_and_lazy():
+    ref, _, clean = _charts(4, 0.01, seed=8)
+    measured = _glare(clean)
+    m, w = xccm.fit(measured, ref, robust="tukey", return_weights=True)
+    linear = xccm.uncertainty(measured, ref, m, robust_weights=w)
+    boot = xccm.uncertainty(measured, ref, m, method="bootstrap", n=40, seed=1)  # refits robustly
+    ratio = (boot["delta_e_rms"] / linear["delta_e_rms"]).values
+    assert np.all((ratio > 0.5) & (ratio < 2))
+    lazy = measured.chunk(rep=2)
+    with raise_if_dask_computes():
+        ml, wl = xccm.fit(lazy, ref, robust="tukey", return_weights=True)
+        ul = xccm.uncertainty(lazy, ref, ml, robust_weights=wl)
+    assert ul["covariance"].chunks is not None
+    xr.testing.assert_allclose(ul.compute(), linear)

@@ -65,6 +65,7 @@ def uncertainty(
     distance: str = "ciede2000",
     sample_dims: Hashable | Iterable[Hashable] | None = None,
     weights: xr.DataArray | np.ndarray | None = None,
+    robust_weights: xr.DataArray | None = None,
     mask: xr.DataArray | np.ndarray | None = None,
     saturation: tuple[float, float] | Literal["auto"] | None = "auto",
     loss: str | Literal["auto"] | None = "auto",
@@ -106,6 +107,18 @@ def uncertainty(
         The colour difference of ``delta_e`` (a distance of :func:`xccm.delta_e`).
     sample_dims, weights, mask : optional
         As for :func:`xccm.fit`.
+    robust_weights : DataArray, optional
+        For a robust fit (``matrix.attrs["robust"]`` set, ``fit(..., robust=...)``): the
+        final per-sample robust weights, the second value of
+        ``fit(..., robust=..., return_weights=True)``, dims ``(*batch, *samples)``
+        (NaN: left out). The linear method then takes the covariance of the weighted fit
+        at these weights (``weights`` times them): outliers a Tukey fit rejected (weight 0)
+        do not count, neither in the residual variance nor in the degrees of freedom. This
+        is the usual approximation of an M-estimator's covariance (IRLS at convergence),
+        without Huber's small-sample correction. Required by the linear method for a
+        robust fit: without it the rejected outliers would inflate the uncertainty. The
+        bootstrap does not need it: it refits every resample robustly, with the matrix's
+        ``robust`` and ``robust_tuning``, and does not use it.
     saturation : (low, high), None or "auto"
         The saturation range of the fit; ``"auto"``: the one in ``matrix.attrs``, if any.
     loss : str, None or "auto"
@@ -137,8 +150,11 @@ def uncertainty(
     ------
     ValueError
         On an unknown ``method``, ``n < 2``, a matrix whose rows fit neither a linear nor
-        an affine model, or ``method="linear"`` for a white-balance fit without a loss
-        (it has no normal equations: use the bootstrap).
+        an affine model, ``method="linear"`` for a white-balance fit without a loss
+        (it has no normal equations: use the bootstrap), or ``method="linear"`` for a
+        robust fit without ``robust_weights``.
+    TypeError
+        If ``robust_weights`` is not a DataArray.
 
     Examples
     --------
@@ -153,6 +169,15 @@ def uncertainty(
     >>> u = xccm.uncertainty(measured, ref, m)
     >>> u["standard_error"].dims, u["covariance"].shape, bool(u["delta_e_rms"] < 1)
     (('channel_in', 'channel'), (9, 9), True)
+
+    A robust fit, with glare on one patch: pass its weights.
+
+    >>> glare = measured.copy()
+    >>> glare[5] = 0.95
+    >>> m, w = xccm.fit(glare, ref, robust="tukey", return_weights=True)
+    >>> u = xccm.uncertainty(glare, ref, m, robust_weights=w)
+    >>> float(w[5]), int(u["dof"]), bool(u["delta_e_rms"] < 1)
+    (0.0, 20, True)
     """
     if not isinstance(measured, xr.DataArray) or not isinstance(reference, xr.DataArray):
         raise TypeError(
@@ -178,6 +203,20 @@ def uncertainty(
             f"{n_in} measured and {n_out} reference channels; got sizes {dict(matrix.sizes)}"
         )
     attrs = matrix.attrs
+    robust = attrs.get("robust")
+    if robust_weights is not None and not isinstance(robust_weights, xr.DataArray):
+        raise TypeError(
+            "robust_weights must be the DataArray of robust weights that "
+            f"fit(..., return_weights=True) returns; got {type(robust_weights).__name__}"
+        )
+    if method == "linear" and robust is not None and robust_weights is None:
+        raise ValueError(
+            f"matrix was fitted with robust={robust!r} (matrix.attrs['robust']): pass "
+            "robust_weights=, the per-sample weights of "
+            f"fit(..., robust={robust!r}, return_weights=True), so that the samples the fit "
+            "down-weighted count as it counted them, or use method='bootstrap' (which "
+            "refits robustly)"
+        )
     model = "affine" if k == n_in + 1 else "linear"
     init = attrs.get("init", "least_squares")
     loss = attrs.get("loss") if loss == "auto" else loss
@@ -199,6 +238,21 @@ def uncertainty(
             + (f"; it lacks {tuple(missing)}" if missing else "")
         )
     reference = _paired(reference, measured, samples, "reference")
+    if robust_weights is not None and method == "linear":
+        lacking = [d for d in samples if d not in robust_weights.dims]
+        if lacking:
+            raise ValueError(
+                f"robust_weights must have the sample dims {samples}; it lacks "
+                f"{tuple(lacking)} (dims {tuple(robust_weights.dims)})"
+            )
+        robust_weights = _paired(robust_weights, measured, samples, "robust_weights")
+        factor = robust_weights.fillna(0.0).astype(np.float64)
+        if weights is None:
+            weights = factor
+        elif isinstance(weights, xr.DataArray):
+            weights = weights * factor
+        else:
+            weights = xr.DataArray(np.asarray(weights, np.float64), dims=samples) * factor
     if colours is None:
         colours = measured
     elif not isinstance(colours, xr.DataArray) or colours.sizes.get(dim) != n_in:
@@ -259,6 +313,8 @@ def uncertainty(
                 "reference_space": reference_space,
                 "illuminant": illuminant,
                 "standard": standard,
+                "robust": robust,
+                "robust_tuning": attrs.get("robust_tuning") if robust is not None else None,
                 "saturation": None,  # already folded into w
                 "lightness_power": None,  # likewise
             },
