@@ -296,3 +296,17 @@ def test_help_has_examples(capsys):
     assert code == 0 and "Examples:" in out and "--max-error" in out
     code, out, _ = xccm_cli(capsys, "--help")
     assert code == 0 and "xccm run frames/ --detect -o out.zarr" in out
+
+
+def test_run_robust_with_plots(demo, tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    plots = tmp_path / "plots"
+    args = ["run", demo / "frames", "--boxes", demo / "boxes.json", "-o", tmp_path / "c.zarr"]
+    code, out, err = xccm_cli(
+        capsys, *args, "--robust", "tukey", "--loss", "none", "--max-error", 5, "--plot", plots
+    )
+    assert code == 0, err
+    assert sorted(p.name for p in plots.iterdir()) == ["swatches.png", "timeline.png"]
+    assert "1 of 5 frames rejected" in out
+    m = xccm.io.open_zarr(tmp_path / "c.zarr")["ccm"]
+    assert m.attrs["robust"] == "tukey"

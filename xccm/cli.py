@@ -11,6 +11,7 @@ One line per error; ``--debug`` shows the traceback.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import json
 import sys
 import warnings
@@ -216,11 +217,14 @@ def fit_matrices(
     loss: str,
     per_frame: bool,
     min_samples: int | None,
-) -> tuple[xr.DataArray, int]:
-    """Fit (per frame, or one matrix pooled over the frames); return it and the rejected count."""
+    robust: str | None = None,
+) -> tuple[xr.DataArray, int, xr.DataArray | None]:
+    """Fit (per frame, or pooled over the frames): the matrix, rejected count, robust weights."""
     kwargs: dict[str, Any] = {"model": model, "min_samples": min_samples}
     if loss != "none":
         kwargs["loss"] = loss
+    if robust is not None:
+        kwargs.update(robust=robust, return_weights=True)
     if not per_frame and "time" in measured.dims:
         kwargs["sample_dims"] = ("time", "patch")
         ref = reference.expand_dims(time=measured.time)
@@ -228,7 +232,8 @@ def fit_matrices(
         ref = reference
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", InsufficientSamplesWarning)
-        m = fit(measured, ref, **kwargs)
+        fitted = fit(measured, ref, **kwargs)
+    m, weights = fitted if robust is not None else (fitted, None)
     for w in caught:
         if issubclass(w.category, InsufficientSamplesWarning):
             click.echo(f"xccm: warning: {w.message}", err=True)
@@ -236,7 +241,7 @@ def fit_matrices(
     rejected = (
         int(m.isnull().any(("channel_in", "channel")).sum()) if batch else int(m.isnull().any())
     )
-    return m, rejected
+    return m, rejected, weights
 
 
 def fill_rejected(m: xr.DataArray) -> xr.DataArray:
@@ -265,17 +270,23 @@ _STATE: dict[str, Any] = {}
 
 
 def summary(
-    measured: xr.DataArray, reference: xr.DataArray, m: xr.DataArray, loss: str
+    measured: xr.DataArray,
+    reference: xr.DataArray,
+    m: xr.DataArray,
+    loss: str,
+    robust_weights: xr.DataArray | None = None,
 ) -> xr.Dataset:
     """ΔE00 of every frame's patches after the correction: those the fit used.
 
     A fit with a loss leaves out the patches outside its saturation range (0, 0.98) of the
-    encoded values (:func:`xccm.fit`); so does this summary.
+    encoded values (:func:`xccm.fit`), a robust fit those it gave weight 0; so does this.
     """
-    used = None
+    used = xr.ones_like(measured.isel(channel=0), dtype=bool).drop_vars("channel", errors="ignore")
     if loss != "none":
         low, high, _ = linear_bounds(measured, 0.0, 0.98)
-        used = ((measured >= low) & (measured <= high)).all("channel")
+        used = used & ((measured >= low) & (measured <= high)).all("channel")
+    if robust_weights is not None:
+        used = used & (robust_weights.fillna(0) > 0)
     return chart_report(measured, reference, m, "ciede2000", weights=used)
 
 
@@ -320,6 +331,36 @@ def print_frames(
             out(f"{label:<22}" + "".join(f"{float(row[s]):9.3f}" for s in stats) + note)
     else:
         out(f"{'all':<22}" + "".join(f"{float(rep[s]):9.3f}" for s in stats))
+
+
+def plot_module() -> Any:
+    """:mod:`xccm.plot`, or a refusal naming the ``plot`` extra (before any work)."""
+    try:  # matplotlib is optional: xccm.plot is imported only when asked for
+        return importlib.import_module("xccm.plot")
+    except ImportError as err:
+        raise Refused(f"--plot: {err}") from None
+
+
+def draw_run(
+    plotting: Any,
+    folder: Path,
+    measured: xr.DataArray,
+    reference: xr.DataArray,
+    m: xr.DataArray,
+    fitted: xr.Dataset,
+    notes: xr.DataArray,
+) -> None:
+    """Save ``timeline.png`` (rejected frames shaded) and the worst kept frame's swatches."""
+    folder.mkdir(parents=True, exist_ok=True)
+    flags = notes != ""
+    figure = plotting.timeline(m, flags=flags, report=fitted)
+    figure.savefig(folder / "timeline.png", dpi=100)
+    kept = fitted["mean"].where(~flags)
+    if bool(kept.notnull().any()):
+        worst = kept.time.values[int(np.argmax(kept.fillna(-1).values))]
+        figure = plotting.swatches(measured, reference, m, time=worst)
+        figure.savefig(folder / "swatches.png", dpi=100)
+    click.echo(f"drew {folder / 'timeline.png'} and the swatches of the worst kept frame")
 
 
 def check_output(
@@ -496,6 +537,13 @@ def _fit_options(f: Callable) -> Callable:
                 default=None,
                 help="Frames with fewer usable patches get no matrix (filled by `run`).",
             ),
+            click.option(
+                "--robust",
+                type=click.Choice(["tukey", "huber"]),
+                default=None,
+                help="Down-weight outlier patches in each frame (glare, a leaf): tukey drops "
+                "them, huber limits them.",
+            ),
         ]
     ):
         f = option(f)
@@ -538,6 +586,7 @@ def fit_cmd(
     model,
     loss,
     min_samples,
+    robust,
     per_frame,
     output,
     overwrite,
@@ -548,11 +597,17 @@ def fit_cmd(
     _, reference, measured = _frames_and_patches(
         sources, variable, time_from, linearize, chart_name, edition, boxes, detect
     )
-    m, rejected = fit_matrices(
-        measured, reference, model=model, loss=loss, per_frame=per_frame, min_samples=min_samples
+    m, rejected, weights = fit_matrices(
+        measured,
+        reference,
+        model=model,
+        loss=loss,
+        per_frame=per_frame,
+        min_samples=min_samples,
+        robust=robust,
     )
     save_matrix(m, target, overwrite=overwrite)
-    print_frames(summary(measured, reference, m, loss), click.echo)
+    print_frames(summary(measured, reference, m, loss, weights), click.echo)
     click.echo(f"wrote {target}" + (f" ({rejected} frames rejected: NaN)" if rejected else ""))
 
 
@@ -629,6 +684,13 @@ def apply_cmd(
     default=None,
     help="Reject (and fill) frames whose fit leaves a mean ΔE00 above this (e.g. 5).",
 )
+@click.option(
+    "--plot",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Draw the per-frame timeline and the worst kept frame's swatches into this folder "
+    "(the plot extra).",
+)
 @click.option("--overwrite", is_flag=True, help="Replace an existing output.")
 @click.option("--resume", is_flag=True, help="Finish an interrupted store.")
 def run_cmd(
@@ -643,11 +705,13 @@ def run_cmd(
     model,
     loss,
     min_samples,
+    robust,
     output,
     fmt,
     bits,
     matrix_output,
     max_error,
+    plot,
     overwrite,
     resume,
 ) -> None:
@@ -668,19 +732,28 @@ def run_cmd(
     check_output(target, overwrite, resume, sources=sources, fmt=fmt)
     if matrix_output:
         check_output(Path(matrix_output), overwrite, sources=sources)
+    plotting = plot_module() if plot else None
     frames, reference, measured = _frames_and_patches(
         sources, variable, time_from, linearize, chart_name, edition, boxes, detect
     )
-    m, _ = fit_matrices(
-        measured, reference, model=model, loss=loss, per_frame=True, min_samples=min_samples
+    m, _, weights = fit_matrices(
+        measured,
+        reference,
+        model=model,
+        loss=loss,
+        per_frame=True,
+        min_samples=min_samples,
+        robust=robust,
     )
-    fitted = summary(measured, reference, m, loss)
+    fitted = summary(measured, reference, m, loss, weights)
     notes = rejections(m, fitted, max_error)
     print_frames(fitted, click.echo, notes)
     n_bad = int((notes != "").sum())
     click.echo(f"{n_bad} of {m.sizes['time']} frames rejected and filled from their neighbours")
     if max_error is None:
         _hint_outliers(fitted)
+    if plot:
+        draw_run(plotting, Path(plot), measured, reference, m, fitted, notes)
     m = fill_rejected(m.where(notes == ""))
     if matrix_output:
         save_matrix(m, Path(matrix_output), overwrite=overwrite)
