@@ -24,6 +24,7 @@ __all__ = ["apply_rows", "gram_rows"]
 
 _OPTS = {"nogil": True, "cache": True, "fastmath": {"contract"}, "error_model": "numpy"}
 _PARALLEL_LOCK = threading.Lock()
+_PARALLEL_MIN_ROWS = 4096
 
 
 @numba.njit(inline="always", **_OPTS)
@@ -219,6 +220,9 @@ def gram_rows(s, d, w, parallel=True) -> np.ndarray:
     """
     n_batch, n = s.shape[:2]
     p = s.shape[2] + 1 + d.shape[2]
+    # A few thousand rows take microseconds: waking the thread pool would cost more (the
+    # sums are the same, one part either way).
+    parallel = parallel and n_batch * n >= _PARALLEL_MIN_ROWS
     # Enough parts to keep every thread busy, each long enough to amortise its setup.
     n_parts = 1 if (not parallel or n_batch >= 64) else max(1, min(64, n // 16384))
     parts = np.zeros((n_batch, n_parts, p + 1, p))
