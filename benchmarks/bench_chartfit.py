@@ -8,8 +8,10 @@ For a batch of B synthetic ColorChecker frames (24 patches, CIEDE2000 loss, 3x3)
 * a Python loop of OpenCV's ``cv2.ccm`` per frame (Nelder–Mead), where installed,
 
 and prints milliseconds per frame and the ratio to the vectorised xccm fit, all measured in one
-run, best of ``--repeat``. The loops run on a subset of the frames (``--loop-frames``) and are
-reported per frame.
+run, best of ``--repeat``. A first table compares one frame alone: ``xccm.fit`` on a
+``(patch, channel)`` array (24x3, CIEDE2000, 3x3) against one ``cv2.ccm`` fit of the same
+frame, the two timed alternately, best of ``--single-repeat``. The loops run on a subset of
+the frames (``--loop-frames``) and are reported per frame.
 
 A second table shows what the chunking of the patch colours costs: the same CIEDE2000 fit of
 ``--chunked-frames`` frames (10 000 by default; 0 skips it) in memory, from chunks of 5000
@@ -83,6 +85,37 @@ def opencv_loop(frames: xr.DataArray) -> None:
         m.compute()
 
 
+def single_frame_row(repeat: int) -> dict:
+    """One 24-patch frame: ``xccm.fit`` (CIEDE2000, 3x3) vs one ``cv2.ccm`` fit, alternated."""
+    ref = xccm.chart()
+    frames = frames_of(1, seed=4)
+    one = frames.isel(time=0)
+    kw = {"loss": "ciede2000", "saturation": None}
+    fits = {"xccm": lambda: xccm.fit(one, ref, **kw), "cv2": lambda: opencv_loop(frames)}
+    try:
+        fits["cv2"]()
+    except ImportError:
+        del fits["cv2"]
+    times = {k: [] for k in fits}
+    for f in fits.values():
+        f()  # warm-up
+    for _ in range(repeat):
+        for k, f in fits.items():
+            t = time.perf_counter()
+            f()
+            times[k].append(time.perf_counter() - t)
+    best_ = {k: min(v) for k, v in times.items()}
+    med = {k: float(np.median(v)) for k, v in times.items()}
+    row = {"xccm_ms": 1e3 * best_["xccm"], "xccm_median_ms": 1e3 * med["xccm"]}
+    if "cv2" in best_:
+        row |= {
+            "cv2_ms": 1e3 * best_["cv2"],
+            "cv2_median_ms": 1e3 * med["cv2"],
+            "xccm_over_cv2": best_["xccm"] / best_["cv2"],
+        }
+    return row
+
+
 def chunking_rows(n: int, repeat: int) -> list[dict]:
     """A fit of ``n`` frames in memory, from 5000-frame chunks and from one-frame chunks."""
     ref = xccm.chart()
@@ -121,7 +154,18 @@ def main(argv=None) -> None:
     parser.add_argument("--loop-frames", type=int, default=20)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--chunked-frames", type=int, default=10_000)
+    parser.add_argument("--single-repeat", type=int, default=30)
     args = parser.parse_args(argv)
+    single = single_frame_row(args.single_repeat)
+    print("| one frame, 24x3, CIEDE2000 | xccm.fit ms | cv2.ccm ms | xccm / cv2.ccm |")
+    print("|---|---|---|---|")
+    print(
+        f"| best (median) of {args.single_repeat} | {single['xccm_ms']:.2f} "
+        f"({single['xccm_median_ms']:.2f}) | {single.get('cv2_ms', float('nan')):.2f} "
+        f"({single.get('cv2_median_ms', float('nan')):.2f}) | "
+        f"{single.get('xccm_over_cv2', float('nan')):.2f}x |"
+    )
+    print()
     chunked = chunking_rows(args.chunked_frames, 1) if args.chunked_frames else []
     ref = xccm.chart()
     kw = {"loss": "ciede2000", "saturation": None}
@@ -171,7 +215,8 @@ def main(argv=None) -> None:
                 f"{r['seconds']:.2f} | {r['ratio_to_in_memory']:.2f} |"
             )
     out = Path(__file__).with_name("results_chartfit.json")
-    out.write_text(json.dumps({"per_frame": rows, "chunking": chunked}, indent=2))
+    results = {"single_frame": single, "per_frame": rows, "chunking": chunked}
+    out.write_text(json.dumps(results, indent=2))
 
 
 if __name__ == "__main__":
