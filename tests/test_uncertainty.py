@@ -139,7 +139,7 @@ def test_bootstrap_white_balance_and_delta_e_fit():
     off_diagonal = ~np.eye(3, dtype=bool)
     assert np.all(se[:, off_diagonal] == 0) and np.all(se[:, ~off_diagonal] > 0)
     de_fit = xccm.fit(measured, ref, loss="ciede2000")
-    ub = xccm.uncertainty(measured, ref, de_fit, method="bootstrap", n=15)
+    ub = xccm.uncertainty(measured, ref, de_fit, method="bootstrap", n=8)
     ul = xccm.uncertainty(measured, ref, de_fit)
     ratio = (ub["delta_e_rms"] / ul["delta_e_rms"]).values
     assert np.all((ratio > 0.3) & (ratio < 3))
