@@ -26,6 +26,12 @@ outputs; ``default``: no encoding anywhere, i.e. zarr 3's default zstd) it
    region;
 4. checks once that a few frames of the corrected store equal ``frame @ m``.
 
+``--small`` instead times the cost of the progress records, where chunks are tiny and
+the bookkeeping dominates: ``xccm.io.to_zarr`` against xarray's own ``to_zarr`` of the same
+lazy Dataset (read from a zarr store, no correction), for 10 000 one-frame chunks of one
+variable (``many-chunks``) and for 2000 variables of 2 chunks each (``many-variables``),
+alternately, best of ``--repeat``, the ratio from the same run.
+
 It prints a markdown table and writes ``benchmarks/results_store.json`` (machine, versions,
 settings, the process's absolute peak RSS and one dict per compressor setting). Progress goes
 to stderr. The source store is read from the page cache after it is written (the machine is
@@ -199,6 +205,83 @@ def bench_one(args, scratch: Path, compressor: str, n_frames: int, h: int, w: in
     }
 
 
+SMALL_CASES = {
+    # name: (n_variables, n_frames per variable, frame shape)
+    "many-chunks": (1, 10_000, (8, 8)),
+    "many-variables": (2000, 2, (8, 8)),
+}
+
+
+def bench_small(args, scratch: Path) -> list[dict]:
+    """Time xccm's writer against xarray's on many tiny chunks: the records' own cost."""
+    rows = []
+    for case, (n_vars, n_frames, (h, w)) in SMALL_CASES.items():
+        src_path, out_path, copy_path = (scratch / f"{case}_{k}.zarr" for k in ("src", "o", "c"))
+        rng = np.random.default_rng(0)
+        ds = xr.Dataset(
+            {
+                f"v{i}": (DIMS, rng.random((n_frames, h, w, 3), dtype=np.float32))
+                for i in range(n_vars)
+            }
+        ).chunk(time=1)
+        enc = {f"v{i}": {"compressors": None} for i in range(n_vars)}
+        ds.to_zarr(src_path, mode="w", encoding=enc)
+        src = xr.open_zarr(src_path)
+
+        def copy(src=src, enc=enc, copy_path=copy_path) -> None:
+            src.to_zarr(copy_path, mode="w", encoding=enc)
+
+        def write(src=src, enc=enc, out_path=out_path) -> None:
+            xccm.io.to_zarr(src, out_path, mode="w", encoding=enc)
+
+        times: dict[str, list[float]] = {"copy": [], "xccm": []}
+        for i in range(args.repeat):
+            for name, f, path in (("copy", copy, copy_path), ("xccm", write, out_path)):
+                gc.collect()
+                t0 = time.perf_counter()
+                f()
+                times[name].append(time.perf_counter() - t0)
+                rmtree(path)
+                log(f"[{case}] run {i + 1}/{args.repeat} {name}: {times[name][-1]:.2f} s")
+        rmtree(src_path)
+        rows.append(
+            {
+                "case": case,
+                "n_variables": n_vars,
+                "n_chunks": n_vars * n_frames,
+                "copy_times_s": [round(t, 3) for t in times["copy"]],
+                "xccm_times_s": [round(t, 3) for t in times["xccm"]],
+                "copy_best_s": min(times["copy"]),
+                "xccm_best_s": min(times["xccm"]),
+                "ratio": min(times["xccm"]) / min(times["copy"]),
+            }
+        )
+    return rows
+
+
+def markdown_small(rows: list[dict], info: dict) -> str:
+    lines = [
+        f"**xccm store benchmark, tiny chunks** ({info['repeat']} runs each, best of N, "
+        f"threaded scheduler with {WORKERS} workers) — {info['date']}",
+        "",
+        "| case | variables | chunks | xarray to_zarr best (s) | xccm to_zarr best (s) | ratio |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['case']} | {r['n_variables']} | {r['n_chunks']} | {r['copy_best_s']:.2f} "
+            f"| {r['xccm_best_s']:.2f} | {r['ratio']:.2f} |"
+        )
+    lines += [
+        "",
+        "All runs (s): "
+        + "; ".join(
+            f"{r['case']}: xarray {r['copy_times_s']}, xccm {r['xccm_times_s']}" for r in rows
+        ),
+    ]
+    return "\n".join(lines)
+
+
 def machine_info() -> dict:
     import numba
     import zarr
@@ -276,6 +359,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--dir", type=Path, default=None, help="scratch dir (default: a temp dir)")
     p.add_argument("--repeat", type=int, default=3, help="timed runs of each (default 3)")
     p.add_argument("--quick", action="store_true", help="0.5 GiB store, 2 repeats")
+    p.add_argument("--small", action="store_true", help="tiny chunks: the records' cost")
     p.add_argument("--compressor", choices=("none", "default", "both"), default="both")
     p.add_argument("--matrix", choices=("fixed", "per-frame"), default="fixed",
                    help="one 3x3 matrix, or one per frame (a (time, 3, 3) DataArray)")  # fmt: skip
@@ -296,6 +380,20 @@ def main() -> None:
     scratch = Path(tempfile.mkdtemp(prefix="xccm_bench_store_")) if own_dir else args.dir
     scratch.mkdir(parents=True, exist_ok=True)
     dask.config.set(scheduler="threads", num_workers=WORKERS)
+
+    if args.small:
+        try:
+            rows = bench_small(args, scratch)
+        finally:
+            if own_dir:
+                shutil.rmtree(scratch, ignore_errors=True)
+        info = machine_info()
+        info.update(mode="small", repeat=args.repeat, workers=WORKERS)
+        print(markdown_small(rows, info))
+        output = args.output.with_name("results_store_small.json")
+        output.write_text(json.dumps({"header": info, "rows": rows}, indent=1) + "\n")
+        log(f"wrote {output}")
+        return
 
     rows = []
     try:
