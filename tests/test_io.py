@@ -6,6 +6,7 @@ import os
 import pickle
 import signal
 import time
+import zlib
 from pathlib import Path
 
 import dask
@@ -138,7 +139,7 @@ def test_interrupted_write_resumes_only_missing_chunks(source, tmp_path):
     with pytest.raises(RuntimeError, match="interrupted"), dask.config.set(scheduler="sync"):
         to_zarr(_flaky_pipeline(source), out, attrs={"run": 1})
     assert not is_complete(out)
-    done = zarr.open_array(out, path="xccm_progress/image")[...]  # one flag per time chunk
+    done = zarr.open_array(out, path="xccm_progress/image")[...].ravel() != 0  # per time chunk
     assert 0 < done.sum() < done.size and not done[3]
     with pytest.raises(FileExistsError, match="mode='resume'"):
         to_zarr(_flaky_pipeline(source), out, attrs={"run": 1})
@@ -150,6 +151,7 @@ def test_interrupted_write_resumes_only_missing_chunks(source, tmp_path):
     assert is_complete(out)
     mine, theirs = open_zarr(out).compute(), open_zarr(reference).compute()
     assert mine.attrs.pop("xccm_token") != theirs.attrs.pop("xccm_token")  # not the same graph
+    assert mine.attrs.pop("xccm_tokens") != theirs.attrs.pop("xccm_tokens")
     xr.testing.assert_identical(mine, theirs)
     mine, theirs = _files(out), _files(reference)
     assert mine.keys() == theirs.keys()
@@ -238,7 +240,7 @@ def test_killed_worker_still_gives_an_identical_store(source, tmp_path):
         future = client.compute(to_zarr(lazy, out, attrs={"source": "s"}, compute=False))
         progress = zarr.open_array(out, path="xccm_progress/image")
         deadline = time.monotonic() + 30
-        while progress[...].sum() < 3 and time.monotonic() < deadline:
+        while (progress[...] != 0).sum() < 3 and time.monotonic() < deadline:
             time.sleep(0.02)
         assert not future.done()
         pid = next(iter(client.run(os.getpid).values()))
@@ -253,7 +255,7 @@ def test_resume_with_chunks_along_two_dims(source, tmp_path):
     out = tmp_path / "out.zarr"
     to_zarr(ds, out, compute=False)
     progress = zarr.open_array(out, path="xccm_progress/image")
-    assert progress.shape == (12,)  # (6, 2) chunks along (time, y), C order
+    assert progress.shape == (6, 2, 1, 1)  # the chunk grid: (6, 2) chunks along (time, y)
     # pretend an earlier run wrote a scattered subset of chunks
     written = np.zeros((6, 2, 1, 1), dtype=bool)
     written[[0, 1, 1, 4, 5], [0, 0, 1, 1, 0]] = True
@@ -261,7 +263,7 @@ def test_resume_with_chunks_along_two_dims(source, tmp_path):
     for t, y in zip(*np.nonzero(written[..., 0, 0]), strict=True):
         region = (slice(2 * t, 2 * t + 2), slice(8 * y, 8 * y + 8))
         image[region] = -1.0  # marks what resume must not rewrite
-        progress[2 * t + y] = True
+        progress[t, y, 0, 0] = 1 << 32  # "written", checksum unknown
     to_zarr(ds, out, mode="resume")
     result = open_zarr(out).image.values
     expected = xccm.apply(_stack().image.compute(), MATRIX).values
@@ -272,7 +274,7 @@ def test_resume_with_chunks_along_two_dims(source, tmp_path):
                 assert (result[block] == -1.0).all()
             else:
                 np.testing.assert_allclose(result[block], expected[block], rtol=1e-6)
-    assert zarr.open_array(out, path="xccm_progress/image")[...].all()
+    assert (zarr.open_array(out, path="xccm_progress/image")[...] != 0).all()
 
 
 def test_rewrite_with_another_layout_in_the_same_process(tmp_path):
@@ -325,7 +327,7 @@ def test_resume_after_an_interrupted_creation_says_so(tmp_path):
     path = tmp_path / "c.zarr"
     to_zarr(img, path, compute=False)
     shutil.rmtree(path / "xccm_progress")  # as if killed while creating the store
-    with pytest.raises(ValueError, match=r"creation was interrupted.*mode='w'"):
+    with pytest.raises(ValueError, match=r"no record of the chunks.*mode='w'"):
         to_zarr(img, path, mode="resume")
 
 
@@ -343,25 +345,24 @@ def test_progress_markers_are_one_byte_chunk_files_zarr_reads(tmp_path):
     out = tmp_path / "m.zarr"
     to_zarr(img, out)
     progress = zarr.open_array(out, path="xccm_progress/image")
-    assert progress[...].all()
-    assert (out / "xccm_progress" / "image" / "c" / "2").read_bytes() == b"\x01"
-    assert not list((out / "xccm_progress" / "image" / "c").glob("*.tmp"))
+    assert (progress[...] >> 32 == 1).all()  # written, and the chunk's CRC-32 below
+    record = (out / "xccm_progress" / "image" / "c" / "2" / "0").read_bytes()
+    assert record == np.uint64((1 << 32) | zlib.crc32(np.ones(3).tobytes())).tobytes()
+    assert not list((out / "xccm_progress" / "image" / "c").rglob("*.xccm-tmp"))
 
 
-def test_compressed_markers_of_an_older_store_are_written_through_zarr(tmp_path):
-    import zarr
-
+def test_a_store_of_an_older_xccm_is_not_resumed_but_still_opens(tmp_path):
     img = xr.DataArray(np.arange(12.0).reshape(4, 3), dims=("t", "c"), name="image")
     img = img.chunk(t=1)
     out = tmp_path / "old.zarr"
-    to_zarr(img, out, compute=False)
-    group = zarr.open_group(out, mode="r+")
-    del group["xccm_progress/image"]  # as an older xccm created it: zstd-compressed markers
-    group.create_array("xccm_progress/image", shape=(4,), chunks=(1,), dtype=bool, fill_value=False)
-    group["xccm_progress/image"][1] = True  # chunk 1 "written" earlier
-    to_zarr(img, out, mode="resume")
-    assert zarr.open_array(out, path="xccm_progress/image")[...].all()
-    np.testing.assert_array_equal(open_zarr(out)["image"].values[[0, 2, 3]], img.values[[0, 2, 3]])
+    to_zarr(img, out)
+    group = zarr.open_group(out, mode="r+", use_consolidated=False)
+    for key in ("xccm_tokens", "xccm_arrays"):  # what an older xccm did not write
+        del group.attrs[key]
+    with pytest.raises(ValueError, match=r"older version of xccm.*mode='w'"):
+        to_zarr(img, out, mode="resume")
+    assert is_complete(out)
+    np.testing.assert_array_equal(open_zarr(out)["image"].values, img.values)
 
 
 def test_a_marker_left_half_written_is_cleared_at_completion(tmp_path):
@@ -467,13 +468,16 @@ def test_overwriting_with_other_codecs_in_one_process(tmp_path):
 
 
 def test_completion_cleans_only_inside_the_store(tmp_path):
+    # A name that would reach outside the store is refused before anything is written.
     victim = tmp_path / "victim"
     victim.mkdir()
     (victim / "x.0123abcd.xccm-tmp").write_bytes(b"keep")
     (victim / "y.tmp").write_bytes(b"keep")
     ds = xr.Dataset({f"/{victim}": (("t",), np.arange(4.0))}).chunk(t=2)
-    to_zarr(ds, tmp_path / "o.zarr", encoding={f"/{victim}": {"compressors": None}})
+    with pytest.raises(ValueError, match="nested group"):
+        to_zarr(ds, tmp_path / "o.zarr", encoding={f"/{victim}": {"compressors": None}})
     assert sorted(p.name for p in victim.iterdir()) == ["x.0123abcd.xccm-tmp", "y.tmp"]
+    assert not (tmp_path / "o.zarr").exists()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -513,13 +517,12 @@ def test_a_failed_creation_leaves_no_store(tmp_path, monkeypatch, mode):
     img = xr.DataArray(np.ones((4, 3)), dims=("t", "c"), name="image").chunk(t=1)
     ds = img.to_dataset().assign(ccm=(("c",), np.ones(3)))
     path = tmp_path / "a.zarr"
-    if mode == "w":
-        to_zarr(ds, path)  # overwritten by the failing call
     # xarray rejects this once the group and its attrs are written
     with pytest.raises(ValueError, match="unexpected encoding"):
         to_zarr(ds, path, mode=mode, encoding={"ccm": {"bogus": 1}})
     assert not path.exists()
     assert not is_complete(path)
+    assert not list(tmp_path.iterdir())  # nor a store beside it
 
     # any failure: here the value the check above would refuse, as xarray meets it
     monkeypatch.setattr(xccm.io, "_check_attrs", lambda ds, attrs: None)
@@ -575,9 +578,7 @@ def test_a_creation_cut_short_is_incomplete_from_the_start(tmp_path, monkeypatch
         to_zarr(img, path)
     monkeypatch.undo()
     assert not is_complete(path)
-    with pytest.raises(ValueError, match=r"creation was interrupted.*mode='w'"):
-        to_zarr(img, path, mode="resume")
-    to_zarr(img, path, mode="w")
+    to_zarr(img, path, mode="resume")  # nothing was written yet: it creates the store again
     assert is_complete(path)
 
 
@@ -615,7 +616,7 @@ def test_resume_says_that_another_spelling_of_the_source_path_is_another_computa
     respelled = f"{source.parent}/./{source.name}"  # the same source
     with pytest.raises(
         ValueError,
-        match=r"different computation.*another spelling of its path.*exactly as in the first run",
+        match=r"different computation: variable 'image' \(its source or the computation",
     ):
         to_zarr(_pipeline(respelled), out, mode="resume")
     to_zarr(_pipeline(str(source)), out, mode="resume")  # spelled as the first time
@@ -634,3 +635,101 @@ def test_small_in_memory_variables_are_one_chunk(tmp_path):
     assert back["ccm"].data.numblocks == (1, 1, 1)
     assert back["image"].chunks[0] == (50_000, 50_000)
     np.testing.assert_array_equal(back["ccm"].values, m.values)
+
+
+# ---------------------------------------------------------------------------------------------
+# arguments checked before anything is created or replaced (issue 12 §1.3, §1.5, §3)
+
+
+def _small(name="image") -> xr.Dataset:
+    img = xr.DataArray(np.arange(12.0).reshape(4, 3), dims=("t", "c"), name=name)
+    return img.chunk(t=1).to_dataset().assign(ccm=(("c",), np.ones(3)))
+
+
+def test_mode_w_checks_everything_before_replacing_the_old_store(tmp_path):
+    path = tmp_path / "s.zarr"
+    to_zarr(_small(), path)
+    before = _files(path)
+
+    def refused(exc, match, **kwargs):
+        with pytest.raises(exc, match=match):
+            to_zarr(_small() * 2, path, mode="w", **kwargs)
+        assert _files(path) == before and is_complete(path)
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["s.zarr"]  # nothing beside it
+
+    refused(ValueError, r"encoding names variable 'imgae'.*\['ccm', 'image'\]",
+            encoding={"imgae": {"compressors": None}})  # fmt: skip
+    refused(TypeError, r"encoding\['image'\]\['compressors'\] holds the string 'zstd'",
+            encoding={"image": {"compressors": "zstd"}})  # fmt: skip
+    refused(TypeError, r"encoding\['image'\] must be a mapping", encoding={"image": None})
+    refused(TypeError, "attrs must be a mapping", attrs=[("a", 1)])
+    refused(TypeError, r"attrs\[1\]: attribute names must be strings", attrs={1: "a"})
+    refused(TypeError, r"attrs\['t'\] is a numpy.datetime64", attrs={"t": np.datetime64(1, "s")})
+    refused(ValueError, "unexpected encoding", encoding={"ccm": {"bogus": 1}})  # found by xarray
+    np.testing.assert_array_equal(open_zarr(path)["image"].values, _small()["image"].values)
+    to_zarr(_small() * 2, path, mode="w")  # a valid overwrite replaces it
+    np.testing.assert_array_equal(open_zarr(path)["image"].values, 2 * _small()["image"].values)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.zarr"]
+
+
+def test_a_codec_zarr_refuses_is_named_before_anything_is_written(tmp_path):
+    bad = {"image": {"compressors": {"name": "no-such-codec"}}}
+    with pytest.raises(ValueError, match=r"encoding\['image'\] is not a zarr encoding"):
+        to_zarr(_small(), tmp_path / "s.zarr", encoding=bad)
+    assert not (tmp_path / "s.zarr").exists()
+    ok = {"image": {"compressors": {"name": "zstd", "configuration": {"level": 1}}}}
+    to_zarr(_small(), tmp_path / "s.zarr", encoding=ok)
+    assert is_complete(tmp_path / "s.zarr")
+
+
+@pytest.mark.parametrize(
+    ("name", "exc", "match"),
+    [
+        ("cam/image", ValueError, "nested group, invisible to open_zarr"),
+        ("..", ValueError, "cannot name a zarr array"),
+        (".", ValueError, "cannot name a zarr array"),
+        ("", ValueError, "cannot name a zarr array"),
+        ("__meta", ValueError, "reserved by zarr"),
+        ("xccm_progress", ValueError, "where xccm records the chunks"),
+        (0, TypeError, "variable name 0 is a int"),
+        (("a", 1), TypeError, r"variable name \('a', 1\) is a tuple"),
+    ],
+)
+def test_names_zarr_cannot_hold_are_refused_before_anything_is_created(tmp_path, name, exc, match):
+    ds = xr.Dataset({name: (("t", "c"), np.ones((4, 3)))}).chunk(t=1)
+    with pytest.raises(exc, match=match):
+        to_zarr(ds, tmp_path / "s.zarr")
+    coord = xr.Dataset({"v": (("t",), np.ones(4))}, coords={name: ("t", np.arange(4))})
+    with pytest.raises(exc, match=match):  # a coordinate's name too
+        to_zarr(coord.chunk(t=1), tmp_path / "s.zarr")
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("damage", [b"", b'{"zarr_format": 3, "node_t', b"\x00\xff garbage"])
+def test_damaged_metadata_is_named_not_a_json_error(tmp_path, damage):
+    path = tmp_path / "s.zarr"
+    to_zarr(_small(), path)
+    (path / "zarr.json").write_bytes(damage)
+    match = r"metadata of store .* is damaged \(.*zarr.json is not valid JSON\).*mode='w'"
+    with pytest.raises(xccm.io.DamagedStoreError, match=match):
+        open_zarr(path)
+    with pytest.raises(xccm.io.DamagedStoreError, match=match):
+        is_complete(path)
+    with pytest.raises(xccm.io.DamagedStoreError, match=match):
+        to_zarr(_small(), path, mode="resume")
+    to_zarr(_small(), path, mode="w")  # what the message says to do
+    assert is_complete(path)
+
+
+def test_damaged_metadata_of_a_variable_is_named(tmp_path):
+    path = tmp_path / "s.zarr"
+    to_zarr(_small(), path)
+    (path / "image" / "zarr.json").write_bytes(b'{"zarr_format": 3, "sha')
+    match = r"damaged \(.*image/zarr.json is not valid JSON\)"
+    with pytest.raises(xccm.io.DamagedStoreError, match=match):
+        is_complete(path)
+    with pytest.raises(xccm.io.DamagedStoreError, match=match):
+        open_zarr(path)
+    with pytest.raises(xccm.io.DamagedStoreError, match=match):
+        to_zarr(_small(), path, mode="resume")
+    assert issubclass(xccm.io.DamagedStoreError, ValueError)

@@ -24,12 +24,14 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import os
+import re
+import shutil
 import sys
 import threading
 import uuid
 import warnings
+import zlib
 from collections.abc import Hashable, Mapping
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -47,7 +49,15 @@ try:
 except ImportError:  # pragma: no cover - the io extra is not installed
     zarr = None
 
-__all__ = ["COMPLETE", "PROGRESS", "IncompleteStoreError", "is_complete", "open_zarr", "to_zarr"]
+__all__ = [
+    "COMPLETE",
+    "PROGRESS",
+    "DamagedStoreError",
+    "IncompleteStoreError",
+    "is_complete",
+    "open_zarr",
+    "to_zarr",
+]
 
 #: Root attribute: 0 while the store is being written, 1 once every chunk is written (an
 #: integer, as netCDF has no booleans; stores from older versions of xccm hold false/true).
@@ -55,12 +65,26 @@ COMPLETE = "xccm_complete"
 #: Group holding one boolean array per variable, one element per chunk written.
 PROGRESS = "xccm_progress"
 _TOKEN = "xccm_token"
+#: Root attribute: the token of each part of the computation (variables, attrs, encoding), as
+#: a JSON string (netCDF attributes cannot be dicts).
+_TOKENS = "xccm_tokens"
+#: Root attribute, set once the store's metadata, in-memory variables and records exist.
+_CREATED = "xccm_created"
+#: Root attribute written with ``xccm_complete = 1``: the arrays the marker vouches for (their
+#: shapes, chunks and data types), as a JSON string.
+_ARRAYS = "xccm_arrays"
 
 Mode = Literal["w-", "w", "resume"]
+Verify = Literal[False, "exists", "checksum"]
+_VERIFY = (False, "exists", "checksum")
 
 
 class IncompleteStoreError(ValueError):
-    """A store that xccm started writing but has not finished."""
+    """A store that xccm started writing but has not finished, or that changed since."""
+
+
+class DamagedStoreError(ValueError):
+    """A store whose zarr metadata (a ``zarr.json``) cannot be read."""
 
 
 def to_zarr(
@@ -72,6 +96,7 @@ def to_zarr(
     progress: bool = False,
     attrs: Mapping[str, Any] | None = None,
     encoding: Mapping[Hashable, Mapping[str, Any]] | None = None,
+    verify: Verify = "exists",
 ) -> Any:
     """Write ``obj`` to a zarr store chunk by chunk, resumably, marking it complete at the end.
 
@@ -81,9 +106,14 @@ def to_zarr(
     the attrs.
 
     The store is marked incomplete (``xccm_complete`` 0) before anything else is written, and
-    complete (1) once every chunk is. If creating the store fails (``mode="w-"`` or ``"w"``, or
-    ``"resume"`` with no store yet), what was created is removed before the error propagates,
-    so no store is left behind; a store that ``mode="resume"`` found is left as it was.
+    complete (1) only once every variable is there and every chunk is written and recorded
+    (and checked, see ``verify``); the marker lists the arrays it vouches for (names, shapes,
+    chunks, dtypes), so a store changed afterwards no longer reads as complete
+    (:func:`is_complete`). Every argument is checked before anything is created or replaced.
+    If creating the store fails (``mode="w-"`` or ``"w"``, or ``"resume"`` with no store yet),
+    what was created is removed before the error propagates, so no store is left behind; with
+    ``mode="w"`` in a local store the new store is created beside the old one and swapped in
+    only once created, so a failed overwrite leaves the old store as it was.
 
     Parameters
     ----------
@@ -96,8 +126,9 @@ def to_zarr(
     mode : {"w-", "w", "resume"}, default "w-"
         ``"w-"`` creates the store and fails if it exists; ``"w"`` overwrites; ``"resume"``
         finishes an unfinished store written from the same computation, attrs and encoding
-        (it writes only the chunks not yet recorded, and nothing if the store is complete) or
-        creates it. One writer per store at a time.
+        (it writes only the chunks not yet recorded, or whose record is damaged or whose
+        chunk fails ``verify``, and nothing if the store is complete) or creates it (also
+        when an earlier creation was cut short). One writer per store at a time.
     compute : bool, default True
         If False, create the store (metadata, in-memory variables) now and return a
         :class:`dask.delayed.Delayed` that writes the chunks and marks the store complete, to
@@ -115,7 +146,16 @@ def to_zarr(
         Per-variable zarr encoding, as in :meth:`xarray.Dataset.to_zarr`. Dask-backed
         variables are written block by block as they are, so for them only codecs are
         accepted (``compressors``, ``filters``, ``serializer``); convert dtypes yourself
-        (e.g. ``.astype("float16")``). Chunks are always the Dask chunks.
+        (e.g. ``.astype("float16")``). Chunks are always the Dask chunks. Codecs are zarr
+        codec objects (e.g. ``zarr.codecs.ZstdCodec()``) or their dicts, not names.
+    verify : {"exists", "checksum", False}, default "exists"
+        What is checked before the store is marked complete, and which recorded chunks of an
+        earlier run ``mode="resume"`` trusts. Each chunk's record holds the CRC-32 of its
+        values. ``"exists"``: every recorded chunk's object is in the store (one listing
+        per variable); a missing one is written again on resume, and stops the marking.
+        ``"checksum"``: also read every chunk back and compare it with its record (a chunk
+        that differs is written again on resume); this reads the whole store once more.
+        ``False``: trust the records.
 
     Returns
     -------
@@ -128,12 +168,20 @@ def to_zarr(
         If the store exists and ``mode="w-"``.
     TypeError
         If an attribute of ``attrs`` or of ``obj`` (or of one of its variables) has a value
-        zarr cannot store; raised before the store is created.
+        zarr cannot store, ``attrs`` is not a mapping with string keys, a variable's name is
+        not a string or a codec is given as a string; raised before the store is created.
     ValueError
-        If a variable's Dask chunks are irregular (the message says how to rechunk), or
-        ``mode="resume"`` meets a store written from another computation, other variables,
-        shapes or chunks, or one whose creation was interrupted; or ``progress=True`` with
-        ``compute=False``.
+        If a variable's name cannot be a zarr array (empty, ``"."``, ``".."``, with a ``/``,
+        starting with ``__`` or equal to ``"xccm_progress"``), ``encoding`` names an unknown
+        variable, a variable's Dask chunks are irregular (the message says how to rechunk),
+        or ``mode="resume"`` meets a store written from another computation (the message
+        says which part differs: which variables, attrs or encoding), other variables,
+        shapes or chunks; or ``progress=True`` with ``compute=False``.
+    IncompleteStoreError
+        If a chunk is missing or fails ``verify`` when the store would be marked complete
+        (it is then not marked; ``mode="resume"`` writes the chunk again).
+    DamagedStoreError
+        If ``mode="resume"`` meets a store whose metadata cannot be read.
 
     Examples
     --------
@@ -148,12 +196,14 @@ def to_zarr(
     _require_zarr()
     if mode not in ("w-", "w", "resume"):
         raise ValueError(f"unknown mode {mode!r}; expected 'w-', 'w' or 'resume'")
+    _check_verify(verify)
     if progress and not compute:
         raise ValueError(
             "progress=True shows a bar while to_zarr computes, but compute=False returns "
             "the write to compute later: compute it under dask.diagnostics.ProgressBar()"
         )
     ds = _as_dataset(obj)
+    _check_names(ds)
     # An empty Dask-backed variable has nothing to compute: write it as an empty array.
     ds = ds.assign(
         {
@@ -162,36 +212,57 @@ def to_zarr(
             if v.chunks is not None and v.size == 0
         }
     )
-    store = os.fspath(store)
+    store = _normalize_store(store)
     lazy = {name: var for name, var in ds.variables.items() if var.chunks is not None}
-    _check_encoding(encoding, lazy)
+    _check_encoding(encoding, ds, lazy)
     _check_attrs(ds, attrs)
     chunks = {name: _regular_chunks(var, name) for name, var in lazy.items()}
-    token = dask.base.tokenize(ds, attrs, encoding)
-    existing = _open_group(store)
+    tokens = _tokens(ds, lazy, attrs, encoding)
+    token = dask.base.tokenize(tokens)
+    existing = None if mode == "w" else _open_group(store)  # "w" replaces even a damaged one
 
     if mode == "w-" and existing is not None:
         raise FileExistsError(
             f"store {store!r} exists; pass mode='resume' to finish writing it, or mode='w' to "
             "overwrite it"
         )
-    if mode == "resume" and existing is not None:
-        _check_resumable(existing, store, ds, chunks, token)
+    fresh = True
+    if mode == "resume" and existing is not None and existing.attrs.get(_CREATED):
+        _check_resumable(existing, store, ds, chunks, tokens)
+        fresh = False
+    elif mode == "resume" and existing is not None:
+        if _TOKEN not in existing.attrs:
+            raise ValueError(
+                f"store {store!r} was not written by xccm.io.to_zarr, so it cannot be resumed; "
+                "use mode='w' to overwrite it"
+            )
+        # Its creation was cut short: no chunk was written yet, so create it again.
+        _create(ds, store, chunks, tokens, token, attrs, encoding, replace=True)
     else:
-        _create(ds, store, chunks, token, attrs, encoding, overwrite=mode == "w")
+        if mode == "resume":
+            _clear_leftovers(store)  # e.g. only the partial root metadata of a killed creation
+        _create(ds, store, chunks, tokens, token, attrs, encoding, replace=mode == "w")
 
-    group = zarr.open_group(store, mode="r")
+    group = zarr.open_group(store, mode="r", use_consolidated=False)
+    if not fresh:
+        _clean_strays(store)
     sources, targets, regions = [], [], []
     for name, var in lazy.items():
-        n_blocks = tuple(len(c) for c in var.chunks)
-        done = np.asarray(group[f"{PROGRESS}/{name}"][...], dtype=bool).reshape(n_blocks)
-        writer = _ChunkWriter(store, str(name), chunks[name], n_blocks, token)
-        for region, blocks in _missing_runs(done, var.chunks):
+        grid = _grid(var)
+        if fresh:
+            done = np.zeros(grid, bool)
+        else:
+            done = _verified(group, store, str(name), var.chunks, verify)
+        writer = _ChunkWriter(store, str(name), chunks[name], grid, token)
+        for region, blocks in _missing_runs(
+            done.reshape(tuple(len(c) for c in var.chunks)), var.chunks
+        ):
             sources.append(var.data.blocks[blocks] if blocks else var.data)  # 0-d: no blocks
             targets.append(writer)
             regions.append(region)
     stored = da.store(sources, targets, regions=regions, lock=False, compute=False)
-    final = dask.delayed(_mark_complete, pure=False)(store, [str(k) for k in lazy], stored)
+    expected = {str(k): (v.shape, chunks.get(k)) for k, v in ds.variables.items()}
+    final = dask.delayed(_mark_complete, pure=False)(store, expected, verify, stored)
     if not compute:
         return final
     if progress:
@@ -204,22 +275,47 @@ def to_zarr(
     return None
 
 
-def is_complete(store: str | os.PathLike) -> bool:
-    """Whether ``store`` is a zarr store that xccm finished writing.
+def is_complete(store: str | os.PathLike, *, verify: Verify = False) -> bool:
+    """Whether ``store`` is a zarr store that xccm finished writing and nobody changed since.
 
-    A store that xccm did not write (no ``xccm_complete`` attribute) is taken as complete.
+    Complete means: the root attribute ``xccm_complete`` is 1, and every array the marker
+    vouches for (the variables :func:`to_zarr` wrote, with their shapes, chunks and dtypes,
+    recorded with the marker) is there as written, and no other array was added. A store
+    grown or changed by another writer after xccm finished it (e.g. ``xarray.Dataset.to_zarr``
+    with ``append_dim``) is not complete. A store that xccm did not write (no
+    ``xccm_complete`` attribute) is taken as complete.
+
+    Parameters
+    ----------
+    store : str or path
+    verify : {False, "exists", "checksum"}, default False
+        Also check the chunks against the progress records written with them: ``"exists"``
+        checks that every written chunk's object is in the store (one listing per
+        variable), ``"checksum"`` also reads every chunk back and compares its CRC-32 with
+        the record's. ``False`` checks the marker and the metadata only (fast).
+
+    Raises
+    ------
+    DamagedStoreError
+        If the store's metadata cannot be read (a truncated or garbage ``zarr.json``).
 
     Examples
     --------
     >>> is_complete("no/such/store.zarr")
     False
     """
-    group = _open_group(os.fspath(store))
-    return group is not None and _finished(group)
+    _check_verify(verify)
+    store = _normalize_store(store)
+    group = _open_group(store)
+    return group is not None and _why_incomplete(group, store, verify) is None
 
 
 def open_zarr(
-    store: str | os.PathLike, *, allow_incomplete: bool = False, **kwargs: Any
+    store: str | os.PathLike,
+    *,
+    allow_incomplete: bool = False,
+    verify: Verify = False,
+    **kwargs: Any,
 ) -> xr.Dataset:
     """Open a zarr store with :func:`xarray.open_zarr`, refusing one that is half-written.
 
@@ -227,15 +323,20 @@ def open_zarr(
     ----------
     store : str or path
     allow_incomplete : bool, default False
-        Open a store that :func:`to_zarr` has not finished (its unwritten chunks read as the
-        fill value: NaN for floats, 0 for integers).
+        Open a store that :func:`to_zarr` has not finished, or that was changed after (its
+        unwritten chunks read as the fill value: NaN for floats, 0 for integers).
+    verify : {False, "exists", "checksum"}, default False
+        What to check besides the completion marker, as in :func:`is_complete`.
     **kwargs
         Passed to :func:`xarray.open_zarr`.
 
     Raises
     ------
     IncompleteStoreError
-        If the store is unfinished and ``allow_incomplete`` is False.
+        If the store is unfinished or changed since xccm finished it (the message says what
+        is missing or changed) and ``allow_incomplete`` is False.
+    DamagedStoreError
+        If the store's metadata cannot be read.
 
     Examples
     --------
@@ -245,13 +346,16 @@ def open_zarr(
     >>> open_zarr(path)["ccm"].values.trace()
     np.float64(3.0)
     """
-    store = os.fspath(store)
+    _check_verify(verify)
+    store = _normalize_store(store)
     group = _open_group(store)
-    if not allow_incomplete and group is not None and not _finished(group):
-        raise IncompleteStoreError(
-            f"store {store!r} is incomplete: xccm.io.to_zarr did not finish writing it. Run the "
-            "same write again with mode='resume' to finish it, or pass allow_incomplete=True."
-        )
+    if not allow_incomplete and group is not None:
+        why = _why_incomplete(group, store, verify)
+        if why is not None:
+            raise IncompleteStoreError(
+                f"store {store!r} is incomplete: {why}. Pass allow_incomplete=True to open it "
+                "as it is."
+            )
     with _quiet_consolidated():
         return xr.open_zarr(store, **kwargs)
 
@@ -264,7 +368,8 @@ class _ChunkWriter:
     """A Dask store target: writes a block into the zarr array, then records it as written.
 
     Holds only the store path, so it pickles small; the zarr arrays are opened once per
-    process. The record is written after the data, so a recorded chunk is a written chunk.
+    process. The record is written after the data, so a recorded chunk is a written chunk;
+    it holds the CRC-32 of the block's values (see :func:`_record`).
     """
 
     def __init__(
@@ -272,36 +377,58 @@ class _ChunkWriter:
         store: str,
         name: str,
         chunks: tuple[int, ...],
-        n_blocks: tuple[int, ...],
+        grid: tuple[int, ...],
         token: str,
     ) -> None:
-        self.store, self.name, self.chunks, self.n_blocks = store, name, chunks, n_blocks
+        self.store, self.name, self.chunks, self.grid = store, name, chunks, grid
         self.token = token
 
     def __setitem__(self, index: tuple[slice, ...], block: np.ndarray) -> None:
         arr = _open_array(self.store, self.name, self.token)
         chunk = tuple((s.start or 0) // c for s, c in zip(index, self.chunks, strict=True))
-        dtype = block.dtype
-        whole = isinstance(block, np.ndarray) and block.shape == self.chunks
-        if whole and dtype == arr.dtype and dtype.isnative and _raw_local(arr):
+        block = np.asarray(block)
+        empty = not arr.config.write_empty_chunks and _all_fill(block, arr.fill_value)
+        record = _record(block, arr.dtype, empty)
+        whole = block.shape == self.chunks
+        if whole and block.dtype == arr.dtype and block.dtype.isnative and _raw_local(arr):
             _write_chunk_file(arr, chunk, np.ascontiguousarray(block))
         else:
             arr[index] = block
-        flat = int(np.ravel_multi_index(chunk, self.n_blocks)) if chunk else 0
-        _mark_written(_open_array(self.store, f"{PROGRESS}/{self.name}", self.token), flat)
+        progress = _open_array(self.store, f"{PROGRESS}/{self.name}", self.token)
+        _write_record(progress, chunk or (0,), record)
 
 
-def _mark_written(progress, flat: int) -> None:
-    """Set element ``flat`` of the progress array to True.
+#: A record's state (its high 32 bits): the chunk was written and its object is in the store,
+#: or it was all fill value, so (as zarr does by default) no object was written.
+_WRITTEN, _EMPTY = 1, 2
 
-    In a local store whose progress array is uncompressed (as :func:`to_zarr` creates it),
-    the one-byte chunk file is written directly (:func:`_write_chunk_file`). Elsewhere (an
-    fsspec URL, or a store from an older xccm with compressed markers) zarr writes it.
+
+def _record(block: np.ndarray, dtype: np.dtype, empty: bool) -> int:
+    """Return the progress record of a chunk: its state and the CRC-32 of its values."""
+    return ((_EMPTY if empty else _WRITTEN) << 32) | _crc(block, dtype)
+
+
+def _crc(values: np.ndarray, dtype: np.dtype) -> int:
+    """CRC-32 of ``values`` as ``dtype`` in native byte order, C order (strings: as JSON)."""
+    dtype = np.dtype(dtype)
+    if dtype.kind in "OUST":
+        return zlib.crc32(json.dumps(np.asarray(values).ravel().tolist(), default=str).encode())
+    native = np.ascontiguousarray(values, dtype=dtype.newbyteorder("="))
+    return zlib.crc32(memoryview(native.reshape(-1)).cast("B"))
+
+
+def _write_record(progress, chunk: tuple[int, ...], record: int) -> None:
+    """Write one chunk's record into the progress array.
+
+    In a local store (an uncompressed uint64 array, as :func:`to_zarr` creates it), the
+    8-byte chunk file is written directly (:func:`_write_chunk_file`); elsewhere (an fsspec
+    URL) zarr writes it.
     """
+    value = np.full((1,) * len(chunk), record, dtype=np.uint64)
     if _raw_local(progress):
-        _write_chunk_file(progress, (flat,), np.ones(1, bool))
+        _write_chunk_file(progress, chunk, value)
     else:
-        progress[flat] = True
+        progress[tuple(slice(i, i + 1) for i in chunk)] = value
 
 
 def _raw_local(arr) -> bool:
@@ -345,9 +472,14 @@ def _write_chunk_file(arr, chunk: tuple[int, ...], data: np.ndarray) -> None:
         return
     os.makedirs(os.path.dirname(target), exist_ok=True)
     tmp = f"{target}.{uuid.uuid4().hex}{_TMP}"
-    with open(tmp, "wb") as f:
-        f.write(memoryview(data.reshape(-1)).cast("B"))
-    os.replace(tmp, target)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(memoryview(data.reshape(-1)).cast("B"))
+        os.replace(tmp, target)
+    except BaseException:  # e.g. a full disk: do not leave the partial file holding space
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise
 
 
 def _folder(arr) -> Path:
@@ -390,18 +522,49 @@ def _open_array(store: str, path: str, token: str):
         return _arrays[key]
 
 
-def _create(ds, store, chunks, token, attrs, encoding, *, overwrite: bool) -> None:
+def _create(ds, store, chunks, tokens, token, attrs, encoding, *, replace: bool) -> None:
+    """Create the store, replacing what is at ``store`` if ``replace``.
+
+    A local store that exists is replaced only once its successor is created: the new store
+    is created beside it (``<name>.xccm-new-<hex>``) and swapped in by two renames, so a
+    creation that fails leaves the old store as it was. Elsewhere (an fsspec URL) the old
+    store is deleted first (every argument was checked before).
+    """
+    local = _local_path(store)
+    if not (replace and local is not None and os.path.lexists(local)):
+        _create_at(ds, store, chunks, tokens, token, attrs, encoding, overwrite=replace)
+        return
+    new = local.with_name(f"{local.name}.xccm-new-{uuid.uuid4().hex[:12]}")
+    _create_at(ds, str(new), chunks, tokens, token, attrs, encoding, overwrite=False)
+    old = local.with_name(f"{local.name}.xccm-old-{uuid.uuid4().hex[:12]}")
+    os.rename(local, old)
+    try:
+        os.rename(new, local)
+    except BaseException:
+        os.rename(old, local)
+        shutil.rmtree(new, ignore_errors=True)
+        raise
+    if old.is_dir() and not old.is_symlink():
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        old.unlink()
+
+
+def _create_at(ds, store, chunks, tokens, token, attrs, encoding, *, overwrite: bool) -> None:
     """Create the store: metadata, in-memory variables and progress arrays, marked incomplete.
 
     The root group is created first with ``xccm_complete`` 0, so a store whose creation is cut
-    short never reads as complete; if creating it fails, the store is removed again
-    (:func:`_remove`) and the error propagates.
+    short never reads as complete, and ``xccm_created`` is set last, so a resume knows that
+    creation finished; if creating it fails, the store is removed again (:func:`_remove`)
+    and the error propagates.
     """
     root = zarr.open_group(
-        store, mode="w" if overwrite else "w-", attributes={COMPLETE: 0, _TOKEN: token}
+        store,
+        mode="w" if overwrite else "w-",
+        attributes={COMPLETE: 0, _TOKEN: token, _TOKENS: json.dumps(tokens)},
     )
     try:
-        _fill(ds, store, chunks, token, attrs, encoding)
+        _fill(ds, store, chunks, tokens, token, attrs, encoding)
     except BaseException:
         _remove(root, store)
         raise
@@ -411,7 +574,7 @@ def _create(ds, store, chunks, token, attrs, encoding, *, overwrite: bool) -> No
 _ONE_CHUNK_BYTES = 64 * 2**20
 
 
-def _fill(ds, store, chunks, token, attrs, encoding) -> None:
+def _fill(ds, store, chunks, tokens, token, attrs, encoding) -> None:
     """Write the variables' metadata, the in-memory variables and the progress arrays."""
     ds = ds.copy(deep=False)
     for var in ds.variables.values():
@@ -420,7 +583,10 @@ def _fill(ds, store, chunks, token, attrs, encoding) -> None:
     fixed = {k: v.astype(object) for k, v in ds.variables.items() if v.dtype.kind == "U"}
     ds = ds.assign_coords({k: v for k, v in fixed.items() if k in ds.coords})
     ds = ds.assign({k: v for k, v in fixed.items() if k in ds.data_vars})
-    ds.attrs = {**ds.attrs, **(attrs or {}), COMPLETE: 0, _TOKEN: token, **_version()}
+    ds.attrs = {
+        **ds.attrs, **(attrs or {}), COMPLETE: 0, _TOKEN: token, _TOKENS: json.dumps(tokens),
+        **_version(),
+    }  # fmt: skip
     enc = {name: dict(e) for name, e in (encoding or {}).items()}
     for name, c in chunks.items():
         enc.setdefault(name, {})["chunks"] = c
@@ -431,14 +597,22 @@ def _fill(ds, store, chunks, token, attrs, encoding) -> None:
             enc.setdefault(name, {}).setdefault("chunks", var.shape)
     # The group exists (_create made it, with only the xccm attrs): add the variables to it.
     ds.to_zarr(store, mode="a", compute=False, consolidated=False, encoding=enc)
-    progress = zarr.open_group(store, mode="r+").require_group(PROGRESS)
+    root = zarr.open_group(store, mode="r+", use_consolidated=False)
+    progress = root.require_group(PROGRESS)
     for name, var in ds.variables.items():
         if name in chunks:
-            # One flat element (one small object) per chunk, C order: no nested directories.
+            # One uint64 record per chunk (state and CRC-32), on the variable's chunk grid.
+            grid = _grid(var)
             progress.create_array(
-                str(name), shape=(math.prod(len(c) for c in var.chunks),), chunks=(1,),
-                dtype=bool, fill_value=False, compressors=None,
+                str(name), shape=grid, chunks=(1,) * len(grid), dtype=np.uint64,
+                fill_value=0, compressors=None,
             )  # fmt: skip
+    root.attrs[_CREATED] = 1
+
+
+def _grid(var) -> tuple[int, ...]:
+    """Return the shape of a Dask-backed variable's chunk grid (0-d: one chunk)."""
+    return tuple(len(c) for c in var.chunks) or (1,)
 
 
 def _remove(root, store: str) -> None:
@@ -451,6 +625,9 @@ def _remove(root, store: str) -> None:
         from zarr.core.sync import sync
 
         sync(root.store.delete_dir(root.path))
+        local = _local_path(store)
+        if local is not None and local.is_dir() and not any(local.iterdir()):
+            local.rmdir()
     except Exception as e:  # e.g. a remote store that does not support deletes
         warnings.warn(
             f"could not remove store {store!r}, whose creation failed ({e!r}); it is marked "
@@ -460,17 +637,199 @@ def _remove(root, store: str) -> None:
         )
 
 
-def _mark_complete(store: str, names: list[str], _stored: Any) -> None:
-    group = zarr.open_group(store, mode="r+")
-    for name in names:  # a worker killed between writing a chunk file and renaming it
-        for arr in (group[name], group[f"{PROGRESS}/{name}"]):
-            if _raw_local(arr):
-                for stray in _folder(arr).rglob(f"*{_TMP}"):
-                    if stray.is_file():
-                        stray.unlink(missing_ok=True)
-    group.attrs[COMPLETE] = 1
+#: Files a writer killed mid-write leaves: xccm's own temporary chunk files, and zarr's
+#: (``<key>.<uuid4 hex>.partial``, e.g. ``zarr.<hex>.partial`` for a ``zarr.json``).
+_STRAY = re.compile(rf"(\.[0-9a-f]+{re.escape(_TMP)}|\.[0-9a-f]{{32}}\.partial)$")
+
+
+def _clean_strays(store: str) -> None:
+    """Remove the temporary files of writers killed mid-write from a local store."""
+    local = _local_path(store)
+    if local is None:
+        return  # remote stores write objects whole
+    for folder, _, files in os.walk(local):
+        for f in files:
+            if _STRAY.search(f):
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(os.path.join(folder, f))
+
+
+def _clear_leftovers(store: str) -> None:
+    """Remove a local folder holding only the temporary files of a creation that was killed.
+
+    (Killed while zarr wrote the root ``zarr.json``, it holds ``zarr.<hex>.partial``.) A
+    folder holding anything else is left alone; creating the store then fails.
+    """
+    local = _local_path(store)
+    if local is None or not local.is_dir():
+        return
+    files = [Path(d, f) for d, _, fs in os.walk(local) for f in fs]
+    if all(_STRAY.search(f.name) for f in files):
+        shutil.rmtree(local)
+
+
+def _verified(group, store: str, name: str, chunks, verify) -> np.ndarray:
+    """Return which chunks of ``name`` are written, by their records, checked by ``verify``.
+
+    A damaged record (not 8 bytes, or not a state xccm writes) is reported in a warning and
+    counts as not written, as does a chunk that fails ``verify``; resume writes them again.
+    """
+    records, damaged = _read_records(group, store, name)
+    if damaged:
+        warnings.warn(
+            f"store {store!r}: the progress records {damaged} are damaged; their chunks are "
+            "written again",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+    if verify:
+        bad = _failing(group, store, name, chunks, records, verify)
+        for chunk in bad:
+            records[chunk] = 0
+    return (records >> np.uint64(32)) > 0
+
+
+def _read_records(group, store: str, name: str) -> tuple[np.ndarray, list[str]]:
+    """Return the progress records of ``name`` (0 where unwritten) and the damaged ones' keys."""
+    progress = group[f"{PROGRESS}/{name}"]
+    damaged: list[str] = []
+    if _raw_local(progress):  # read the few files there are, not one lookup per chunk
+        records = np.zeros(progress.shape, np.uint64)
+        folder = _folder(progress)
+        for key in _local_keys(folder):
+            parts = key.split("/")
+            path = os.path.join(folder, *parts)
+            try:
+                chunk = tuple(int(p) for p in parts[1:])
+                data = Path(path).read_bytes()
+                value = int(np.frombuffer(data, np.uint64)[0]) if len(data) == 8 else -1
+                records[chunk] = value if (value >> 32) in (_WRITTEN, _EMPTY) else 0
+                if (value >> 32) not in (_WRITTEN, _EMPTY):
+                    damaged.append(f"{PROGRESS}/{name}/{key}")
+            except (ValueError, IndexError):  # a file that is no chunk of this array
+                continue
+            except FileNotFoundError:  # removed meanwhile
+                continue
+        return records, damaged
+    try:
+        records = np.asarray(progress[...])
+    except Exception:  # a damaged record: read them one by one
+        records = np.zeros(progress.shape, np.uint64)
+        for chunk in np.ndindex(progress.shape):
+            try:
+                records[chunk] = progress[chunk]
+            except Exception:
+                damaged.append(f"{PROGRESS}/{name}/c/{'/'.join(map(str, chunk))}")
+    if records.dtype != np.uint64:  # bool markers of an older xccm: written, no checksum
+        return np.where(records.astype(bool), np.uint64(_WRITTEN << 32), np.uint64(0)), damaged
+    state = records >> np.uint64(32)
+    bad = (state != 0) & (state != _WRITTEN) & (state != _EMPTY)
+    for chunk in zip(*np.nonzero(bad), strict=True):
+        damaged.append(f"{PROGRESS}/{name}/c/{'/'.join(map(str, chunk))}")
+    return np.where(bad, np.uint64(0), records), damaged
+
+
+def _local_keys(folder) -> list[str]:
+    """Return the keys (``c/0/1``) of the chunk files in a local array folder, no strays."""
+    keys = []
+    base = os.path.join(folder, "c")
+    for d, _, files in os.walk(base):
+        rel = os.path.relpath(d, folder).replace(os.sep, "/")
+        keys += [f"{rel}/{f}" for f in files if not _STRAY.search(f)]
+    if os.path.isfile(base):
+        keys.append("c")
+    return keys
+
+
+def _stored_keys(arr) -> set[str]:
+    """Return the keys of the chunk objects of ``arr`` in its store (a listing)."""
+    if isinstance(arr.store, zarr.storage.LocalStore):
+        return set(_local_keys(_folder(arr)))
+    from zarr.core.sync import sync
+
+    prefix = f"{arr.path}/" if arr.path else ""
+
+    async def listing():
+        return [k async for k in arr.store.list_prefix(prefix)]
+
+    return {k[len(prefix) :] for k in sync(listing())} - {"zarr.json"}
+
+
+def _failing(group, store, name, chunks, records, verify) -> list[tuple[int, ...]]:
+    """Return the recorded chunks of ``name`` that fail ``verify`` (missing, or another CRC)."""
+    arr = group[name]
+    state = records >> np.uint64(32)
+    written = np.argwhere(state == _WRITTEN)
+    grid_ndim = len(chunks)
+    encode = arr.metadata.chunk_key_encoding.encode_chunk_key
+    stored = _stored_keys(arr)
+    bad = [tuple(c) for c in written if encode(tuple(c[:grid_ndim])) not in stored]
+    if verify == "checksum":
+        missing = set(bad)
+        for chunk in np.argwhere(state != 0):
+            chunk = tuple(int(i) for i in chunk)
+            if chunk in missing:
+                continue
+            values = arr.blocks[chunk[:grid_ndim]] if grid_ndim else arr[...]
+            if _crc(values, arr.dtype) != int(records[chunk]) & 0xFFFFFFFF:
+                bad.append(chunk)
+    return bad
+
+
+def _mark_complete(store: str, expected: dict, verify, _stored: Any) -> None:
+    """Mark the store complete, once every variable and recorded chunk is checked.
+
+    Removes the temporary files of writers killed mid-write, checks that every variable is
+    an array of the expected shape and chunks, that every chunk is recorded and passes
+    ``verify``; a chunk that fails loses its record (so a resume writes it again) and the
+    store is not marked. The marker lists the arrays it vouches for.
+    """
+    _clean_strays(store)
+    group = zarr.open_group(store, mode="r+", use_consolidated=False)
+    problems = []
+    for name, (shape, chunks) in expected.items():
+        if name not in group:
+            problems.append(f"variable {name!r} is missing")
+            continue
+        arr = group[name]
+        if arr.shape != tuple(shape) or (chunks is not None and arr.chunks != tuple(chunks)):
+            problems.append(f"variable {name!r} has shape {arr.shape} and chunks {arr.chunks}")
+            continue
+        if chunks is None:
+            continue
+        records, _ = _read_records(group, store, name)
+        unwritten = int(((records >> np.uint64(32)) == 0).sum())
+        if unwritten:
+            problems.append(f"{unwritten} chunk(s) of {name!r} are not recorded as written")
+        if verify:
+            grid = tuple(-(-s // c) for s, c in zip(shape, chunks, strict=True))
+            bad = _failing(group, store, name, grid, records, verify)
+            if bad:
+                progress = group[f"{PROGRESS}/{name}"]
+                for chunk in bad:  # not written, as far as a resume is concerned
+                    progress[tuple(slice(i, i + 1) for i in chunk)] = 0
+                what = "missing" if verify == "exists" else "missing or not as recorded"
+                problems.append(f"chunks {[list(c) for c in bad[:5]]} of {name!r} are {what}")
+    if problems:
+        raise IncompleteStoreError(
+            f"store {store!r} was not marked complete: {'; '.join(problems)}. Run the same "
+            "write with mode='resume' to write what is missing."
+        )
+    group.attrs.update({COMPLETE: 1, _ARRAYS: json.dumps(_describe(group))})
     with _quiet_consolidated():
         zarr.consolidate_metadata(store)
+
+
+def _describe(group) -> dict[str, dict[str, Any]]:
+    """Return what the completion marker vouches for: each array's shape, chunks, dtype."""
+    return {
+        name: {
+            "shape": list(arr.shape),
+            "chunks": list(arr.chunks),
+            "data_type": arr.metadata.to_dict()["data_type"],
+        }
+        for name, arr in sorted(group.arrays())
+    }
 
 
 def _missing_runs(done: np.ndarray, chunks: tuple[tuple[int, ...], ...]):
@@ -526,8 +885,70 @@ def _regular_chunks(var: xr.Variable, name: Hashable) -> tuple[int, ...]:
 _CODEC_KEYS = frozenset({"compressors", "filters", "serializer"})
 
 
-def _check_encoding(encoding, lazy) -> None:
-    for name, enc in (encoding or {}).items():
+def _check_verify(verify) -> None:
+    if not any(verify is v or (isinstance(verify, str) and verify == v) for v in _VERIFY):
+        raise ValueError(f"verify must be False, 'exists' or 'checksum'; got {verify!r}")
+
+
+def _check_names(ds: xr.Dataset) -> None:
+    """Refuse variable names that cannot be a zarr array in the store's root group."""
+    for name in ds.variables:
+        if not isinstance(name, str):
+            raise TypeError(
+                f"variable name {name!r} is a {type(name).__name__}; zarr names arrays with "
+                "strings: rename it, e.g. ds.rename({" + repr(name) + ": 'image'})"
+            )
+        if name in ("", ".", "..") or "/" in name or name.startswith("__") or name == PROGRESS:
+            why = (
+                "is where xccm records the chunks written"
+                if name == PROGRESS
+                else "would be written into a nested group, invisible to open_zarr"
+                if "/" in name
+                else "is reserved by zarr"
+                if name.startswith("__")
+                else "cannot name a zarr array"
+            )
+            raise ValueError(
+                f"variable name {name!r} {why}; rename it (names without '/', not empty, "
+                f"'.' or '..', not starting with '__' and not {PROGRESS!r})"
+            )
+
+
+def _normalize_store(store) -> str:
+    """Return ``store`` as a string; a local path without a trailing separator."""
+    if not isinstance(store, str | os.PathLike):
+        raise TypeError(f"store must be a path or a URL string; got {type(store).__name__}")
+    store = os.fspath(store)
+    if _local_path(store) is not None and len(store) > 1:
+        store = store.rstrip("/" + os.sep) or store[:1]
+    return store
+
+
+def _local_path(store: str) -> Path | None:
+    """Return the local path of ``store``, or None for an fsspec URL (as zarr tells)."""
+    return None if "://" in store or "::" in store else Path(store)
+
+
+def _check_encoding(encoding, ds: xr.Dataset, lazy) -> None:
+    """Check ``encoding`` before anything is written: names, keys and codecs."""
+    if encoding is None:
+        return
+    if not isinstance(encoding, Mapping):
+        raise TypeError(
+            f"encoding must be a mapping of variable names to mappings; got "
+            f"{type(encoding).__name__}"
+        )
+    for name, enc in encoding.items():
+        if name not in ds.variables:
+            raise ValueError(
+                f"encoding names variable {name!r}, which obj does not have; its variables "
+                f"are {sorted(map(str, ds.variables))}"
+            )
+        if not isinstance(enc, Mapping):
+            raise TypeError(
+                f"encoding[{name!r}] must be a mapping (e.g. {{'compressors': None}}); got "
+                f"{type(enc).__name__}"
+            )
         extra = set(enc) - _CODEC_KEYS
         if name in lazy and extra:
             raise ValueError(
@@ -535,6 +956,37 @@ def _check_encoding(encoding, lazy) -> None:
                 f"{sorted(_CODEC_KEYS)}; got {sorted(extra)}. Its blocks are written as they "
                 "are, so convert first (e.g. .astype(...)); chunks are always the Dask chunks."
             )
+        codecs = {k: enc[k] for k in _CODEC_KEYS & set(enc) if enc[k] not in (None, (), [])}
+        for key, value in codecs.items():
+            values = value if isinstance(value, list | tuple) else [value]
+            for v in values:
+                if isinstance(v, str) and not (key == "compressors" and v == "auto"):
+                    raise TypeError(
+                        f"encoding[{name!r}][{key!r}] holds the string {v!r}; give zarr codec "
+                        "objects (e.g. zarr.codecs.ZstdCodec()) or their dicts (e.g. "
+                        "{'name': 'zstd', 'configuration': {'level': 3}})"
+                    )
+        if codecs:  # let zarr judge them, on a throwaway array in memory
+            var = ds.variables[name]
+            try:
+                zarr.create_array(
+                    zarr.storage.MemoryStore(), shape=var.shape, dtype=var.dtype, **codecs
+                )
+            except Exception as e:
+                raise ValueError(
+                    f"encoding[{name!r}] is not a zarr encoding for a {var.dtype} variable: {e}"
+                ) from e
+
+
+def _tokens(ds: xr.Dataset, lazy, attrs, encoding) -> dict[str, Any]:
+    """Tokens of the parts of the computation, to tell which part differs on resume."""
+    return {
+        "variables": {str(k): dask.base.tokenize(v.dims, v.data) for k, v in ds.variables.items()},
+        "attrs": dask.base.tokenize(
+            ds.attrs, {str(k): v.attrs for k, v in ds.variables.items()}, attrs
+        ),
+        "encoding": dask.base.tokenize(encoding),
+    }
 
 
 def _check_attrs(ds: xr.Dataset, attrs: Mapping[str, Any] | None) -> None:
@@ -543,10 +995,19 @@ def _check_attrs(ds: xr.Dataset, attrs: Mapping[str, Any] | None) -> None:
     Checked before anything is written. A value is storable if it is JSON once NumPy arrays and
     scalars are turned into lists and Python scalars, as xarray's zarr backend does.
     """
+    if attrs is not None and not isinstance(attrs, Mapping):
+        raise TypeError(
+            f"attrs must be a mapping of attribute names to values; got {type(attrs).__name__}"
+        )
     places = [("attrs[{}]", attrs or {}), ("obj.attrs[{}]", ds.attrs)]
     places += [(f"attrs[{{}}] of variable {k!r}", v.attrs) for k, v in ds.variables.items()]
     for where, mapping in places:
         for key, value in mapping.items():
+            if not isinstance(key, str):
+                raise TypeError(
+                    f"{where.format(repr(key))}: attribute names must be strings, as zarr "
+                    f"stores them; got a {type(key).__name__}"
+                )
             if not _storable(value):
                 inner = _first_unstorable(value)
                 holding = "" if inner is value else f" holding a {_type_name(inner)}"
@@ -595,17 +1056,118 @@ def _require_zarr() -> None:
 
 
 def _open_group(store: str):
-    """Return the zarr group at ``store`` (read-only), or None if there is none."""
+    """Return the zarr group at ``store`` (read-only, not consolidated), or None if none.
+
+    Raises :class:`DamagedStoreError` if its metadata cannot be read.
+    """
     _require_zarr()
     try:
-        return zarr.open_group(store, mode="r")
+        return zarr.open_group(store, mode="r", use_consolidated=False)
     except (FileNotFoundError, zarr.errors.GroupNotFoundError, zarr.errors.NodeTypeValidationError):
         return None
+    except OSError:
+        raise
+    except Exception as e:
+        raise _damaged(store, e) from e
 
 
-def _finished(group) -> bool:
-    """Whether xccm finished writing ``group`` (a store xccm did not write counts as finished)."""
-    return bool(group.attrs.get(COMPLETE, True))
+def _damaged(store: str, error: Exception) -> DamagedStoreError:
+    """Return the error for a store whose metadata cannot be read, naming the file."""
+    where = ""
+    local = _local_path(store)
+    if local is not None and local.is_dir():
+        for d, _, files in os.walk(local):
+            if "zarr.json" in files:
+                path = Path(d, "zarr.json")
+                try:
+                    json.loads(path.read_bytes())
+                except ValueError:
+                    where = f" ({path} is not valid JSON)"
+                    break
+    return DamagedStoreError(
+        f"the zarr metadata of store {store!r} is damaged{where}: {type(error).__name__}: "
+        f"{error}. xccm cannot tell what it holds or whether it is complete. Write it again "
+        "with xccm.io.to_zarr(..., mode='w'); or, to rescue its chunks, restore that file "
+        "(e.g. from a backup or another store written the same way)"
+    )
+
+
+def _member(group, store: str, name: str):
+    """``group[name]``, or None if there is none; a damaged metadata file is an error."""
+    try:
+        return group[name]
+    except KeyError:
+        return None
+    except OSError:
+        raise
+    except Exception as e:
+        raise _damaged(store, e) from e
+
+
+def _why_incomplete(group, store: str, verify) -> str | None:
+    """Why ``group`` is not a complete store of xccm, or None if it is.
+
+    A store xccm did not write (no marker) counts as complete. Checks the marker, then that
+    the arrays are those it vouches for, then (``verify``) the chunks against their records.
+    """
+    if not group.attrs.get(COMPLETE, True):
+        return (
+            "xccm.io.to_zarr did not finish writing it. Run the same write again with "
+            "mode='resume' to finish it"
+        )
+    described = group.attrs.get(_ARRAYS)
+    if described is None:  # not written by xccm, or by an older version
+        return None
+    try:
+        described = json.loads(described)
+    except (TypeError, ValueError):
+        return f"its attribute {_ARRAYS!r}, the list of arrays it vouches for, is damaged"
+    try:
+        now = _describe(group)
+    except OSError:
+        raise
+    except Exception as e:
+        raise _damaged(store, e) from e
+    changes = []
+    for name in sorted(set(described) | set(now)):
+        was, is_ = described.get(name), now.get(name)
+        if was == is_:
+            continue
+        if is_ is None:
+            changes.append(f"variable {name!r} was removed")
+        elif was is None:
+            changes.append(f"variable {name!r} was added")
+        else:
+            diff = [
+                f"{k} {tuple(was[k]) if isinstance(was[k], list) else was[k]} -> "
+                f"{tuple(is_[k]) if isinstance(is_[k], list) else is_[k]}"
+                for k in was
+                if was[k] != is_.get(k)
+            ]
+            changes.append(f"variable {name!r} changed ({', '.join(diff)})")
+    if changes:
+        return (
+            "it was changed after xccm.io.to_zarr completed it (" + "; ".join(changes) + "), so "
+            "the marker no longer vouches for it (e.g. frames appended by another writer read "
+            "as fill values). Grow it with xccm.io.to_zarr(..., mode='append') instead"
+        )
+    if verify:
+        for name in sorted(described):
+            if _member(group, store, f"{PROGRESS}/{name}") is None:
+                continue
+            arr = group[name]
+            records, damaged = _read_records(group, store, name)
+            if damaged:
+                return f"its progress records {damaged} are damaged"
+            bad = _failing(group, store, name, arr.cdata_shape, records, verify)
+            if bad:
+                what = "missing" if verify == "exists" else "missing or not as written"
+                return (
+                    f"chunks {[list(c) for c in bad[:5]]} of {name!r} are {what}. Run the same "
+                    "write again with mode='resume' and verify='" + str(verify) + "' to "
+                    "write them again"
+                )
+    return None
 
 
 @contextlib.contextmanager
@@ -616,38 +1178,57 @@ def _quiet_consolidated():
         yield
 
 
-def _check_resumable(group, store, ds, chunks, token) -> None:
+def _check_resumable(group, store, ds, chunks, tokens) -> None:
+    """Refuse to resume a store written from another computation, saying which part differs."""
     if _TOKEN not in group.attrs:
         raise ValueError(
             f"store {store!r} was not written by xccm.io.to_zarr, so it cannot be resumed; "
             "use mode='w' to overwrite it"
         )
-    for name, c in chunks.items():
+    if _TOKENS not in group.attrs:
+        raise ValueError(
+            f"store {store!r} was started by an older version of xccm, whose progress records "
+            "this version cannot resume; use mode='w' to start over"
+        )
+    for name, var in ds.variables.items():
         key = str(name)
-        if key not in group and PROGRESS in group:
-            raise ValueError(f"store {store!r} has no variable {key!r} to resume")
-        if f"{PROGRESS}/{key}" not in group:
+        arr = _member(group, store, key)
+        if arr is None or not hasattr(arr, "shape"):
+            raise ValueError(f"store {store!r} has no variable {key!r} to resume; use mode='w'")
+        if name in chunks and _member(group, store, f"{PROGRESS}/{key}") is None:
             raise ValueError(
-                f"store {store!r} has no record of the chunks of variable {key!r} written: "
-                "its creation was interrupted before any chunk was written. Start over with "
-                "mode='w'"
+                f"store {store!r} has no record of the chunks of variable {key!r} written; "
+                "use mode='w' to start over"
             )
-        arr = group[key]
-        if arr.shape != ds[name].shape or tuple(arr.chunks) != c:
+        c = chunks.get(name)
+        if arr.shape != var.shape or (c is not None and tuple(arr.chunks) != c):
             raise ValueError(
                 f"variable {key!r} in store {store!r} has shape {arr.shape} and chunks "
-                f"{tuple(arr.chunks)}, but the data to write has shape {ds[name].shape} and "
+                f"{tuple(arr.chunks)}, but the data to write has shape {var.shape} and "
                 f"chunks {c}. Rechunk to the store's chunks, e.g. obj.chunk("
-                f"{dict(zip(ds[name].dims, arr.chunks, strict=True))}), or use mode='w'."
+                f"{dict(zip(var.dims, arr.chunks, strict=True))}), or use mode='w'."
             )
-    if group.attrs[_TOKEN] != token:
+    try:
+        then = json.loads(group.attrs[_TOKENS])
+    except (TypeError, ValueError):
+        then = {}
+    lazy = {str(k) for k in chunks}
+    differ = [
+        f"variable {name!r} ("
+        + ("its source or the computation on it" if name in lazy else "its values")
+        + ")"
+        for name, t in tokens["variables"].items()
+        if then.get("variables", {}).get(name) != t
+    ]
+    gone = set(then.get("variables", {})) - set(tokens["variables"])
+    differ += [f"variables {sorted(gone)} (not in obj)"] if gone else []
+    differ += [part for part in ("attrs", "encoding") if then.get(part) != tokens[part]]
+    if differ:
         raise ValueError(
-            f"store {store!r} was started from a different computation (other inputs, matrix, "
-            "attrs or encoding), so finishing it would mix two results; use mode='w' to start "
-            "over. The same source opened through another spelling of its path (e.g. "
-            "xr.open_zarr('./camera.zarr') and xr.open_zarr('camera.zarr')) counts as a "
-            "different computation, as Dask names the source's tasks from its path: open it "
-            "exactly as in the first run"
+            f"store {store!r} was started from a different computation: "
+            + "; ".join(differ)
+            + " differ from the first run's, so finishing it would mix two results. Give "
+            "the same inputs, attrs and encoding as the first run, or use mode='w' to start over"
         )
 
 
