@@ -733,3 +733,218 @@ def test_damaged_metadata_of_a_variable_is_named(tmp_path):
     with pytest.raises(xccm.io.DamagedStoreError, match=match):
         to_zarr(_small(), path, mode="resume")
     assert issubclass(xccm.io.DamagedStoreError, ValueError)
+
+
+# ---------------------------------------------------------------------------------------------
+# completion verifies what it marks (issue 12 §1.1, §1.2, §1.4, §1.6)
+
+
+def _chunk_file(path: Path, name: str, t: int) -> Path:
+    return path / name / "c" / str(t) / "0"
+
+
+def test_a_recorded_chunk_that_is_missing_is_written_again_on_resume(tmp_path):
+    path = tmp_path / "s.zarr"
+    to_zarr(_small(), path)
+    reference = _files(path)
+    _chunk_file(path, "image", 2).unlink()  # its record stays
+    assert is_complete(path)  # the marker alone: fast
+    assert not is_complete(path, verify="exists")
+    with pytest.raises(IncompleteStoreError, match=r"chunks \[\[2, 0\]\] of 'image' are missing"):
+        open_zarr(path, verify="exists")
+    to_zarr(_small(), path, mode="resume")
+    assert _files(path) == reference
+    assert is_complete(path, verify="checksum")
+
+
+def test_completion_is_refused_while_a_recorded_chunk_is_missing(tmp_path, monkeypatch):
+    path = tmp_path / "s.zarr"
+    clean = xccm.io._clean_strays
+
+    def lose_a_chunk(store):  # runs as completion starts, once every chunk is written
+        _chunk_file(path, "image", 1).unlink()
+        clean(store)
+
+    monkeypatch.setattr(xccm.io, "_clean_strays", lose_a_chunk)
+    with pytest.raises(IncompleteStoreError, match=r"not marked complete: chunks \[\[1, 0\]\]"):
+        to_zarr(_small(), path)
+    monkeypatch.undo()
+    assert not is_complete(path)
+    assert zarr.open_array(path, path="xccm_progress/image")[1, 0] == 0  # record dropped
+    to_zarr(_small(), path, mode="resume", verify=False)  # rewritten even when trusting records
+    assert is_complete(path, verify="checksum")
+    np.testing.assert_array_equal(open_zarr(path)["image"].values, _small()["image"].values)
+
+
+def test_verify_checksum_finds_a_chunk_changed_in_place(tmp_path):
+    path = tmp_path / "s.zarr"
+    enc = {"image": {"compressors": None}}
+    to_zarr(_small(), path, encoding=enc)
+    chunk = _chunk_file(path, "image", 3)
+    good = chunk.read_bytes()
+    chunk.write_bytes(np.full(3, -1.0).tobytes())  # same size, other values
+    assert is_complete(path, verify="exists")
+    assert not is_complete(path, verify="checksum")
+    with pytest.raises(IncompleteStoreError, match=r"\[\[3, 0\]\] of 'image' are missing or not"):
+        open_zarr(path, verify="checksum")
+    to_zarr(_small(), path, mode="resume", encoding=enc)  # "exists": the records are trusted
+    assert chunk.read_bytes() != good
+    group = zarr.open_group(path, mode="r+", use_consolidated=False)
+    group.attrs[COMPLETE] = 0  # let resume look again, with checksums
+    to_zarr(_small(), path, mode="resume", encoding=enc, verify="checksum")
+    assert chunk.read_bytes() == good and is_complete(path, verify="checksum")
+
+
+def test_verify_is_checked(tmp_path):
+    for bad in (True, "crc", None, 1):
+        with pytest.raises(ValueError, match="verify must be False, 'exists' or 'checksum'"):
+            to_zarr(_small(), tmp_path / "s.zarr", verify=bad)
+        with pytest.raises(ValueError, match="verify must be"):
+            is_complete(tmp_path / "s.zarr", verify=bad)
+    assert not (tmp_path / "s.zarr").exists()
+
+
+def test_chunks_of_fill_values_are_recorded_and_verified_without_an_object(tmp_path):
+    ds = _small()
+    ds["image"] = ds["image"].where(ds.t != 1)  # chunk 1 all NaN: zarr writes no object
+    path = tmp_path / "s.zarr"
+    to_zarr(ds, path)
+    assert not _chunk_file(path, "image", 1).exists()
+    assert zarr.open_array(path, path="xccm_progress/image")[1, 0] >> 32 == 2
+    assert is_complete(path, verify="checksum")
+
+
+def test_a_store_appended_to_by_another_writer_is_no_longer_complete(tmp_path):
+    path = tmp_path / "s.zarr"
+    to_zarr(_small(), path)
+    more = _small().isel(t=slice(0, 2)).drop_vars("ccm")
+    more.to_zarr(path, mode="a", append_dim="t")  # plain xarray: new frames, no record
+    assert not is_complete(path)  # xarray replaced the root attrs, the marker with them
+    with pytest.raises(IncompleteStoreError, match=r"progress records but not its completion"):
+        open_zarr(path)
+    assert open_zarr(path, allow_incomplete=True)["image"].shape == (6, 3)
+
+    to_zarr(_small(), path, mode="w")  # frames carrying the store's own attrs, marker included
+    more = open_zarr(path).isel(t=slice(0, 2)).drop_vars("ccm")
+    more.to_zarr(path, mode="a", append_dim="t")
+    assert not is_complete(path)
+    with pytest.raises(
+        IncompleteStoreError,
+        match=r"changed after xccm.io.to_zarr completed it \(variable 'image' changed "
+        r"\(shape \(4, 3\) -> \(6, 3\)\)\).*mode='append'",
+    ):
+        open_zarr(path)
+
+
+def test_a_variable_added_or_removed_after_completion_is_a_change(tmp_path):
+    path = tmp_path / "s.zarr"
+    to_zarr(_small(), path)
+    group = zarr.open_group(path, mode="r+", use_consolidated=False)
+    group.create_array("extra", shape=(4,), dtype="f8")  # attrs kept, a variable more
+    with pytest.raises(IncompleteStoreError, match="variable 'extra' was added"):
+        open_zarr(path)
+    to_zarr(_small(), path, mode="w")
+    group = zarr.open_group(path, mode="r+", use_consolidated=False)
+    del group["ccm"]
+    assert not is_complete(path)
+    with pytest.raises(IncompleteStoreError, match="variable 'ccm' was removed"):
+        open_zarr(path)
+
+
+def test_a_creation_killed_before_the_in_memory_variables_resumes_with_all_of_them(
+    tmp_path, monkeypatch
+):
+    ds = _small().assign(loss=("t", np.arange(4.0)))
+    path = tmp_path / "k.zarr"
+
+    def killed(self, *args, **kwargs):  # after the root group, before any variable
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(xr.Dataset, "to_zarr", killed)
+    monkeypatch.setattr(xccm.io, "_remove", lambda root, store: None)  # no time to clean up
+    with pytest.raises(KeyboardInterrupt):
+        to_zarr(ds, path)
+    monkeypatch.undo()
+    assert (path / "zarr.json").exists() and not is_complete(path)
+    to_zarr(ds, path, mode="resume")
+    back = open_zarr(path)
+    assert sorted(back.data_vars) == ["ccm", "image", "loss"]
+    xr.testing.assert_identical(back.compute().drop_attrs(), ds.compute().drop_attrs())
+
+
+def test_completion_accounts_for_every_variable(tmp_path):
+    path = tmp_path / "s.zarr"
+    write = to_zarr(_small(), path, compute=False)
+    group = zarr.open_group(path, mode="r+", use_consolidated=False)
+    del group["ccm"]  # an in-memory variable lost after creation
+    with pytest.raises(IncompleteStoreError, match="variable 'ccm' is missing"):
+        write.compute()
+    assert not is_complete(path)
+
+
+def test_leftover_partial_files_of_zarr_are_removed_on_resume(tmp_path):
+    path, reference = tmp_path / "s.zarr", tmp_path / "r.zarr"
+    to_zarr(_small(), reference)
+    to_zarr(_small(), path, compute=False)
+    strays = [
+        path / "image" / "c" / "1" / f"0.{'a' * 32}.partial",  # a compressed chunk, cut short
+        path / f"zarr.{'b' * 32}.partial",  # consolidating, cut short
+        path / "ccm" / f"zarr.{'c' * 32}.partial",
+    ]
+    for stray in strays:
+        stray.parent.mkdir(parents=True, exist_ok=True)
+        stray.write_bytes(b"{")
+    to_zarr(_small(), path, mode="resume")
+    assert not any(s.exists() for s in strays)
+    assert _files(path) == _files(reference)
+
+
+def test_resume_creates_a_store_of_which_only_partial_root_metadata_exists(tmp_path):
+    path = tmp_path / "s.zarr"
+    path.mkdir()
+    (path / f"zarr.{'d' * 32}.partial").write_bytes(b'{"zarr_')  # killed creating the root
+    with pytest.raises(FileExistsError):  # "w-" does not touch what is there
+        to_zarr(_small(), path)
+    to_zarr(_small(), path, mode="resume")
+    assert is_complete(path, verify="checksum")
+    assert not list(path.glob("*.partial"))
+
+
+def test_resume_leaves_a_folder_holding_other_files_alone(tmp_path):
+    path = tmp_path / "s.zarr"
+    path.mkdir()
+    (path / "notes.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match="already contains data"):  # zarr's own error
+        to_zarr(_small(), path, mode="resume")
+    assert (path / "notes.txt").read_text() == "mine"
+
+
+def test_a_garbage_progress_record_is_named_and_its_chunk_written_again(tmp_path):
+    path = tmp_path / "s.zarr"
+    to_zarr(_small(), path, compute=False)
+    image = zarr.open_array(path, path="image")
+    image[1:2] = -1.0  # what resume must write again
+    record = path / "xccm_progress" / "image" / "c" / "1" / "0"
+    record.parent.mkdir(parents=True)
+    record.write_bytes(b"\x01\x02")  # not a record
+    with pytest.warns(RuntimeWarning, match=r"records \['xccm_progress/image/c/1/0'\] are damaged"):
+        to_zarr(_small(), path, mode="resume")
+    np.testing.assert_array_equal(open_zarr(path)["image"].values, _small()["image"].values)
+    assert is_complete(path, verify="checksum")
+
+
+def test_a_failed_chunk_write_removes_its_temporary_file(tmp_path, monkeypatch):
+    path = tmp_path / "s.zarr"
+    enc = {"image": {"compressors": None}}
+    to_zarr(_small(), path, compute=False, encoding=enc)
+
+    def full(src, dst):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(xccm.io.os, "replace", full)
+    with pytest.raises(OSError, match="No space left"), dask.config.set(scheduler="sync"):
+        to_zarr(_small(), path, mode="resume", encoding=enc)
+    monkeypatch.undo()
+    assert not list(path.rglob("*.xccm-tmp"))
+    to_zarr(_small(), path, mode="resume", encoding=enc)
+    assert is_complete(path, verify="checksum")

@@ -763,7 +763,8 @@ def _failing(group, store, name, chunks, records, verify) -> list[tuple[int, ...
     grid_ndim = len(chunks)
     encode = arr.metadata.chunk_key_encoding.encode_chunk_key
     stored = _stored_keys(arr)
-    bad = [tuple(c) for c in written if encode(tuple(c[:grid_ndim])) not in stored]
+    written = [tuple(int(i) for i in c) for c in written]
+    bad = [c for c in written if encode(c[:grid_ndim]) not in stored]
     if verify == "checksum":
         missing = set(bad)
         for chunk in np.argwhere(state != 0):
@@ -1110,7 +1111,15 @@ def _why_incomplete(group, store: str, verify) -> str | None:
     A store xccm did not write (no marker) counts as complete. Checks the marker, then that
     the arrays are those it vouches for, then (``verify``) the chunks against their records.
     """
-    if not group.attrs.get(COMPLETE, True):
+    if COMPLETE not in group.attrs:
+        if _member(group, store, PROGRESS) is None:
+            return None  # not written by xccm
+        return (
+            "it holds xccm's progress records but not its completion marker: another writer "
+            "replaced its attributes (as xarray's to_zarr(mode='a') does), so what it changed "
+            "is not vouched for. Grow a store with xccm.io.to_zarr(..., mode='append') instead"
+        )
+    if not group.attrs[COMPLETE]:
         return (
             "xccm.io.to_zarr did not finish writing it. Run the same write again with "
             "mode='resume' to finish it"
