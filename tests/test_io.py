@@ -608,19 +608,75 @@ def test_stores_of_earlier_versions_mark_completeness_with_a_bool(tmp_path, flag
         np.testing.assert_array_equal(open_zarr(path)["image"].values, img.values)
 
 
-def test_resume_says_that_another_spelling_of_the_source_path_is_another_computation(
-    source, tmp_path
+@pytest.mark.parametrize(
+    "spelling",
+    ["path", "dot", "slash", "relative", "dotdot"],
+)
+def test_resume_does_not_depend_on_how_the_source_path_is_spelled(
+    source, tmp_path, monkeypatch, spelling
 ):
+    reference, out = tmp_path / "reference.zarr", tmp_path / "out.zarr"
+    to_zarr(_pipeline(str(source)), reference)
+    with pytest.raises(RuntimeError, match="interrupted"), dask.config.set(scheduler="sync"):
+        _Flaky.fail_at, _Flaky.seen = 3, []
+        to_zarr(_flaky_pipeline(str(source)), out)
+    _Flaky.fail_at = None
+    monkeypatch.chdir(tmp_path)
+    respelled = {
+        "path": source,  # a Path, not a str: xarray then names the tasks without the mtime
+        "dot": f"{source.parent}/./{source.name}",
+        "slash": f"{source}/",
+        "relative": source.name,
+        "dotdot": f"../{tmp_path.name}/{source.name}",
+    }[spelling]
+    to_zarr(_flaky_pipeline(respelled), out, mode="resume")
+    assert is_complete(out, verify="checksum")
+    mine, theirs = _files(out), _files(reference)  # the root's tokens: another pipeline
+    assert mine.keys() == theirs.keys()
+    assert all(mine[k] == theirs[k] for k in mine if k != "zarr.json")
+
+
+def test_a_refused_resume_says_which_part_differs(source, tmp_path):
     out = tmp_path / "out.zarr"
-    to_zarr(_pipeline(str(source)), out, compute=False)
-    respelled = f"{source.parent}/./{source.name}"  # the same source
-    with pytest.raises(
-        ValueError,
-        match=r"different computation: variable 'image' \(its source or the computation",
-    ):
-        to_zarr(_pipeline(respelled), out, mode="resume")
-    to_zarr(_pipeline(str(source)), out, mode="resume")  # spelled as the first time
+    first = _flaky_pipeline(source)
+    with pytest.raises(RuntimeError, match="interrupted"), dask.config.set(scheduler="sync"):
+        _Flaky.fail_at, _Flaky.seen = 3, []
+        to_zarr(_flaky_pipeline(source), out, attrs={"run": 1})
+    _Flaky.fail_at = None
+
+    def refused(obj, match, **kwargs):
+        kwargs = {"attrs": {"run": 1}, **kwargs}
+        with pytest.raises(ValueError, match=match):
+            to_zarr(obj, out, mode="resume", **kwargs)
+
+    m = _per_frame_matrix(xr.open_zarr(source))
+    refused(first.assign(image=first.image * 2, ccm=m * 2),
+            r"different computation: variable 'image' \(its source or the computation on it\); "
+            r"variable 'ccm' \(its values\) differ")  # fmt: skip
+    refused(first.assign(ccm=m * 2), r"computation: variable 'ccm' \(its values\) differ")
+    refused(first, r"computation: attrs differ", attrs={"run": 2})
+    refused(first, r"computation: encoding differ", encoding={"image": {"compressors": None}})
+    flaky = _flaky_pipeline(source)
+    refused(flaky.assign(image=flaky.image * 2), r"computation: variable 'image' \(its source")
+    to_zarr(_flaky_pipeline(f"{source}/"), out, mode="resume", attrs={"run": 1})
     assert is_complete(out)
+
+
+def test_a_resume_whose_task_names_differ_recomputes_written_chunks(source, tmp_path):
+    # Same source, same kinds of layers, another constant inside a layer: only the values
+    # tell, so the first and last chunks written are computed again and compared.
+    out = tmp_path / "out.zarr"
+    first = _flaky_pipeline(source)
+    with pytest.raises(RuntimeError, match="interrupted"), dask.config.set(scheduler="sync"):
+        _Flaky.fail_at, _Flaky.seen = 3, []
+        to_zarr(first.assign(image=first.image * 2), out)
+    _Flaky.fail_at = None
+    again = _flaky_pipeline(f"{source}/")  # another spelling: other Dask names
+    with pytest.raises(ValueError, match=r"'image' .*: chunk \[\d, 0, 0, 0\] computed now differs"):
+        to_zarr(again.assign(image=again.image * 3), out, mode="resume")
+    to_zarr(again.assign(image=again.image * 2), out, mode="resume")
+    expected = 2 * xccm.apply(_stack().compute(), _per_frame_matrix(_stack())).image
+    xr.testing.assert_allclose(open_zarr(out).image.compute(), expected, rtol=1e-6)
 
 
 def test_small_in_memory_variables_are_one_chunk(tmp_path):

@@ -229,6 +229,7 @@ def to_zarr(
     fresh = True
     if mode == "resume" and existing is not None and existing.attrs.get(_CREATED):
         _check_resumable(existing, store, ds, chunks, tokens)
+        then = json.loads(existing.attrs[_TOKENS])
         fresh = False
     elif mode == "resume" and existing is not None:
         if _TOKEN not in existing.attrs:
@@ -252,7 +253,9 @@ def to_zarr(
         if fresh:
             done = np.zeros(grid, bool)
         else:
-            done = _verified(group, store, str(name), var.chunks, verify)
+            done, records = _verified(group, store, str(name), var.chunks, verify)
+            if then["variables"].get(str(name)) != tokens["variables"][str(name)]:
+                _check_samples(store, str(name), var, records)
         writer = _ChunkWriter(store, str(name), chunks[name], grid, token)
         for region, blocks in _missing_runs(
             done.reshape(tuple(len(c) for c in var.chunks)), var.chunks
@@ -668,9 +671,10 @@ def _clear_leftovers(store: str) -> None:
         shutil.rmtree(local)
 
 
-def _verified(group, store: str, name: str, chunks, verify) -> np.ndarray:
-    """Return which chunks of ``name`` are written, by their records, checked by ``verify``.
+def _verified(group, store: str, name: str, chunks, verify) -> tuple[np.ndarray, np.ndarray]:
+    """Return which chunks of ``name`` are written, and their records.
 
+    Written means recorded, and passing ``verify``.
     A damaged record (not 8 bytes, or not a state xccm writes) is reported in a warning and
     counts as not written, as does a chunk that fails ``verify``; resume writes them again.
     """
@@ -686,7 +690,29 @@ def _verified(group, store: str, name: str, chunks, verify) -> np.ndarray:
         bad = _failing(group, store, name, chunks, records, verify)
         for chunk in bad:
             records[chunk] = 0
-    return (records >> np.uint64(32)) > 0
+    return (records >> np.uint64(32)) > 0, records
+
+
+def _check_samples(store: str, name: str, var, records: np.ndarray) -> None:
+    """Refuse to resume if written chunks of ``var``, computed again, differ from their records.
+
+    Used when the variable's Dask name differs from the first run's while its graph's
+    structure is the same (e.g. its source opened through another spelling of its path): the
+    first and last chunks written are computed again and their CRC-32s compared.
+    """
+    written = np.argwhere((records >> np.uint64(32)) > 0)
+    if not len(written):
+        return
+    for chunk in {tuple(int(i) for i in written[0]), tuple(int(i) for i in written[-1])}:
+        index = chunk[: var.ndim]
+        block = np.asarray(var.data.blocks[index].compute() if index else var.data.compute())
+        if _crc(block, block.dtype) != int(records[chunk]) & 0xFFFFFFFF:
+            raise ValueError(
+                f"store {store!r} was started from a different computation: variable "
+                f"{name!r} (its source or the computation on it): chunk {list(chunk)} computed "
+                "now differs from the one written, so finishing it would mix two results. Give "
+                "the same inputs as the first run, or use mode='w' to start over"
+            )
 
 
 def _read_records(group, store: str, name: str) -> tuple[np.ndarray, list[str]]:
@@ -980,9 +1006,16 @@ def _check_encoding(encoding, ds: xr.Dataset, lazy) -> None:
 
 
 def _tokens(ds: xr.Dataset, lazy, attrs, encoding) -> dict[str, Any]:
-    """Tokens of the parts of the computation, to tell which part differs on resume."""
+    """Tokens of the parts of the computation, to tell which part differs on resume.
+
+    ``variables`` holds Dask's token of each variable (for a Dask-backed one, its name, which
+    Dask derives from the source's path as spelled and, for xarray's readers, its mtime);
+    ``structure`` holds, for each Dask-backed variable, a token of its graph's layers in which
+    a source read by xarray counts by its resolved path (:func:`_structure`).
+    """
     return {
         "variables": {str(k): dask.base.tokenize(v.dims, v.data) for k, v in ds.variables.items()},
+        "structure": {str(k): _structure(v.data) for k, v in lazy.items()},
         "attrs": dask.base.tokenize(
             ds.attrs, {str(k): v.attrs for k, v in ds.variables.items()}, attrs
         ),
@@ -1187,6 +1220,68 @@ def _quiet_consolidated():
         yield
 
 
+def _structure(array) -> str:
+    """Return a token of a Dask array's graph, the same for a source however it is spelled.
+
+    Each layer counts by its kind (its name without the token) and its dependencies; a layer
+    with none counts by its name (Dask names in-memory data by its values), except a source
+    read by xarray, which counts by its file's resolved path, the variable in it and the
+    selection. Literal arguments inside a layer (``x * 2``) do not show here: a resume whose
+    Dask names differ also recomputes written chunks and compares their checksums
+    (:func:`_check_samples`).
+    """
+    graph = array.__dask_graph__()
+    layers = getattr(graph, "layers", None)
+    if layers is None:  # a plain dict graph: no layers to go by
+        return dask.base.tokenize(array)
+    canonical: dict[str, str] = {}
+    stack = [(array.name, False)]
+    while stack:  # dependencies before dependents, without recursion
+        name, ready = stack.pop()
+        if name in canonical:
+            continue
+        deps = graph.dependencies.get(name, set())
+        if not ready:
+            stack.append((name, True))
+            stack.extend((d, False) for d in deps if d not in canonical)
+            continue
+        if deps:
+            kind = dask.utils.key_split(name)
+            canonical[name] = dask.base.tokenize(kind, sorted(canonical[d] for d in deps))
+        else:
+            source = _source(layers[name])
+            canonical[name] = name if source is None else dask.base.tokenize(source)
+    return canonical[array.name]
+
+
+def _source(layer) -> tuple | None:
+    """Return (resolved path, variable, selection) of a layer that reads a file via xarray."""
+    try:
+        if len(layer) != 1:
+            return None
+        value = next(iter(dict(layer).values()))
+    except Exception:  # a layer that does not materialize simply: not a source
+        return None
+    key = None
+    for _ in range(8):  # xarray's lazy indexing adapters wrap the backend array
+        key = getattr(value, "key", key)
+        inner = getattr(value, "array", None)
+        if inner is None:
+            break
+        value = inner
+    zarr_array = getattr(value, "_array", None)
+    if zarr_array is not None and hasattr(zarr_array, "store"):
+        root = getattr(zarr_array.store, "root", None)
+        if root is None:
+            return None
+        return (os.path.realpath(root), zarr_array.path, repr(key))
+    datastore = getattr(value, "datastore", None)
+    filename = getattr(datastore, "_filename", None) or getattr(datastore, "filename", None)
+    if isinstance(filename, str) and "://" not in filename:
+        return (os.path.realpath(filename), getattr(value, "variable_name", None), repr(key))
+    return None
+
+
 def _check_resumable(group, store, ds, chunks, tokens) -> None:
     """Refuse to resume a store written from another computation, saying which part differs."""
     if _TOKEN not in group.attrs:
@@ -1228,6 +1323,7 @@ def _check_resumable(group, store, ds, chunks, tokens) -> None:
         + ")"
         for name, t in tokens["variables"].items()
         if then.get("variables", {}).get(name) != t
+        and not (name in lazy and then.get("structure", {}).get(name) == tokens["structure"][name])
     ]
     gone = set(then.get("variables", {})) - set(tokens["variables"])
     differ += [f"variables {sorted(gone)} (not in obj)"] if gone else []
