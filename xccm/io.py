@@ -23,7 +23,10 @@ Needs the ``io`` extra (zarr), imported with this module: ``import xccm.io``.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import functools
 import json
+import math
 import os
 import re
 import shutil
@@ -257,6 +260,11 @@ def to_zarr(
             if then["variables"].get(str(name)) != tokens["variables"][str(name)]:
                 _check_samples(store, str(name), var, records)
         writer = _ChunkWriter(store, str(name), chunks[name], grid, token)
+        if fresh:  # every chunk: the variable whole, as xarray stores it
+            sources.append(var.data)
+            targets.append(writer)
+            regions.append(tuple(slice(0, n) for n in var.shape))
+            continue
         for region, blocks in _missing_runs(
             done.reshape(tuple(len(c) for c in var.chunks)), var.chunks
         ):
@@ -265,7 +273,9 @@ def to_zarr(
             regions.append(region)
     stored = da.store(sources, targets, regions=regions, lock=False, compute=False)
     expected = {str(k): (v.shape, chunks.get(k)) for k, v in ds.variables.items()}
-    final = dask.delayed(_mark_complete, pure=False)(store, expected, verify, stored)
+    # A partial, so that Dask does not traverse ``expected`` (one entry per variable).
+    complete = functools.partial(_mark_complete, store, expected, verify)
+    final = dask.delayed(complete, pure=False, name=f"xccm-complete-{uuid.uuid4().hex}")(stored)
     if not compute:
         return final
     if progress:
@@ -398,7 +408,8 @@ class _ChunkWriter:
         else:
             arr[index] = block
         progress = _open_array(self.store, f"{PROGRESS}/{self.name}", self.token)
-        _write_record(progress, chunk or (0,), record)
+        flat = int(np.ravel_multi_index(chunk, self.grid)) if chunk else 0
+        _write_record(progress, flat, record)
 
 
 #: A record's state (its high 32 bits): the chunk was written and its object is in the store,
@@ -420,18 +431,29 @@ def _crc(values: np.ndarray, dtype: np.dtype) -> int:
     return zlib.crc32(memoryview(native.reshape(-1)).cast("B"))
 
 
-def _write_record(progress, chunk: tuple[int, ...], record: int) -> None:
-    """Write one chunk's record into the progress array.
+def _write_record(progress, flat: int, record: int) -> None:
+    """Write one chunk's record (element ``flat``, C order) into the progress array.
 
     In a local store (an uncompressed uint64 array, as :func:`to_zarr` creates it), the
-    8-byte chunk file is written directly (:func:`_write_chunk_file`); elsewhere (an fsspec
-    URL) zarr writes it.
+    8-byte chunk file is written in place with one ``write``, without the temporary file and
+    rename of a chunk: a record cut short (fewer than 8 bytes) reads as damaged, and its
+    chunk is written again (:func:`_read_records`). Elsewhere (an fsspec URL) zarr writes it.
     """
-    value = np.full((1,) * len(chunk), record, dtype=np.uint64)
+    value = np.full(1, record, dtype=np.uint64)
     if _raw_local(progress):
-        _write_chunk_file(progress, chunk, value)
+        key = progress.metadata.chunk_key_encoding.encode_chunk_key((flat,))
+        target = os.path.join(_folder(progress), *key.split("/"))
+        try:
+            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+        except FileNotFoundError:
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+        try:
+            os.write(fd, value.tobytes())
+        finally:
+            os.close(fd)
     else:
-        progress[tuple(slice(i, i + 1) for i in chunk)] = value
+        progress[flat : flat + 1] = value
 
 
 def _raw_local(arr) -> bool:
@@ -598,19 +620,54 @@ def _fill(ds, store, chunks, tokens, token, attrs, encoding) -> None:
         # chunks, which may split the channel dim that xccm needs whole.
         if name not in chunks and var.size and var.nbytes <= _ONE_CHUNK_BYTES:
             enc.setdefault(name, {}).setdefault("chunks", var.shape)
+    # xarray builds a write of each Dask-backed variable that we never compute (to_zarr writes
+    # the chunks itself): give it one-chunk placeholders of the same shape, dtype and attrs,
+    # not the real graphs, so building that write costs one task per variable.
+    grids = {k: _grid(ds.variables[k]) for k in chunks}
+    blank = {
+        k: v.copy(data=da.empty(v.shape, dtype=v.dtype, chunks=v.shape or ()))
+        for k, v in ds.variables.items()
+        if k in chunks
+    }
+    ds = ds.assign_coords({k: v for k, v in blank.items() if k in ds.coords})
+    ds = ds.assign({k: v for k, v in blank.items() if k in ds.data_vars})
     # The group exists (_create made it, with only the xccm attrs): add the variables to it.
     ds.to_zarr(store, mode="a", compute=False, consolidated=False, encoding=enc)
     root = zarr.open_group(store, mode="r+", use_consolidated=False)
     progress = root.require_group(PROGRESS)
-    for name, var in ds.variables.items():
-        if name in chunks:
-            # One uint64 record per chunk (state and CRC-32), on the variable's chunk grid.
-            grid = _grid(var)
-            progress.create_array(
-                str(name), shape=grid, chunks=(1,) * len(grid), dtype=np.uint64,
-                fill_value=0, compressors=None,
+    first = None
+    for name in ds.variables:
+        if name not in chunks:
+            continue
+        # One uint64 record per chunk (state and CRC-32), flat in C order over the chunk grid:
+        # one small file per chunk, no nested folders.
+        shape = (math.prod(grids[name]),)
+        if first is not None and _raw_local(first):  # the same metadata, another shape
+            _write_metadata(first, f"{PROGRESS}/{name}", shape)
+        else:
+            first = progress.create_array(
+                str(name), shape=shape, chunks=(1,), dtype=np.uint64, fill_value=0,
+                compressors=None,
             )  # fmt: skip
     root.attrs[_CREATED] = 1
+
+
+def _write_metadata(like, path: str, shape: tuple[int, ...]) -> None:
+    """Create the array ``path`` with ``like``'s metadata but ``shape``, in a local store.
+
+    Writes the ``zarr.json`` zarr would write (zarr serializes it), without going through
+    zarr's event loop once per array: the progress arrays of 2000 variables take a fraction
+    of the time.
+    """
+    from zarr.core.buffer import default_buffer_prototype
+
+    meta = dataclasses.replace(like.metadata, shape=shape)
+    folder = Path(like.store.root, *path.split("/"))
+    folder.mkdir(parents=True, exist_ok=True)
+    (buffer,) = meta.to_buffer_dict(default_buffer_prototype()).values()
+    tmp = folder / f"zarr.json.{uuid.uuid4().hex}{_TMP}"
+    tmp.write_bytes(buffer.to_bytes())
+    os.replace(tmp, folder / "zarr.json")
 
 
 def _grid(var) -> tuple[int, ...]:
@@ -678,7 +735,7 @@ def _verified(group, store: str, name: str, chunks, verify) -> tuple[np.ndarray,
     A damaged record (not 8 bytes, or not a state xccm writes) is reported in a warning and
     counts as not written, as does a chunk that fails ``verify``; resume writes them again.
     """
-    records, damaged = _read_records(group, store, name)
+    records, damaged = _read_records(group, store, name, tuple(len(c) for c in chunks) or (1,))
     if damaged:
         warnings.warn(
             f"store {store!r}: the progress records {damaged} are damaged; their chunks are "
@@ -715,9 +772,14 @@ def _check_samples(store: str, name: str, var, records: np.ndarray) -> None:
             )
 
 
-def _read_records(group, store: str, name: str) -> tuple[np.ndarray, list[str]]:
-    """Return the progress records of ``name`` (0 where unwritten) and the damaged ones' keys."""
+def _read_records(group, store: str, name: str, grid) -> tuple[np.ndarray, list[str]]:
+    """Return the records of ``name`` on its chunk ``grid`` (0: unwritten), and damaged keys."""
     progress = group[f"{PROGRESS}/{name}"]
+    if math.prod(progress.shape) != math.prod(grid):
+        raise ValueError(
+            f"store {store!r}: the progress records of {name!r} are for {progress.shape[0]} "
+            f"chunks, but the variable has {math.prod(grid)}; use mode='w' to start over"
+        )
     damaged: list[str] = []
     if _raw_local(progress):  # read the few files there are, not one lookup per chunk
         records = np.zeros(progress.shape, np.uint64)
@@ -736,7 +798,7 @@ def _read_records(group, store: str, name: str) -> tuple[np.ndarray, list[str]]:
                 continue
             except FileNotFoundError:  # removed meanwhile
                 continue
-        return records, damaged
+        return records.reshape(grid), damaged
     try:
         records = np.asarray(progress[...])
     except Exception:  # a damaged record: read them one by one
@@ -747,12 +809,12 @@ def _read_records(group, store: str, name: str) -> tuple[np.ndarray, list[str]]:
             except Exception:
                 damaged.append(f"{PROGRESS}/{name}/c/{'/'.join(map(str, chunk))}")
     if records.dtype != np.uint64:  # bool markers of an older xccm: written, no checksum
-        return np.where(records.astype(bool), np.uint64(_WRITTEN << 32), np.uint64(0)), damaged
+        records = np.where(records.astype(bool), np.uint64(_WRITTEN << 32), np.uint64(0))
     state = records >> np.uint64(32)
     bad = (state != 0) & (state != _WRITTEN) & (state != _EMPTY)
     for chunk in zip(*np.nonzero(bad), strict=True):
         damaged.append(f"{PROGRESS}/{name}/c/{'/'.join(map(str, chunk))}")
-    return np.where(bad, np.uint64(0), records), damaged
+    return np.where(bad, np.uint64(0), records).reshape(grid), damaged
 
 
 def _local_keys(folder) -> list[str]:
@@ -824,17 +886,18 @@ def _mark_complete(store: str, expected: dict, verify, _stored: Any) -> None:
             continue
         if chunks is None:
             continue
-        records, _ = _read_records(group, store, name)
+        grid = tuple(-(-s // c) for s, c in zip(shape, chunks, strict=True)) or (1,)
+        records, _ = _read_records(group, store, name, grid)
         unwritten = int(((records >> np.uint64(32)) == 0).sum())
         if unwritten:
             problems.append(f"{unwritten} chunk(s) of {name!r} are not recorded as written")
         if verify:
-            grid = tuple(-(-s // c) for s, c in zip(shape, chunks, strict=True))
-            bad = _failing(group, store, name, grid, records, verify)
+            bad = _failing(group, store, name, arr.cdata_shape, records, verify)
             if bad:
                 progress = group[f"{PROGRESS}/{name}"]
                 for chunk in bad:  # not written, as far as a resume is concerned
-                    progress[tuple(slice(i, i + 1) for i in chunk)] = 0
+                    flat = int(np.ravel_multi_index(chunk, grid))
+                    progress[flat : flat + 1] = 0
                 what = "missing" if verify == "exists" else "missing or not as recorded"
                 problems.append(f"chunks {[list(c) for c in bad[:5]]} of {name!r} are {what}")
     if problems:
@@ -842,9 +905,10 @@ def _mark_complete(store: str, expected: dict, verify, _stored: Any) -> None:
             f"store {store!r} was not marked complete: {'; '.join(problems)}. Run the same "
             "write with mode='resume' to write what is missing."
         )
-    group.attrs.update({COMPLETE: 1, _ARRAYS: json.dumps(_describe(group))})
+    # Consolidate first, then mark the consolidated root: each array's metadata is read once.
     with _quiet_consolidated():
-        zarr.consolidate_metadata(store)
+        consolidated = zarr.consolidate_metadata(store)
+    consolidated.attrs.update({COMPLETE: 1, _ARRAYS: json.dumps(_describe(consolidated))})
 
 
 def _describe(group) -> dict[str, dict[str, Any]]:
@@ -1198,7 +1262,7 @@ def _why_incomplete(group, store: str, verify) -> str | None:
             if _member(group, store, f"{PROGRESS}/{name}") is None:
                 continue
             arr = group[name]
-            records, damaged = _read_records(group, store, name)
+            records, damaged = _read_records(group, store, name, arr.cdata_shape or (1,))
             if damaged:
                 return f"its progress records {damaged} are damaged"
             bad = _failing(group, store, name, arr.cdata_shape, records, verify)
