@@ -1004,3 +1004,80 @@ def test_a_failed_chunk_write_removes_its_temporary_file(tmp_path, monkeypatch):
     assert not list(path.rglob("*.xccm-tmp"))
     to_zarr(_small(), path, mode="resume", encoding=enc)
     assert is_complete(path, verify="checksum")
+
+
+# ---------------------------------------------------------------------------------------------
+# a growing time series: mode="append" (issue 12 §1.7)
+
+
+def test_appended_frames_give_the_store_written_at_once(source, tmp_path):
+    whole, grown = tmp_path / "whole.zarr", tmp_path / "grown.zarr"
+    to_zarr(_pipeline(source), whole)
+    full = _pipeline(source)
+    to_zarr(full.isel(time=slice(0, 6)), grown)
+    to_zarr(full.isel(time=slice(6, 10)), grown, mode="append", append_dim="time")
+    to_zarr(full.isel(time=slice(10, None)), grown, mode="append", append_dim="time")
+    assert is_complete(grown, verify="checksum")
+    a, b = open_zarr(grown).compute(), open_zarr(whole).compute()
+    for key in ("xccm_token", "xccm_tokens", "xccm_arrays"):
+        a.attrs.pop(key), b.attrs.pop(key)
+    xr.testing.assert_identical(a, b)
+    assert open_zarr(grown).image.chunks == open_zarr(whole).image.chunks
+    # the same chunk files and records (in-memory variables keep the first write's chunks)
+    mine, theirs = (
+        {k: v for k, v in _files(p).items() if k.split("/")[0] in ("image", "xccm_progress")}
+        for p in (grown, whole)
+    )
+    assert mine.keys() == theirs.keys()
+    assert all(mine[k] == theirs[k] for k in mine if not k.endswith("zarr.json"))
+
+
+def test_an_append_cut_short_is_finished_by_appending_the_same_frames(source, tmp_path):
+    out = tmp_path / "out.zarr"
+    to_zarr(_pipeline(source).isel(time=slice(0, 6)), out)
+    more = _flaky_pipeline(source).isel(time=slice(6, None))
+    _Flaky.fail_at, _Flaky.seen = 4, []  # the second new chunk (of the whole stack)
+    with pytest.raises(RuntimeError, match="interrupted"), dask.config.set(scheduler="sync"):
+        to_zarr(more, out, mode="append", append_dim="time")
+    _Flaky.fail_at = None
+    assert not is_complete(out)
+    with pytest.raises(IncompleteStoreError, match="did not finish"):
+        open_zarr(out)
+    with pytest.raises(ValueError, match=r"frames 6 to 12 along 'time' was cut short"):
+        to_zarr(more.isel(time=slice(0, 2)), out, mode="append", append_dim="time")
+    with pytest.raises(ValueError, match=r"other frames was cut short \(variable 'image'"):
+        to_zarr(more.assign(image=more.image * 0), out, mode="append", append_dim="time")
+    _Flaky.seen = []
+    respelled = _flaky_pipeline(f"{source}/").isel(time=slice(6, None))  # another spelling
+    to_zarr(respelled, out, mode="append", append_dim="time")
+    assert 4 in _Flaky.seen and len(_Flaky.seen) < 3 + 2  # not all three new chunks again
+    assert is_complete(out, verify="checksum")
+    expected = xccm.apply(_stack().compute(), _per_frame_matrix(_stack())).image
+    xr.testing.assert_allclose(open_zarr(out).image.compute(), expected, rtol=1e-6)
+
+
+def test_append_says_what_it_needs(source, tmp_path):
+    out = tmp_path / "out.zarr"
+    full = _pipeline(source)
+    with pytest.raises(ValueError, match="needs append_dim"):
+        to_zarr(full, out, mode="append")
+    with pytest.raises(ValueError, match="append_dim is for mode='append'"):
+        to_zarr(full, out, append_dim="time")
+    with pytest.raises(FileNotFoundError, match="create it first"):
+        to_zarr(full, out, mode="append", append_dim="time")
+    to_zarr(full.isel(time=slice(0, 5)).chunk(time=2), out)  # 2 + 2 + 1: last chunk not full
+    with pytest.raises(
+        ValueError, match=r"holds 5 along 'time'; appended frames must start a new chunk"
+    ):
+        to_zarr(full.isel(time=slice(5, None)).chunk(time=2), out, mode="append", append_dim="time")
+    to_zarr(full.isel(time=slice(0, 4)), out, mode="w")
+    with pytest.raises(ValueError, match="append_dim 'frame' is not a dim of obj"):
+        to_zarr(full.isel(time=slice(4, None)), out, mode="append", append_dim="frame")
+    with pytest.raises(ValueError, match="keeps the store's attrs and encoding"):
+        to_zarr(full.isel(time=slice(4, None)), out, mode="append", append_dim="time", attrs={})
+    with pytest.raises(ValueError, match=r"'channel' has no dim 'time' and differs"):
+        more = full.isel(time=slice(4, None)).assign_coords(channel=["X", "Y", "Z"])
+        to_zarr(more, out, mode="append", append_dim="time")
+    zarr.open_group(out, mode="r+", use_consolidated=False).attrs[COMPLETE] = 0
+    with pytest.raises(IncompleteStoreError, match="cannot be appended"):
+        to_zarr(full.isel(time=slice(4, None)), out, mode="append", append_dim="time")

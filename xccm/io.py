@@ -76,8 +76,10 @@ _CREATED = "xccm_created"
 #: Root attribute written with ``xccm_complete = 1``: the arrays the marker vouches for (their
 #: shapes, chunks and data types), as a JSON string.
 _ARRAYS = "xccm_arrays"
+#: Root attribute while frames are being appended: where from, and the appended data's tokens.
+_APPEND = "xccm_append"
 
-Mode = Literal["w-", "w", "resume"]
+Mode = Literal["w-", "w", "resume", "append"]
 Verify = Literal[False, "exists", "checksum"]
 _VERIFY = (False, "exists", "checksum")
 
@@ -100,6 +102,7 @@ def to_zarr(
     attrs: Mapping[str, Any] | None = None,
     encoding: Mapping[Hashable, Mapping[str, Any]] | None = None,
     verify: Verify = "exists",
+    append_dim: Hashable | None = None,
 ) -> Any:
     """Write ``obj`` to a zarr store chunk by chunk, resumably, marking it complete at the end.
 
@@ -197,8 +200,14 @@ def to_zarr(
     (True, (1, 1, 1, 1))
     """
     _require_zarr()
-    if mode not in ("w-", "w", "resume"):
-        raise ValueError(f"unknown mode {mode!r}; expected 'w-', 'w' or 'resume'")
+    if mode not in ("w-", "w", "resume", "append"):
+        raise ValueError(f"unknown mode {mode!r}; expected 'w-', 'w', 'resume' or 'append'")
+    if (mode == "append") != (append_dim is not None):
+        raise ValueError(
+            "mode='append' needs append_dim (the dim to grow, e.g. append_dim='time')"
+            if mode == "append"
+            else f"append_dim is for mode='append'; got mode={mode!r}"
+        )
     _check_verify(verify)
     if progress and not compute:
         raise ValueError(
@@ -223,6 +232,11 @@ def to_zarr(
     tokens = _tokens(ds, lazy, attrs, encoding)
     token = dask.base.tokenize(tokens)
     existing = None if mode == "w" else _open_group(store)  # "w" replaces even a damaged one
+    if mode == "append":
+        final = _append(
+            ds, store, existing, lazy, chunks, tokens, append_dim, attrs, encoding, verify
+        )
+        return _run(final, compute, progress)
 
     if mode == "w-" and existing is not None:
         raise FileExistsError(
@@ -276,6 +290,176 @@ def to_zarr(
     # A partial, so that Dask does not traverse ``expected`` (one entry per variable).
     complete = functools.partial(_mark_complete, store, expected, verify)
     final = dask.delayed(complete, pure=False, name=f"xccm-complete-{uuid.uuid4().hex}")(stored)
+    return _run(final, compute, progress)
+
+
+def _append(ds, store, group, lazy, chunks, tokens, dim, attrs, encoding, verify):
+    """Grow the complete store ``store`` by ``ds``'s frames along ``dim`` (``mode="append"``).
+
+    The root is marked incomplete with a record of the append (where it starts, the tokens
+    of the frames), the arrays and progress arrays are resized, the in-memory variables'
+    new part written, and the new chunks written and recorded as any others; completion
+    then checks every variable and chunk again and marks the store complete. An append cut
+    short is finished by the same call (the same frames); until then the store is
+    incomplete.
+    """
+    if group is None:
+        raise FileNotFoundError(
+            f"store {store!r} does not exist: create it first (mode='w-'), then append to it"
+        )
+    if _TOKENS not in group.attrs or not group.attrs.get(_CREATED):
+        raise ValueError(
+            f"store {store!r} was not written by this version of xccm.io.to_zarr (or its "
+            "creation was cut short), so frames cannot be appended to it; write it with "
+            "mode='w', or finish it with mode='resume'"
+        )
+    if attrs is not None or encoding is not None:
+        raise ValueError(
+            "mode='append' keeps the store's attrs and encoding: pass neither attrs nor encoding"
+        )
+    if dim not in ds.dims:
+        raise ValueError(f"append_dim {dim!r} is not a dim of obj; its dims are {list(ds.dims)}")
+    pending = json.loads(group.attrs[_APPEND]) if _APPEND in group.attrs else None
+    if pending is None:
+        why = _why_incomplete(group, store, False)
+        if why is not None:
+            raise IncompleteStoreError(
+                f"store {store!r} is incomplete, so frames cannot be appended to it: {why}"
+            )
+    n_new = ds.sizes[dim]
+    arrays = {str(k): _member(group, store, str(k)) for k in ds.variables}
+    growing = {k: v for k, v in ds.variables.items() if dim in v.dims}
+    start = None
+    for name, var in ds.variables.items():
+        arr = arrays[str(name)]
+        if arr is None or not hasattr(arr, "shape"):
+            raise ValueError(
+                f"store {store!r} has no variable {name!r}; mode='append' adds frames to the "
+                "variables the store has"
+            )
+        if arr.ndim != var.ndim or (np.dtype(arr.dtype) != var.dtype and var.dtype.kind != "U"):
+            raise ValueError(
+                f"variable {name!r} is {var.ndim}-d {var.dtype} in obj but {arr.ndim}-d "
+                f"{arr.dtype} in store {store!r}"
+            )
+        if name not in growing:
+            if name in lazy:
+                raise ValueError(
+                    f"Dask-backed variable {name!r} has no dim {dim!r}, so appending cannot "
+                    "write it; drop it from obj"
+                )
+            same = arr.shape == var.shape and np.array_equal(
+                np.asarray(arr[...]), var.values, equal_nan=var.dtype.kind in "fc"
+            )
+            if not same:
+                raise ValueError(
+                    f"variable {name!r} has no dim {dim!r} and differs from the store's; "
+                    "appending keeps it as it is: drop it from obj or make it equal"
+                )
+            continue
+        axis = var.dims.index(dim)
+        if name in lazy and axis != 0:
+            raise ValueError(
+                f"Dask-backed variable {name!r} has {dim!r} as dim {axis}; mode='append' needs "
+                f"it first: transpose first, e.g. obj.transpose({dim!r}, ...)"
+            )
+        n0 = pending["start"] if pending else arr.shape[axis]
+        start = n0 if start is None else start
+        other = [s for i, s in enumerate(var.shape) if i != axis]
+        if n0 != start or other != [s for i, s in enumerate(arr.shape) if i != axis]:
+            raise ValueError(
+                f"variable {name!r} has shape {var.shape} in obj and {arr.shape} in store "
+                f"{store!r}: only its length along {dim!r} may differ"
+            )
+        if name in lazy:
+            c = arr.chunks[axis]
+            along = var.chunks[axis]
+            if (
+                n0 % c
+                or any(k != c for k in along[:-1])
+                or along[-1] > c
+                or tuple(chunks[name][1:]) != tuple(arr.chunks[1:])
+            ):
+                raise ValueError(
+                    f"variable {name!r}: the store's chunks are {tuple(arr.chunks)} and it holds "
+                    f"{n0} along {dim!r}; appended frames must start a new chunk (the store's "
+                    f"last chunk full) and come in the same chunks, e.g. obj.chunk("
+                    f"{dict(zip(var.dims, arr.chunks, strict=True))}). With one frame per "
+                    "chunk any number of frames can be appended"
+                )
+    if start is None:
+        raise ValueError(f"no variable of obj has the dim {dim!r} to append along")
+    stop = start + n_new
+    if pending is not None:
+        if pending.get("dim") != str(dim) or pending.get("stop") != stop:
+            raise ValueError(
+                f"store {store!r}: an append of frames {pending.get('start')} to "
+                f"{pending.get('stop')} along {pending.get('dim')!r} was cut short; finish it "
+                "by appending the same frames again"
+            )
+        differ = _differences(pending["tokens"], tokens, {str(k) for k in lazy})
+        if differ:
+            raise ValueError(
+                f"store {store!r}: an append of other frames was cut short ("
+                + "; ".join(differ)
+                + " differ); finish it by appending the same frames again"
+            )
+    else:
+        root = zarr.open_group(store, mode="r+", use_consolidated=False)
+        record = {"dim": str(dim), "start": start, "stop": stop, "tokens": tokens}
+        root.attrs.update({COMPLETE: 0, _APPEND: json.dumps(record)})
+    token = dask.base.tokenize(tokens, start, stop)
+    for name, var in growing.items():  # resizing to the same shape again is harmless
+        arr = zarr.open_array(store, path=str(name), mode="r+", use_consolidated=False)
+        axis = var.dims.index(dim)
+        shape = tuple(stop if i == axis else s for i, s in enumerate(arr.shape))
+        if arr.shape != shape:
+            arr.resize(shape)
+        if name in lazy:
+            grid = tuple(-(-s // c) for s, c in zip(shape, arr.chunks, strict=True))
+            progress = zarr.open_array(store, path=f"{PROGRESS}/{name}", mode="r+")
+            if progress.shape != (math.prod(grid),):
+                progress.resize((math.prod(grid),))
+        else:
+            region = tuple(
+                slice(start, stop) if i == axis else slice(None) for i in range(var.ndim)
+            )
+            values = var.values.astype(object) if var.dtype.kind == "U" else var.values
+            arr[region] = values
+    group = zarr.open_group(store, mode="r", use_consolidated=False)
+    sources, targets, regions = [], [], []
+    for name, var in lazy.items():
+        arr = group[str(name)]
+        c = arr.chunks[0]
+        store_chunks = tuple(
+            tuple(min(k, s - i) for i in range(0, s, k))
+            for s, k in zip(arr.shape, arr.chunks, strict=True)
+        )
+        done, records = _verified(group, store, str(name), store_chunks, verify)
+        first = start // c
+        done, records = done[first:], records[first:]
+        if pending is not None and pending["tokens"]["variables"].get(str(name)) != tokens[
+            "variables"
+        ].get(str(name)):
+            _check_samples(store, str(name), var, records)
+        writer = _ChunkWriter(
+            store, str(name), tuple(arr.chunks), tuple(len(k) for k in store_chunks), token
+        )
+        for region, blocks in _missing_runs(done, var.chunks):
+            sources.append(var.data.blocks[blocks])
+            targets.append(writer)
+            regions.append((slice(region[0].start + start, region[0].stop + start), *region[1:]))
+    stored = da.store(sources, targets, regions=regions, lock=False, compute=False)
+    expected = {}
+    for name, arr in group.arrays():
+        has_records = _member(group, store, f"{PROGRESS}/{name}") is not None
+        expected[name] = (arr.shape, tuple(arr.chunks) if has_records else None)
+    complete = functools.partial(_mark_complete, store, expected, verify)
+    return dask.delayed(complete, pure=False, name=f"xccm-complete-{uuid.uuid4().hex}")(stored)
+
+
+def _run(final, compute: bool, progress: bool) -> Any:
+    """Return the Delayed write, or compute it (under a progress bar if asked)."""
     if not compute:
         return final
     if progress:
@@ -908,7 +1092,8 @@ def _mark_complete(store: str, expected: dict, verify, _stored: Any) -> None:
     # Consolidate first, then mark the consolidated root: each array's metadata is read once.
     with _quiet_consolidated():
         consolidated = zarr.consolidate_metadata(store)
-    consolidated.attrs.update({COMPLETE: 1, _ARRAYS: json.dumps(_describe(consolidated))})
+    marked = {k: v for k, v in consolidated.attrs.items() if k != _APPEND}
+    consolidated.attrs.put({**marked, COMPLETE: 1, _ARRAYS: json.dumps(_describe(consolidated))})
 
 
 def _describe(group) -> dict[str, dict[str, Any]]:
@@ -1380,18 +1565,7 @@ def _check_resumable(group, store, ds, chunks, tokens) -> None:
         then = json.loads(group.attrs[_TOKENS])
     except (TypeError, ValueError):
         then = {}
-    lazy = {str(k) for k in chunks}
-    differ = [
-        f"variable {name!r} ("
-        + ("its source or the computation on it" if name in lazy else "its values")
-        + ")"
-        for name, t in tokens["variables"].items()
-        if then.get("variables", {}).get(name) != t
-        and not (name in lazy and then.get("structure", {}).get(name) == tokens["structure"][name])
-    ]
-    gone = set(then.get("variables", {})) - set(tokens["variables"])
-    differ += [f"variables {sorted(gone)} (not in obj)"] if gone else []
-    differ += [part for part in ("attrs", "encoding") if then.get(part) != tokens[part]]
+    differ = _differences(then, tokens, {str(k) for k in chunks})
     if differ:
         raise ValueError(
             f"store {store!r} was started from a different computation: "
@@ -1399,6 +1573,26 @@ def _check_resumable(group, store, ds, chunks, tokens) -> None:
             + " differ from the first run's, so finishing it would mix two results. Give "
             "the same inputs, attrs and encoding as the first run, or use mode='w' to start over"
         )
+
+
+def _differences(then: dict, tokens: dict, lazy: set[str]) -> list[str]:
+    """Say which parts of the computation differ between the tokens ``then`` and ``tokens``.
+
+    A Dask-backed variable whose Dask name differs but whose structure does not is not
+    listed here: its written chunks are recomputed instead (:func:`_check_samples`).
+    """
+    before = then.get("variables", {})
+    differ = [
+        f"variable {name!r} ("
+        + ("its source or the computation on it" if name in lazy else "its values")
+        + ")"
+        for name, t in tokens["variables"].items()
+        if before.get(name) != t
+        and not (name in lazy and then.get("structure", {}).get(name) == tokens["structure"][name])
+    ]
+    gone = set(before) - set(tokens["variables"])
+    differ += [f"variables {sorted(gone)} (not in obj)"] if gone else []
+    return differ + [part for part in ("attrs", "encoding") if then.get(part) != tokens[part]]
 
 
 def _version() -> dict[str, str]:
