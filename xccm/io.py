@@ -682,9 +682,15 @@ def _write_chunk_file(arr, chunk: tuple[int, ...], data: np.ndarray) -> None:
     os.makedirs(os.path.dirname(target), exist_ok=True)
     tmp = f"{target}.{uuid.uuid4().hex}{_TMP}"
     try:
-        with open(tmp, "wb") as f:
-            f.write(memoryview(data.reshape(-1)).cast("B"))
-        os.replace(tmp, target)
+        for attempt in range(2):
+            with open(tmp, "wb") as f:
+                f.write(memoryview(data.reshape(-1)).cast("B"))
+            try:
+                os.replace(tmp, target)
+                break
+            except FileNotFoundError:  # a concurrent resume's completion removed it: again
+                if attempt:
+                    raise
     except BaseException:  # e.g. a full disk: do not leave the partial file holding space
         with contextlib.suppress(OSError):
             os.remove(tmp)
