@@ -2,13 +2,17 @@
 
 :func:`to_zarr` writes a Dataset or DataArray whose data is Dask-backed into a zarr (v3) store
 with one zarr chunk per Dask chunk. Each chunk, once written, is recorded in a small progress
-array (``xccm_progress/<variable>`` in the store, one element per chunk in C order), so a run
-that was interrupted (a crash, a killed job, a lost worker) is finished with ``mode="resume"``,
-which writes only the chunks not yet recorded. The store's attribute ``xccm_complete`` is 0
-from the moment the store is created and turns 1, and its metadata is consolidated, only after
-every chunk is written; :func:`open_zarr` refuses a store that is not complete, so a
-half-written store is never mistaken for a finished one. A store whose creation fails is
-removed again, so a failed call leaves no store behind.
+array (``xccm_progress/<variable>`` in the store, one uint64 per chunk in C order: written or
+all fill value, and the CRC-32 of its values), so a run that was interrupted (a crash, a
+killed job, a lost worker, a full disk) is finished with ``mode="resume"``, which writes only
+the chunks not yet recorded (or failing ``verify``). The store's attribute ``xccm_complete``
+is 0 from the moment the store is created and turns 1, and its metadata is consolidated, only
+once every variable is there and every recorded chunk is checked (``verify``); the marker
+lists the arrays it vouches for, so a store changed afterwards is no longer complete.
+:func:`open_zarr` refuses a store that is not complete, so a half-written store is never
+mistaken for a finished one. Every argument is checked before anything is created, and a
+store whose creation fails is removed again, so a failed call leaves no store behind (and
+``mode="w"`` leaves the old one). ``mode="append"`` grows a complete store along a dim.
 
 In a local store, whole chunks of uncompressed variables (and the progress records) are
 written by xccm itself: their zarr encoding is the chunk's raw bytes, so each is written to a
@@ -129,12 +133,14 @@ def to_zarr(
         the last), as zarr chunks are.
     store : str or path
         A path (or an fsspec URL) of the zarr store.
-    mode : {"w-", "w", "resume"}, default "w-"
+    mode : {"w-", "w", "resume", "append"}, default "w-"
         ``"w-"`` creates the store and fails if it exists; ``"w"`` overwrites; ``"resume"``
         finishes an unfinished store written from the same computation, attrs and encoding
         (it writes only the chunks not yet recorded, or whose record is damaged or whose
         chunk fails ``verify``, and nothing if the store is complete) or creates it (also
-        when an earlier creation was cut short). One writer per store at a time.
+        when an earlier creation was cut short). ``"append"`` adds ``obj``'s frames along
+        ``append_dim`` to a complete store (see ``append_dim``). One writer per store at a
+        time.
     compute : bool, default True
         If False, create the store (metadata, in-memory variables) now and return a
         :class:`dask.delayed.Delayed` that writes the chunks and marks the store complete, to
@@ -162,6 +168,13 @@ def to_zarr(
         ``"checksum"``: also read every chunk back and compare it with its record (a chunk
         that differs is written again on resume); this reads the whole store once more.
         ``False``: trust the records.
+    append_dim : hashable, optional
+        With ``mode="append"`` (and only then): the dim to grow, e.g. ``"time"``. ``obj``
+        holds only the new frames, with the store's variables; they must start a new chunk
+        along the dim (the store's last chunk full) and come in the store's chunks, and the
+        dim must be the first of each Dask-backed variable. The store is incomplete while
+        they are appended; an append cut short is finished by appending the same frames
+        again. The store keeps its attrs and encoding (pass neither).
 
     Returns
     -------
