@@ -216,6 +216,8 @@ def bench_small(args, scratch: Path) -> list[dict]:
     """Time xccm's writer against xarray's on many tiny chunks: the records' own cost."""
     rows = []
     for case, (n_vars, n_frames, (h, w)) in SMALL_CASES.items():
+        if args.case and case not in args.case:
+            continue
         src_path, out_path, copy_path = (scratch / f"{case}_{k}.zarr" for k in ("src", "o", "c"))
         rng = np.random.default_rng(0)
         ds = xr.Dataset(
@@ -360,6 +362,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--repeat", type=int, default=3, help="timed runs of each (default 3)")
     p.add_argument("--quick", action="store_true", help="0.5 GiB store, 2 repeats")
     p.add_argument("--small", action="store_true", help="tiny chunks: the records' cost")
+    p.add_argument("--case", action="append", choices=tuple(SMALL_CASES),
+                   help="with --small: only this case (repeatable)")  # fmt: skip
     p.add_argument("--compressor", choices=("none", "default", "both"), default="both")
     p.add_argument("--matrix", choices=("fixed", "per-frame"), default="fixed",
                    help="one 3x3 matrix, or one per frame (a (time, 3, 3) DataArray)")  # fmt: skip

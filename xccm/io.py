@@ -230,13 +230,13 @@ def to_zarr(
     ds = _as_dataset(obj)
     _check_names(ds)
     # An empty Dask-backed variable has nothing to compute: write it as an empty array.
-    ds = ds.assign(
-        {
-            k: v.copy(data=np.empty(v.shape, v.dtype))
-            for k, v in ds.data_vars.items()
-            if v.chunks is not None and v.size == 0
-        }
-    )
+    # (Over variables, not data_vars: building a DataArray per variable is quadratic.)
+    empty = {
+        k: v.copy(data=np.empty(v.shape, v.dtype))
+        for k, v in ds.variables.items()
+        if v.chunks is not None and v.size == 0 and k in ds.data_vars
+    }
+    ds = ds.assign(empty) if empty else ds
     store = _normalize_store(store)
     lazy = {name: var for name, var in ds.variables.items() if var.chunks is not None}
     _check_encoding(encoding, ds, lazy)
@@ -827,10 +827,15 @@ def _fill(ds, store, chunks, tokens, token, attrs, encoding) -> None:
     # the chunks itself): give it one-chunk placeholders of the same shape, dtype and attrs,
     # not the real graphs, so building that write costs one task per variable.
     grids = {k: _grid(ds.variables[k]) for k in chunks}
+    placeholders: dict[tuple, da.Array] = {}  # one per shape and dtype: da.empty tokenizes
+    for k in chunks:
+        v = ds.variables[k]
+        key = (v.shape, v.dtype.str)
+        if key not in placeholders:
+            placeholders[key] = da.empty(v.shape, dtype=v.dtype, chunks=v.shape or ())
     blank = {
-        k: v.copy(data=da.empty(v.shape, dtype=v.dtype, chunks=v.shape or ()))
-        for k, v in ds.variables.items()
-        if k in chunks
+        k: ds.variables[k].copy(data=placeholders[ds.variables[k].shape, ds.variables[k].dtype.str])
+        for k in chunks
     }
     ds = ds.assign_coords({k: v for k, v in blank.items() if k in ds.coords})
     ds = ds.assign({k: v for k, v in blank.items() if k in ds.data_vars})
