@@ -1088,3 +1088,27 @@ def test_append_says_what_it_needs(source, tmp_path):
     zarr.open_group(out, mode="r+", use_consolidated=False).attrs[COMPLETE] = 0
     with pytest.raises(IncompleteStoreError, match="cannot be appended"):
         to_zarr(full.isel(time=slice(4, None)), out, mode="append", append_dim="time")
+
+
+def test_a_stored_per_frame_fit_with_diagnostics_reopens_usable(tmp_path):
+    # A ΔE fit's matrix carries per-frame coords (loss, ...) in one chunk; the corrected
+    # frames are chunked frame by frame. Reopened, the image must still work on its own.
+    pytest.importorskip("colour")
+    ref = xccm.chart()
+    rng = np.random.default_rng(0)
+    measured = xr.DataArray(
+        ref.values.clip(0) * rng.uniform(0.7, 0.9, (4, 1, 1)) + 0.01,
+        dims=("time", "patch", "channel"),
+        coords={"time": np.arange(4), **ref.coords},
+    )
+    m = xccm.fit(measured, ref, loss="ciede2000")
+    image = xr.DataArray(
+        rng.uniform(0, 1, (4, 6, 5, 3)).astype(np.float32), dims=("time", "y", "x", "channel")
+    ).chunk(time=1)
+    out = image.ccm.apply(m).to_dataset(name="image").assign(ccm=m)
+    xccm.io.to_zarr(out, tmp_path / "c.zarr")
+    done = xccm.io.open_zarr(tmp_path / "c.zarr")
+    assert done.image.chunks[0] == (1, 1, 1, 1)
+    back = done.image.ccm.inverse(done["ccm"]).compute()
+    np.testing.assert_allclose(back.values, image.values, atol=1e-4)
+    np.testing.assert_array_equal(done["loss"].values, m["loss"].values)

@@ -567,7 +567,24 @@ def open_zarr(
                 "as it is."
             )
     with _quiet_consolidated():
-        return xr.open_zarr(store, **kwargs)
+        ds = xr.open_zarr(store, **kwargs)
+    return _small_coords_in_memory(ds)
+
+
+def _small_coords_in_memory(ds: xr.Dataset) -> xr.Dataset:
+    """Load the small non-index coords (per-frame diagnostics such as a fit's ``loss``).
+
+    :func:`to_zarr` writes in-memory variables as one chunk; read back lazily, a per-frame
+    coord in one chunk beside a variable chunked frame by frame makes the variable's own
+    operations fail ("inconsistent chunks"). Coords are small: they are read at once, up to
+    :data:`_ONE_CHUNK_BYTES` each, as xarray reads index coords.
+    """
+    small = [
+        name
+        for name, coord in ds.coords.items()
+        if name not in ds.indexes and coord.chunks is not None and coord.nbytes <= _ONE_CHUNK_BYTES
+    ]
+    return ds.assign_coords({name: ds[name].compute() for name in small}) if small else ds
 
 
 # ---------------------------------------------------------------------------------------------
