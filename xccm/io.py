@@ -249,7 +249,7 @@ def to_zarr(
         final = _append(
             ds, store, existing, lazy, chunks, tokens, append_dim, attrs, encoding, verify
         )
-        return _run(final, compute, progress)
+        return _run(final, compute, progress, store)
 
     if mode == "w-" and existing is not None:
         raise FileExistsError(
@@ -303,7 +303,7 @@ def to_zarr(
     # A partial, so that Dask does not traverse ``expected`` (one entry per variable).
     complete = functools.partial(_mark_complete, store, expected, verify)
     final = dask.delayed(complete, pure=False, name=f"xccm-complete-{uuid.uuid4().hex}")(stored)
-    return _run(final, compute, progress)
+    return _run(final, compute, progress, store)
 
 
 def _append(ds, store, group, lazy, chunks, tokens, dim, attrs, encoding, verify):
@@ -471,17 +471,25 @@ def _append(ds, store, group, lazy, chunks, tokens, dim, attrs, encoding, verify
     return dask.delayed(complete, pure=False, name=f"xccm-complete-{uuid.uuid4().hex}")(stored)
 
 
-def _run(final, compute: bool, progress: bool) -> Any:
-    """Return the Delayed write, or compute it (under a progress bar if asked)."""
+def _run(final, compute: bool, progress: bool, store: str) -> Any:
+    """Return the Delayed write, or compute it (under a progress bar if asked).
+
+    If the write fails (e.g. a full disk), the temporary files of the chunk writes it cut
+    short, xccm's and zarr's, are removed, so they hold no space until a resume.
+    """
     if not compute:
         return final
-    if progress:
-        from dask.diagnostics import ProgressBar
+    try:
+        if progress:
+            from dask.diagnostics import ProgressBar
 
-        with ProgressBar():
+            with ProgressBar():
+                final.compute()
+        else:
             final.compute()
-    else:
-        final.compute()
+    except BaseException:
+        _clean_strays(store)
+        raise
     return None
 
 
