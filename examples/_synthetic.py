@@ -48,3 +48,12 @@ def render(colours: np.ndarray) -> np.ndarray:
 def boxes(reference: xr.DataArray) -> xr.DataArray:
     """The patch boxes of :func:`render`'s chart (12-pixel squares inside each patch)."""
     return xccm.grid_boxes((GAP + 6, GAP + 6), 12, PATCH + GAP, (ROWS, COLS), names=reference.patch)
+
+
+def save(fig, path):
+    """Write a figure (as the gallery shows it) and close it; return the path."""
+    fig.savefig(path, dpi=90)
+    import matplotlib.pyplot as plt  # only the plotting examples get here
+
+    plt.close(fig)
+    return path

@@ -29,7 +29,6 @@ import matplotlib
 matplotlib.use("Agg")  # files only, no display
 
 import _synthetic  # the synthetic camera, next to this file
-import matplotlib.pyplot as plt
 import numpy as np
 import xarray as xr
 
@@ -103,25 +102,19 @@ def main(argv: list[str] | None = None) -> None:
     frame = m.time.values[5]
     written = []
     fig = xccm.plot.swatches(measured, reference, m, time=frame)
-    written.append(_save(fig, args.out / "swatches.png"))
+    written.append(_synthetic.save(fig, args.out / "swatches.png"))
 
     held_out = leave_one_out(measured.sel(time=frame), reference)
     fig = xccm.plot.delta_e_bars(rep.sel(time=frame), held_out)
-    written.append(_save(fig, args.out / "delta_e_bars.png"))
+    written.append(_synthetic.save(fig, args.out / "delta_e_bars.png"))
 
     fig = xccm.plot.timeline(m, flags, report=rep)
-    written.append(_save(fig, args.out / "timeline.png"))
+    written.append(_synthetic.save(fig, args.out / "timeline.png"))
 
     fig = xccm.plot.before_after(stack, m, time=m.time.values[WB_STEP + 2])
-    written.append(_save(fig, args.out / "before_after.png"))
+    written.append(_synthetic.save(fig, args.out / "before_after.png"))
     for path in written:
         print(f"wrote {path} ({path.stat().st_size / 1024:.0f} kB)")
-
-
-def _save(fig, path: Path) -> Path:
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
 
 
 if __name__ == "__main__":

@@ -40,7 +40,6 @@ import matplotlib
 matplotlib.use("Agg")  # files only, no display
 
 import _synthetic  # the synthetic camera, next to this file
-import matplotlib.pyplot as plt
 import numpy as np
 import xarray as xr
 
@@ -190,13 +189,13 @@ def main(argv: list[str] | None = None) -> None:
     # 4. Figures.
     written = []
     fig = xccm.plot.timeline(m, d["flagged"], report=kept)
-    written.append(_save(fig, args.out / "trusted_timeline.png"))
+    written.append(_synthetic.save(fig, args.out / "trusted_timeline.png"))
     frame = int(truth["glare"][0])
     when = m.time.values[frame]
     fig = xccm.plot.swatches(measured, reference, m, time=when)
-    written.append(_save(fig, args.out / "trusted_swatches.png"))
+    written.append(_synthetic.save(fig, args.out / "trusted_swatches.png"))
     fig = xccm.plot.delta_e_bars(rep.sel(time=when))
-    written.append(_save(fig, args.out / "trusted_delta_e_bars.png"))
+    written.append(_synthetic.save(fig, args.out / "trusted_delta_e_bars.png"))
     rng = np.random.default_rng(frame)
     one = truth["colours"][frame : frame + 1]
     image = _synthetic.camera(
@@ -208,15 +207,9 @@ def main(argv: list[str] | None = None) -> None:
         coords={"time": [when], "channel": ["R", "G", "B"]},
     )
     fig = xccm.plot.before_after(image, m.sel(time=[when]), time=when)
-    written.append(_save(fig, args.out / "trusted_before_after.png"))
+    written.append(_synthetic.save(fig, args.out / "trusted_before_after.png"))
     for path in written:
         print(f"wrote {path} ({path.stat().st_size / 1024:.0f} kB)")
-
-
-def _save(fig, path: Path) -> Path:
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
 
 
 if __name__ == "__main__":

@@ -569,27 +569,35 @@ def _evaluate(x: np.ndarray, curve: _Curve, row: int | None) -> np.ndarray:
 def _curve_from_attrs(values: xr.DataArray, name: str, dim: Hashable) -> _Curve:
     """Rebuild the curve :func:`linearize` recorded in ``values.attrs``."""
     params = values.attrs.get(LINEARIZATION_COEFFICIENTS)
-    kind, _, rest = name.partition(" ")
     try:
-        flat = None if params is None else np.asarray(params, dtype=np.float64).ravel()
-        if kind == "srgb" and not rest:
-            return _Curve("srgb")
-        if kind == "gamma":
-            return _Curve("gamma", gamma=float(flat[0]) if flat is not None else float(rest))
-        if kind in FIT_METHODS and flat is not None and rest.startswith("degree "):
-            powers = int(rest.split()[-1]) + 1
-            if kind.startswith("color"):
-                flat = flat.reshape(values.sizes[dim], powers)
-            elif flat.size != powers:
-                raise ValueError(kind)
-            return _Curve(kind, coeffs=flat, log="log" in kind)
-    except (TypeError, ValueError, IndexError, KeyError):
-        pass
-    raise ValueError(
-        f"measured.attrs record the linearisation {name!r} with parameters {params!r}, which "
-        f"do not describe a curve that linearize makes; fix or remove attrs[{LINEARIZATION!r}] "
-        f"and attrs[{LINEARIZATION_COEFFICIENTS!r}]"
-    )
+        curve = _parse_curve(name, params, values.sizes.get(dim))
+    except (TypeError, ValueError, IndexError):
+        curve = None
+    if curve is None:
+        raise ValueError(
+            f"measured.attrs record the linearisation {name!r} with parameters {params!r}, "
+            "which do not describe a curve that linearize makes; fix or remove "
+            f"attrs[{LINEARIZATION!r}] and attrs[{LINEARIZATION_COEFFICIENTS!r}]"
+        )
+    return curve
+
+
+def _parse_curve(name: str, params, n_channels: int | None) -> _Curve | None:
+    """Return the curve ``name`` with parameters ``params`` (as :meth:`_Curve.attrs`), or None."""
+    kind, _, rest = name.partition(" ")
+    flat = None if params is None else np.asarray(params, dtype=np.float64).ravel()
+    if kind == "srgb" and not rest:
+        return _Curve("srgb")
+    if kind == "gamma":
+        return _Curve("gamma", gamma=float(flat[0]) if flat is not None else float(rest))
+    if kind not in FIT_METHODS or flat is None or not rest.startswith("degree "):
+        return None
+    powers = int(rest.split()[-1]) + 1
+    if kind.startswith("color"):
+        flat = flat.reshape(n_channels, powers)
+    elif flat.size != powers:
+        return None
+    return _Curve(kind, coeffs=flat, log="log" in kind)
 
 
 def _match_channels(x: xr.DataArray, curve: _Curve, dim: Hashable) -> _Curve:
