@@ -362,3 +362,26 @@ def test_import_xccm_does_not_import_matplotlib():
     code = "import sys, xccm; print('matplotlib' in sys.modules, 'xccm.plot' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"]
+
+
+def test_timeline_marks_flagged_frames_too_narrow_to_see():
+    n = 400
+    m = xr.DataArray(
+        np.tile(np.eye(3), (n, 1, 1)) + np.random.default_rng(0).normal(0, 0.01, (n, 3, 3)),
+        dims=("time", "channel_in", "channel"),
+        coords={"time": np.arange(n)},
+    )
+    flags = xr.DataArray(np.isin(np.arange(n), [50, 300]), dims="time")
+    m[120] = np.nan  # a rejected frame
+    fig = xccm.plot.timeline(m, flags)
+    top, *rest = fig.axes
+
+    def markers(ax, gid):
+        return [line for line in ax.get_lines() if line.get_gid() == gid]
+
+    xs = sorted(float(line.get_xdata()[0]) for line in markers(top, "flagged_marker"))
+    np.testing.assert_allclose(xs, [50, 300], atol=0.51)
+    assert len(markers(top, "rejected_marker")) == 1
+    assert all(not markers(ax, "flagged_marker") for ax in rest)
+    wide = xccm.plot.timeline(m, xr.DataArray(np.arange(n) < 100, dims="time"))
+    assert not markers(wide.axes[0], "flagged_marker")  # a run a quarter of the axis wide

@@ -483,7 +483,21 @@ def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
     return list(zip(change[::2].tolist(), change[1::2].tolist(), strict=True))
 
 
-def _shade(ax: Axes, edges: np.ndarray, mask: np.ndarray, colour: str, gid: str, label: str | None):
+def _shade(
+    ax: Axes,
+    edges: np.ndarray,
+    mask: np.ndarray,
+    colour: str,
+    gid: str,
+    label: str | None,
+    mark: bool = False,
+):
+    """Shade every run of ``mask``; with ``mark``, put a marker above each narrow one.
+
+    Narrow: under 1/200 of the time axis, too narrow to see, such as one flagged frame
+    among thousands.
+    """
+    narrow = (edges[-1] - edges[0]) / 200
     for j, (start, stop) in enumerate(_runs(mask)):
         ax.axvspan(
             edges[start],
@@ -494,6 +508,17 @@ def _shade(ax: Axes, edges: np.ndarray, mask: np.ndarray, colour: str, gid: str,
             gid=gid,
             label=label if j == 0 else None,
         )
+        if mark and edges[stop] - edges[start] < narrow:
+            ax.plot(
+                [edges[start] + (edges[stop] - edges[start]) / 2],
+                [1.0],
+                marker="v",
+                markersize=6,
+                color=colour,
+                transform=ax.get_xaxis_transform(),
+                clip_on=False,
+                gid=f"{gid}_marker",
+            )
 
 
 def _time_dim(batch: list[Hashable], time_dim: Hashable | None, argname: str) -> Hashable:
@@ -715,17 +740,23 @@ def timeline(
         else:
             assert matrix is not None
             _coefficients(ax, t, matrix, in_dim, dim)
-        # the shading's legend once, in the top panel
-        _shade(ax, edges, flagged, _FLAG_COLOUR, "flagged", "flagged" if k == 0 else None)
+        top = k == 0  # the legend and the markers of narrow runs once, in the top panel
+        _shade(ax, edges, flagged, _FLAG_COLOUR, "flagged", "flagged" if top else None, top)
         _shade(
-            ax, edges, rejected, _REJECTED_COLOUR, "rejected", "rejected (NaN)" if k == 0 else None
+            ax,
+            edges,
+            rejected,
+            _REJECTED_COLOUR,
+            "rejected",
+            "rejected (NaN)" if top else None,
+            top,
         )
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1), borderaxespad=0)
     axs[-1].set_xlabel(str(t_dim))
     axs[-1].set_xlim(edges[0], edges[-1])
     summary = f"{int(flagged.sum())} flagged, {int(rejected.sum())} rejected of {len(t)} frames"
-    axs[0].set_title(title or f"per-frame correction over {t_dim}: {summary}", fontsize=11)
+    axs[0].set_title(title or f"per-frame correction over {t_dim}: {summary}", fontsize=11, pad=12)
     return fig
 
 
