@@ -74,6 +74,22 @@ def true_matrix() -> np.ndarray:
     )
 
 
+def labelled_patches(meas, ref, patch):
+    """Label as measured (time, patch, channel) RGB and reference (patch, channel) XYZ."""
+    measured = xr.DataArray(
+        meas,
+        dims=("time", "patch", "channel"),
+        coords={"time": np.arange(len(meas)), "patch": patch, "channel": ["R", "G", "B"]},
+        attrs={"camera": "synthetic"},
+    )
+    reference = xr.DataArray(
+        ref,
+        dims=("patch", "channel"),
+        coords={"patch": patch, "channel": ["X", "Y", "Z"]},
+    )
+    return measured, reference
+
+
 @pytest.fixture
 def patches(rng, true_matrix):
     """measured(time, patch, channel) and reference(patch, channel) with per-frame gains."""
@@ -84,18 +100,7 @@ def patches(rng, true_matrix):
     camera = (ref - down) @ np.linalg.inv(up)  # so that camera @ up + down == ref
     meas = gains[:, None, None] * camera[None] + rng.normal(0, 0.01, (n_time, n_patch, 3))
     patch = [f"p{i:02d}" for i in range(n_patch)]
-    measured = xr.DataArray(
-        meas,
-        dims=("time", "patch", "channel"),
-        coords={"time": np.arange(n_time), "patch": patch, "channel": ["R", "G", "B"]},
-        attrs={"camera": "synthetic"},
-    )
-    reference = xr.DataArray(
-        ref,
-        dims=("patch", "channel"),
-        coords={"patch": patch, "channel": ["X", "Y", "Z"]},
-    )
-    return measured, reference
+    return labelled_patches(meas, ref, patch)
 
 
 @pytest.fixture

@@ -29,7 +29,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 import xccm
-from conftest import raise_if_dask_computes
+from conftest import labelled_patches, raise_if_dask_computes
 from xccm.colorimetry import DISTANCES
 
 pytest.importorskip("colour")
@@ -120,18 +120,7 @@ def patch_data(seed: int, n_time: int, n_patch: int, nan: bool = False):
     if nan:  # a few missing samples, which fit leaves out
         meas[rng.integers(0, n_time), rng.integers(0, n_patch), rng.integers(0, 3)] = np.nan
     patch = [f"p{i}" for i in range(n_patch)]
-    measured = xr.DataArray(
-        meas,
-        dims=("time", "patch", "channel"),
-        coords={"time": np.arange(n_time), "patch": patch, "channel": ["R", "G", "B"]},
-        attrs={"camera": "synthetic"},
-    )
-    reference = xr.DataArray(
-        ref,
-        dims=("patch", "channel"),
-        coords={"patch": patch, "channel": ["X", "Y", "Z"]},
-    )
-    return measured, reference
+    return labelled_patches(meas, ref, patch)
 
 
 def image_data(seed: int, shape, dtype) -> xr.DataArray:
