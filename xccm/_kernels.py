@@ -24,14 +24,18 @@ from typing import Any, Literal
 
 import numpy as np
 
+from . import _terms
+
 __all__ = [
     "Backend",
     "InsufficientSamplesWarning",
+    "NonConvergenceWarning",
     "apply_matrix",
     "gram",
     "invert_matrix",
     "singular_mask",
     "solve_gram",
+    "solve_terms",
 ]
 
 #: Largest condition number of the normal matrix treated as solvable. The normal equations
@@ -45,6 +49,10 @@ MAX_INVERT_CONDITION = 1e12
 
 class InsufficientSamplesWarning(UserWarning):
     """Some batch elements had too few valid samples (or a singular system) to be fitted."""
+
+
+class NonConvergenceWarning(UserWarning):
+    """Newton's method did not converge for some pixels of a non-linear inverse; they are NaN."""
 
 
 Backend = Literal["auto", "numba", "numpy"]
@@ -76,6 +84,15 @@ def _numba():
 
 
 _NUMBA_MODULE: Any = False
+
+
+def _poly_numba():
+    """Return the numba term-expansion kernels, or None without numba (as :func:`_numba`)."""
+    if _numba() is None:
+        return None
+    from . import _poly_kernels  # imports numba: only once _numba() found it
+
+    return _poly_kernels
 
 
 def _use_numba(backend: Backend, *dtypes: np.dtype) -> bool:
@@ -111,6 +128,7 @@ def apply_matrix(
     *,
     parallel: bool = True,
     backend: Backend = "auto",
+    terms: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> np.ndarray:
     """Apply a linear or affine matrix to ``x`` along its last axis.
 
@@ -133,6 +151,10 @@ def apply_matrix(
     backend : {"auto", "numba", "numpy"}
         ``"auto"`` uses the numba kernels when numba is installed, else blocked
         ``np.matmul(..., out=)``.
+    terms : (exponents, roots), optional
+        A term table (:mod:`xccm._terms`): ``m`` is then ``(..., n_terms, n_out)`` and each
+        pixel is expanded into its terms inside the loop (no expanded array) and mapped
+        by ``m``. Three input channels; not on CuPy.
 
     Returns
     -------
@@ -147,6 +169,17 @@ def apply_matrix(
     dtype = np.dtype(m.dtype if dtype is None else dtype)
     n_in = x.shape[-1]
     m = xp.asarray(m, dtype=dtype)  # a small matrix; moved to the device of a CuPy image
+    if terms is not None:
+        _check_terms(x, m, terms, xp)
+        return _each_matrix(
+            x,
+            m,
+            functools.partial(_apply_terms_block, terms=terms),
+            dtype,
+            m.shape[-1],
+            parallel=parallel,
+            backend=backend,
+        )
     if m.shape[-2] == n_in + 1:
         up, off = m[..., :-1, :], m[..., -1, :]
     elif m.shape[-2] == n_in:
@@ -176,6 +209,148 @@ def apply_matrix(
         tail = (0,) * (len(lead_m) - n_head)
         args = (up[hm + tail], off[hm + tail], parallel, numba_ok)
         _apply_block(x[h], out[h], *args)
+    return out
+
+
+def _check_terms(x, m, terms, xp) -> None:
+    exponents, roots = terms
+    if xp is not np:
+        raise TypeError(
+            "a polynomial or root-polynomial matrix is applied with NumPy or numba; move the "
+            "image to the host first (CuPy kernels take linear and affine matrices)"
+        )
+    if x.shape[-1] != exponents.shape[1] or m.shape[-2] != len(roots):
+        raise ValueError(
+            f"matrix has {m.shape[-2]} rows and image {x.shape[-1]} channels; the model "
+            f"expands {exponents.shape[1]} channels into {len(roots)} terms"
+        )
+
+
+def _each_matrix(x, m, block, dtype, n_out, *, parallel, backend):
+    """Run ``block(x_part, out_part, m_part, parallel, numba_ok)`` once per distinct matrix.
+
+    ``m (..., rows, cols)`` broadcasts against ``x (..., n_in)`` on the leading axes; the
+    result ``(..., n_out)`` is allocated in ``x``'s memory layout.
+    """
+    lead_x, lead_m = x.shape[:-1], m.shape[:-2]
+    if len(lead_m) > len(lead_x):
+        raise ValueError(f"matrix has more batch axes {lead_m} than the image {lead_x}")
+    lead_m = (1,) * (len(lead_x) - len(lead_m)) + lead_m
+    m = m.reshape((*lead_m, *m.shape[-2:]))
+    n_head = len(lead_m)
+    while n_head and lead_m[n_head - 1] == 1:
+        n_head -= 1
+    out = _empty_like_layout(x, n_out, dtype)
+    numba_ok = _use_numba(backend, x.dtype, dtype)
+    tail = (0,) * (len(lead_m) - n_head)
+    for h in np.ndindex(*lead_x[:n_head]):
+        hm = tuple(0 if n == 1 else i for i, n in zip(h, lead_m, strict=False))
+        block(x[h], out[h], m[hm + tail], parallel, numba_ok)
+    return out
+
+
+def _apply_terms_block(x, out, m, parallel, numba_ok, *, terms) -> None:
+    """Apply one term-expanded matrix to every pixel of ``x``, writing ``out``."""
+    x2, out2 = _rows_view(x), _rows_view(out)
+    if x2 is None or out2 is None:  # strides that do not collapse: split the first axis
+        for i in range(x.shape[0]):
+            _apply_terms_block(x[i], out[i], m, parallel, numba_ok, terms=terms)
+        return
+    if numba_ok:
+        _poly_numba().apply_rows(x2, m, *terms, out2, parallel)
+    else:
+        _terms.apply_rows(x2, m, *terms, out2)
+
+
+#: Newton's method of :func:`solve_terms` stops where ``max |t(s) @ m - d|`` is at most
+#: this times ``max(1, max |d|)`` (in float64), or fails after ``NEWTON_MAX_ITER`` steps.
+NEWTON_TOL = 1e-10
+NEWTON_MAX_ITER = 50
+
+
+def solve_terms(
+    d: np.ndarray,
+    m: np.ndarray,
+    terms: tuple[np.ndarray, np.ndarray],
+    dtype: np.dtype | None = None,
+    *,
+    parallel: bool = True,
+    backend: Backend = "auto",
+    tol: float = NEWTON_TOL,
+    max_iter: int = NEWTON_MAX_ITER,
+) -> np.ndarray:
+    """Invert a term-expanded matrix per pixel: ``s`` with ``t(s) @ m == d``.
+
+    Newton's method from the linear part's inverse (``(d - offset) @ inv(M_RGB)``), each
+    step halved while it does not reduce the residual, in float64. Pixels that have not
+    converged (:data:`NEWTON_TOL`) after :data:`NEWTON_MAX_ITER` steps are NaN, and one
+    :class:`NonConvergenceWarning` per call says how many; a non-finite ``d`` gives NaN
+    silently.
+
+    Parameters
+    ----------
+    d : ndarray, shape (..., 3)
+        Corrected colours, channel axis last.
+    m : ndarray, shape (..., n_terms, 3)
+        The matrix; its leading axes broadcast against ``d``'s.
+    terms : (exponents, roots)
+        The term table of ``m``'s model (:mod:`xccm._terms`).
+    dtype : dtype, optional
+        Floating dtype of the result (default ``m.dtype``).
+    parallel, backend
+        As for :func:`apply_matrix`.
+
+    Returns
+    -------
+    ndarray, shape (..., 3)
+
+    Examples
+    --------
+    >>> terms = (np.array([[1, 0, 0], [0, 1, 0], [0, 0, 1], [1, 1, 0]]), np.array([1, 1, 1, 2]))
+    >>> m = np.vstack([np.eye(3), [[0.5, 0.0, 0.0]]])  # R' = R + sqrt(R * G) / 2
+    >>> solve_terms(np.array([[6.0, 4.0, 1.0]]), m, terms).round(12)
+    array([[4., 4., 1.]])
+    """
+    dtype = np.dtype(m.dtype if dtype is None else dtype)
+    m = np.asarray(m, dtype=np.float64)
+    _check_terms(d, m, terms, _namespace(d))
+    if m.shape[-1] != d.shape[-1] or d.shape[-1] != 3:
+        raise ValueError(
+            f"only a model mapping 3 channels onto 3 can be inverted; the matrix maps "
+            f"{terms[0].shape[1]} channels onto {m.shape[-1]}"
+        )
+    failed = [0]
+
+    def block(x, out, mm, parallel, numba_ok):
+        x2, out2 = _rows_view(x), _rows_view(out)
+        if x2 is None or out2 is None:
+            x2 = np.ascontiguousarray(x).reshape(-1, x.shape[-1])
+            out2 = np.empty(x2.shape, out.dtype)
+            block_rows(x2, out2, mm, parallel, numba_ok)
+            out[...] = out2.reshape(out.shape)
+        else:
+            block_rows(x2, out2, mm, parallel, numba_ok)
+
+    def block_rows(x2, out2, mm, parallel, numba_ok):
+        inv, off = _terms.newton_start(mm, *terms)
+        kwargs = {"tol": tol, "max_iter": max_iter}
+        if numba_ok:
+            n = _poly_numba().newton_rows(
+                x2, mm, *terms, inv, off, out2, parallel=parallel, **kwargs
+            )
+        else:
+            n = _terms.newton_rows(x2, mm, *terms, out2, **kwargs)
+        failed[0] += n
+
+    out = _each_matrix(d, m, block, dtype, 3, parallel=parallel, backend=backend)
+    if failed[0]:
+        warnings.warn(
+            f"Newton's method did not converge for {failed[0]} of {math.prod(d.shape[:-1])} "
+            f"pixels (tolerance {tol:g} of the colour's size, {max_iter} steps); they are NaN. "
+            "The model may not be invertible there (colours outside what it maps)",
+            NonConvergenceWarning,
+            stacklevel=_outside_xccm(),
+        )
     return out
 
 

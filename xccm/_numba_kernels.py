@@ -20,7 +20,7 @@ import types
 import numba
 import numpy as np
 
-__all__ = ["apply_rows", "gram_rows"]
+__all__ = ["NJIT_OPTIONS", "apply_rows", "compile_kernels", "gram_rows", "launch"]
 
 _OPTS = {"nogil": True, "cache": True, "fastmath": {"contract"}, "error_model": "numpy"}
 _PARALLEL_LOCK = threading.Lock()
@@ -199,6 +199,13 @@ def _launch(kernels, parallel, *args):
         return kernels[1](*args)
     with _PARALLEL_LOCK:
         return kernels[0](*args)
+
+
+#: The numba policy for other kernel modules (:mod:`xccm._poly_kernels`): the ``njit``
+#: options, the compile-twice (parallel and serial, each cached) and the locked launch.
+NJIT_OPTIONS = _OPTS
+compile_kernels = _compile
+launch = _launch
 
 
 def apply_rows(x, up, off, out, parallel=True) -> None:
