@@ -271,9 +271,9 @@ NEWTON_MAX_ITER = 50
 def solve_terms(
     d: np.ndarray,
     m: np.ndarray,
-    terms: tuple[np.ndarray, np.ndarray],
     dtype: np.dtype | None = None,
     *,
+    terms: tuple[np.ndarray, np.ndarray],
     parallel: bool = True,
     backend: Backend = "auto",
     tol: float = NEWTON_TOL,
@@ -293,10 +293,10 @@ def solve_terms(
         Corrected colours, channel axis last.
     m : ndarray, shape (..., n_terms, 3)
         The matrix; its leading axes broadcast against ``d``'s.
-    terms : (exponents, roots)
-        The term table of ``m``'s model (:mod:`xccm._terms`).
     dtype : dtype, optional
         Floating dtype of the result (default ``m.dtype``).
+    terms : (exponents, roots)
+        The term table of ``m``'s model (:mod:`xccm._terms`).
     parallel, backend
         As for :func:`apply_matrix`.
 
@@ -308,7 +308,7 @@ def solve_terms(
     --------
     >>> terms = (np.array([[1, 0, 0], [0, 1, 0], [0, 0, 1], [1, 1, 0]]), np.array([1, 1, 1, 2]))
     >>> m = np.vstack([np.eye(3), [[0.5, 0.0, 0.0]]])  # R' = R + sqrt(R * G) / 2
-    >>> solve_terms(np.array([[6.0, 4.0, 1.0]]), m, terms).round(12)
+    >>> solve_terms(np.array([[6.0, 4.0, 1.0]]), m, terms=terms).round(12)
     array([[4., 4., 1.]])
     """
     dtype = np.dtype(m.dtype if dtype is None else dtype)

@@ -16,7 +16,7 @@ from typing import Any, Literal, TypeVar, get_args
 import numpy as np
 import xarray as xr
 
-from . import _kernels
+from . import _kernels, models
 
 __all__ = ["Init", "Model", "Robust", "apply", "fit", "inverse", "invert"]
 
@@ -1050,7 +1050,7 @@ def apply(
         return _map_dataset(apply, image, matrix, dim=dim, scale=scale, keep_attrs=keep_attrs)
     if not isinstance(image, xr.DataArray):
         return _apply_arrays(image, matrix, dim, scale)
-    matrix, dtype = _prepare_apply(image, matrix, dim, scale)
+    matrix, dtype, spec = _prepare_apply(image, matrix, dim, scale)
     in_dim = matrix_in_dim(dim)
     n_out = matrix.sizes[dim]
     result = xr.apply_ufunc(
@@ -1059,7 +1059,7 @@ def apply(
         matrix.rename({dim: _OUT}),
         input_core_dims=[[_IN], [in_dim, _OUT]],
         output_core_dims=[[_OUT]],
-        kwargs={"dtype": dtype},
+        kwargs={"dtype": dtype, "kernel": _kernel_of(spec)},
         dask="allowed",
         keep_attrs=keep_attrs,
         join="exact",
@@ -1078,7 +1078,15 @@ def apply(
     return result
 
 
-def _apply_blocks(x, m, *, dtype):
+def _kernel_of(spec: models.ModelSpec, inverse: bool = False) -> Callable:
+    """Return the ndarray kernel ``f(x, m, dtype, *, parallel)`` of a model's apply or inverse."""
+    if spec.is_linear and not inverse:
+        return _kernels.apply_matrix
+    method = _kernels.solve_terms if inverse else _kernels.apply_matrix
+    return functools.partial(method, terms=spec.table())
+
+
+def _apply_blocks(x, m, *, dtype, kernel: Callable = _kernels.apply_matrix):
     """Apply ``m (..., k, n_out)`` to ``x (..., n_in)``: eagerly, or block by block for Dask.
 
     For Dask this is one ``blockwise`` layer with one task per image block, in which each
@@ -1092,7 +1100,7 @@ def _apply_blocks(x, m, *, dtype):
     (``array.chunk-size``) is cut like the image (never the image like the matrix).
     """
     if not _is_dask(x) and not _is_dask(m):
-        return _kernels.apply_matrix(x, m, dtype, parallel=True)
+        return kernel(x, m, dtype, parallel=True)
     import dask.array as dsa
 
     x = dsa.asarray(x)
@@ -1101,7 +1109,7 @@ def _apply_blocks(x, m, *, dtype):
     m_lead = lead[len(lead) - n_batch :]  # apply_ufunc aligned m's batch axes with x's
     blocks = x.chunks[len(lead) - n_batch : len(lead)]  # the image's chunks along them
     varying = [i for i in range(n_batch) if m.shape[i] > 1]  # the others are broadcast
-    kernel = functools.partial(_kernels.apply_matrix, dtype=dtype, parallel=False)
+    block_kernel = functools.partial(kernel, dtype=dtype, parallel=False)
     kwargs = {
         "adjust_chunks": {"channel": m.shape[-1]},
         "concatenate": True,  # only the small matrix's core axes are merged
@@ -1116,7 +1124,7 @@ def _apply_blocks(x, m, *, dtype):
             from dask.layers import ArraySliceDep
 
             return dsa.blockwise(
-                functools.partial(_apply_slice, dtype=dtype),
+                functools.partial(_apply_slice, dtype=dtype, kernel=kernel),
                 (*lead, "channel"),
                 x,
                 (*lead, "channel"),
@@ -1129,7 +1137,7 @@ def _apply_blocks(x, m, *, dtype):
             )
         m = m.rechunk({i: blocks[i] for i in varying})  # never the image like the matrix
     return dsa.blockwise(
-        kernel,
+        block_kernel,
         (*lead, "channel"),
         x,
         (*lead, "channel"),
@@ -1148,14 +1156,14 @@ def _fits_one_chunk(m) -> bool:
     return m.nbytes <= (parse_bytes(limit) if isinstance(limit, str) else int(limit))
 
 
-def _apply_slice(x, m, where, *, dtype):
+def _apply_slice(x, m, where, *, dtype, kernel: Callable = _kernels.apply_matrix):
     """Apply the matrices of one image block: ``where`` slices its frames out of ``m``.
 
     ``where`` has a slice per batch axis of ``m`` (aligned with the image's from the right);
     an axis of size 1 is broadcast, so it is kept whole.
     """
     index = tuple(s if n > 1 else slice(None) for s, n in zip(where, m.shape, strict=False))
-    return _kernels.apply_matrix(x, m[index], dtype, parallel=False)
+    return kernel(x, m[index], dtype, parallel=False)
 
 
 def inverse(
@@ -1184,11 +1192,104 @@ def inverse(
     >>> x = xr.DataArray([[0.2, 0.4, 0.6]], dims=("pixel", "channel"))
     >>> m = np.array([[2.0, 0, 0], [0, 1, 0], [0, 0, 0.5], [0.1, 0.1, 0.1]])
     >>> xr.testing.assert_allclose(inverse(apply(x, m), m), x)
+
+    A polynomial or root-polynomial matrix (``attrs["model"]``) has no inverse matrix: each
+    pixel is solved by Newton's method from the inverse of the matrix's linear part (its
+    ``R, G, B`` and offset rows), in float64. Pixels where it does not converge (the model
+    need not be invertible everywhere) are NaN, and a
+    :class:`~xccm._kernels.NonConvergenceWarning` says how many (for Dask, per chunk, on
+    compute).
     """
+    if _is_expanded(matrix):
+        if isinstance(corrected, xr.Dataset):
+            return _map_dataset(inverse, corrected, matrix, dim=dim, keep_attrs=keep_attrs)
+        if not isinstance(corrected, xr.DataArray):
+            return _inverse_arrays(corrected, matrix, dim)
+        return _inverse_expanded(corrected, matrix, dim, keep_attrs)
     inverted = invert(matrix, dim=dim)
     if isinstance(inverted, xr.DataArray) and isinstance(corrected, xr.DataArray | xr.Dataset):
         inverted = _columns_in_order_of(inverted, corrected, dim)
     return apply(corrected, inverted, dim=dim, keep_attrs=keep_attrs)
+
+
+def _is_expanded(matrix) -> bool:
+    """Whether ``matrix`` is a DataArray of a model other than linear and affine."""
+    return isinstance(matrix, xr.DataArray) and matrix.attrs.get("model") not in (
+        None,
+        "linear",
+        "affine",
+    )
+
+
+def _inverse_expanded(
+    corrected: xr.DataArray, matrix: xr.DataArray, dim: Hashable, keep_attrs: bool
+) -> xr.DataArray:
+    """:func:`inverse` of a term-expanded matrix: Newton's method per pixel."""
+    _check_data(corrected, "corrected", dim, allow_empty=True)
+    _require_one_chunk(corrected, dim, "corrected")
+    spec = models.model_of(matrix, dim=dim)
+    matrix = _checked_matrix(matrix, dim)
+    in_dim = matrix_in_dim(dim)
+    n_out = matrix.sizes[dim]
+    if corrected.sizes[dim] != n_out:
+        raise ValueError(
+            f"matrix maps onto {n_out} channels along {dim!r} but corrected has "
+            f"{corrected.sizes[dim]}"
+        )
+    matrix = _check_batch_dims(matrix, corrected, dim)
+    if dim in matrix.indexes and dim in corrected.indexes:
+        order = _permutation(matrix.indexes[dim], corrected.indexes[dim])
+        if order is None:
+            raise ValueError(
+                f"matrix columns {dim!r} are labelled {_index_values(matrix, dim)} but "
+                f"corrected channels are {_index_values(corrected, dim)}; they must be the "
+                "same labels (in any order)"
+            )
+        matrix = matrix.isel({dim: order})
+    rows = _index_values(matrix, in_dim)
+    matrix = matrix.drop_vars([in_dim, dim], errors="ignore")
+    dtype = corrected.dtype if corrected.dtype.kind == "f" else np.dtype(np.float32)
+    result = xr.apply_ufunc(
+        _apply_blocks,
+        corrected.rename({dim: _IN}),
+        matrix.rename({dim: _IN}),
+        input_core_dims=[[_IN], [in_dim, _IN]],
+        output_core_dims=[[_OUT]],
+        kwargs={"dtype": dtype, "kernel": _kernel_of(spec, inverse=True)},
+        dask="allowed",
+        keep_attrs=keep_attrs,
+        join="exact",
+    )
+    result = result.rename({_OUT: dim}).transpose(*corrected.dims, ...)
+    if rows is not None:
+        result = result.assign_coords({dim: rows[: spec.n_channels]})
+    else:  # unlabelled rows: the channels keep corrected's coords, as apply does
+        result = result.assign_coords(
+            {
+                k: c
+                for k, c in corrected.coords.items()
+                if dim in c.dims and set(c.dims) <= set(result.dims)
+            }
+        )
+    result.name = corrected.name
+    return result
+
+
+def _inverse_arrays(corrected, matrix: xr.DataArray, dim: Hashable):
+    """:func:`inverse` of a term-expanded matrix on a plain array (channel axis last)."""
+    extra = [d for d in matrix.dims if d not in (matrix_in_dim(dim), dim)]
+    if extra:
+        raise ValueError(
+            f"a plain-array image has no named dims, so a matrix with batch dims "
+            f"{tuple(extra)} cannot be matched to it; wrap the image in a DataArray"
+        )
+    corrected = _asarray(corrected)
+    if corrected.ndim < 1:
+        raise ValueError(f"corrected must have a channel axis (last); got shape {corrected.shape}")
+    names = [f"axis_{i}" for i in range(corrected.ndim - 1)]
+    labelled = xr.DataArray(corrected, dims=(*names, dim))
+    matrix = matrix.drop_vars([matrix_in_dim(dim), dim], errors="ignore")
+    return _inverse_expanded(labelled, matrix, dim, keep_attrs=False).data
 
 
 def _columns_in_order_of(inverted: xr.DataArray, corrected, dim: Hashable) -> xr.DataArray:
@@ -1261,6 +1362,12 @@ def invert(
             return whole.map_blocks(_kernels.invert_matrix, dtype=np.result_type(arr, np.float32))
         return _kernels.invert_matrix(arr)
     in_dim = matrix_in_dim(dim)
+    if _is_expanded(matrix):
+        raise ValueError(
+            f"matrix has model {matrix.attrs['model']!r}, which is not linear in the colours: "
+            "it has no inverse matrix. Use xccm.inverse(corrected, matrix) instead, which "
+            "solves each pixel (Newton's method)"
+        )
     matrix = _checked_matrix(matrix, dim)
     rows, cols = matrix.sizes[in_dim], matrix.sizes[dim]
     _check_invertible_shape(rows, cols, f"{rows} {in_dim!r} rows and {cols} {dim!r} columns")
@@ -1304,18 +1411,68 @@ def _check_invertible_shape(rows: int, cols: int, given: str) -> None:
 
 
 def _prepare_apply(image: xr.DataArray, matrix, dim: Hashable, scale: float | None):
-    """Validate ``image`` and ``matrix``; return the matrix (scale folded in) and the dtype."""
+    """Validate ``image`` and ``matrix``; return the matrix (scale folded in), dtype, model."""
     _check_data(image, "image", dim, allow_empty=True)
     _require_one_chunk(image, dim, "image")
+    spec = _model_of(matrix, dim, image)
     matrix = _as_matrix(matrix, dim, image)
+    if not spec.is_linear:
+        matrix = _match_term_rows(matrix, image, dim, spec)
     scale = check_scale(scale)
     if scale is not None:
-        in_dim = matrix_in_dim(dim)
-        rows = xr.DataArray(np.arange(matrix.sizes[in_dim]) < image.sizes[dim], dims=in_dim)
+        # Row j is multiplied by scale ** (its term's degree): 1 for a channel, 0 for the
+        # offset row, 1/2 for sqrt(R*G)... so that t(scale * x) @ M == t(x) @ M'.
+        degrees = xr.DataArray(np.array(spec.row_degrees), dims=matrix_in_dim(dim))
         value = scale.reset_coords(drop=True) if isinstance(scale, xr.DataArray) else scale
-        matrix = matrix * xr.where(rows, value, 1.0)  # the offset row is not scaled
+        matrix = matrix * value**degrees
     dtype = image.dtype if image.dtype.kind == "f" else np.dtype(np.float32)
-    return matrix, dtype
+    return matrix, dtype, spec
+
+
+def _model_of(matrix, dim: Hashable, image: xr.DataArray) -> models.ModelSpec:
+    """Return the model of ``matrix`` (its attrs; else linear or affine by rows) for ``image``."""
+    if isinstance(matrix, xr.DataArray) and matrix_in_dim(dim) in matrix.dims:
+        model = matrix.attrs.get("model")
+        if model is not None and model not in ("linear", "affine"):
+            return models.model_of(matrix, dim=dim, n_in=image.sizes[dim])
+    rows = matrix.sizes.get(matrix_in_dim(dim), 0) if isinstance(matrix, xr.DataArray) else 0
+    if not isinstance(matrix, xr.DataArray):
+        shape = np.shape(matrix)
+        rows = shape[-2] if len(shape) >= 2 else 0
+    n_in = image.sizes[dim]
+    return models.resolve_model("affine" if rows == n_in + 1 else "linear", n_channels=n_in)
+
+
+def _match_term_rows(
+    matrix: xr.DataArray, image: xr.DataArray, dim: Hashable, spec: models.ModelSpec
+) -> xr.DataArray:
+    """Put a term-expanded matrix's rows in the order of the image's channel order.
+
+    The first rows are the channels (``R, G, B``); where the image has them in another
+    order, the rows are permuted so that each multiplies the same term of the image's
+    channels, which needs the term set to hold the permuted terms too.
+    """
+    in_dim = matrix_in_dim(dim)
+    channels, rows = _index_values(image, dim), _index_values(matrix, in_dim)
+    if channels is None or rows is None:
+        return matrix.drop_vars(in_dim, errors="ignore")
+    n_in = spec.n_channels
+    labels = rows[:n_in]
+    if labels == channels:
+        return matrix.drop_vars(in_dim)
+    if set(labels) != set(channels) or len(set(labels)) != n_in:
+        raise ValueError(
+            f"matrix rows {in_dim!r} start with the channels {labels} but image channels "
+            f"{dim!r} are {channels}; they must be the same labels (in any order)"
+        )
+    order = models.row_order(spec, [labels.index(c) for c in channels])
+    if order is None:
+        raise ValueError(
+            f"matrix of model {spec.name!r} ({spec.attrs}) expands channels {labels} but image "
+            f"channels {dim!r} are {channels}, and its terms do not allow another order; "
+            f"reorder the image first: image.sel({dim}={labels!r})"
+        )
+    return matrix.isel({in_dim: order}).drop_vars(in_dim)
 
 
 def _apply_arrays(image, matrix, dim: Hashable, scale: float | None):
@@ -1327,7 +1484,9 @@ def _apply_arrays(image, matrix, dim: Hashable, scale: float | None):
                 f"a plain-array image has no named dims, so a matrix with batch dims "
                 f"{tuple(extra)} cannot be matched to it; wrap the image in a DataArray"
             )
-        matrix = matrix.data
+        attrs, matrix = matrix.attrs, matrix.data
+    else:
+        attrs = {}
     image, matrix = _asarray(image), _asarray(matrix)
     if image.ndim < 1:
         raise ValueError(f"image must have a channel axis (last); got shape {image.shape}")
@@ -1339,12 +1498,13 @@ def _apply_arrays(image, matrix, dim: Hashable, scale: float | None):
                 f"matrix of shape {matrix.shape} has batch axes {matrix.shape[:n_batch]} that "
                 f"do not match the leading axes of image {image.shape}"
             )
-        matrix = xr.DataArray(matrix, dims=(*names[:n_batch], matrix_in_dim(dim), dim))
+    if n_batch > 0 or (attrs and matrix.ndim >= 2):  # a named model (attrs) stays with it
+        matrix = xr.DataArray(matrix, dims=(*names[:n_batch], matrix_in_dim(dim), dim), attrs=attrs)
     labelled = xr.DataArray(image, dims=(*names, dim))
-    matrix, dtype = _prepare_apply(labelled, matrix, dim, scale)
+    matrix, dtype, spec = _prepare_apply(labelled, matrix, dim, scale)
     m = matrix.data  # batch axes lead; pad them to the image's leading axes
     m = m.reshape((*m.shape[:-2], *(1,) * (image.ndim - 1 - (m.ndim - 2)), *m.shape[-2:]))
-    return _apply_blocks(image, m, dtype=dtype)
+    return _apply_blocks(image, m, dtype=dtype, kernel=_kernel_of(spec))
 
 
 def _map_dataset(func: Callable, ds: xr.Dataset, *args, dim: Hashable, **kwargs) -> xr.Dataset:
@@ -1442,6 +1602,9 @@ def _as_matrix(matrix, dim: Hashable, image: xr.DataArray) -> xr.DataArray:
         matrix = xr.DataArray(arr, dims=(in_dim, dim))
     matrix = _checked_matrix(matrix, dim)
     n_in, rows = image.sizes[dim], matrix.sizes[in_dim]
+    if matrix.attrs.get("model") not in (None, "linear", "affine"):
+        # an expanded model (checked by models.model_of): rows are matched by _match_term_rows
+        return _check_batch_dims(matrix, image, dim)
     if rows not in (n_in, n_in + 1):
         raise ValueError(
             f"matrix has {rows} rows along {in_dim!r} but image has {n_in} channels along "

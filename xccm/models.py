@@ -253,7 +253,9 @@ class ModelSpec:
         if self.is_linear:
             inv = _kernels.invert_matrix(np.asarray(m))
             return _kernels.apply_matrix(d, inv, dtype, parallel=parallel, backend=backend)
-        return _kernels.solve_terms(d, m, self.table(), dtype, parallel=parallel, backend=backend)
+        return _kernels.solve_terms(
+            d, m, dtype, terms=self.table(), parallel=parallel, backend=backend
+        )
 
 
 def _label(powers: Sequence[int], root: int, names: list) -> Hashable:
