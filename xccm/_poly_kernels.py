@@ -19,8 +19,8 @@ from ._numba_kernels import NJIT_OPTIONS, compile_kernels, launch
 
 __all__ = ["apply_rows", "newton_rows"]
 
-#: Rows per work item of the generic kernels (a few KB of output per item).
-_BLOCK = 1024
+#: Rows per work item of the parallel kernels (~200 KB of float32 per item).
+_BLOCK = 16384
 
 
 @numba.njit(inline="always", **NJIT_OPTIONS)
@@ -62,33 +62,64 @@ def _rp2(a, b, c, m):
     )
 
 
-def _apply_rp2(x, m, zero, out):
-    for i in numba.prange(x.shape[0]):
-        out[i, 0], out[i, 1], out[i, 2] = _rp2(x[i, 0] + zero, x[i, 1] + zero, x[i, 2] + zero, m)
-
-
-def _apply_rp2_interleaved(x, m, zero, out):
-    """:func:`_apply_rp2` on flat C-ordered ``(rows * 3,)`` data: constant strides vectorise."""
-    for i in numba.prange(x.shape[0] // 3):
+@numba.njit(**NJIT_OPTIONS)
+def _rp2_flat(x, m, zero, out):
+    """:func:`_rp2` over flat C-ordered ``(rows * 3,)`` data: constant strides vectorise."""
+    for i in range(x.shape[0] // 3):
         j = 3 * i
         out[j], out[j + 1], out[j + 2] = _rp2(x[j] + zero, x[j + 1] + zero, x[j + 2] + zero, m)
 
 
-def _apply_terms(x, m, exps, roots, zero, out):
-    """``out[i] = t(x[i]) @ m`` for any term table, term by term into the output row."""
-    n = x.shape[0]
+@numba.njit(**NJIT_OPTIONS)
+def _rp2_rows(x, m, zero, out):
+    for i in range(x.shape[0]):
+        out[i, 0], out[i, 1], out[i, 2] = _rp2(x[i, 0] + zero, x[i, 1] + zero, x[i, 2] + zero, m)
+
+
+@numba.njit(**NJIT_OPTIONS)
+def _terms_rows(x, m, exps, roots, zero, out):
+    """``out[i] = t(x[i]) @ m`` for any term table (exponents up to 4)."""
     n_terms, n_out = m.shape
-    for blk in numba.prange((n + _BLOCK - 1) // _BLOCK):
-        for i in range(blk * _BLOCK, min(n, (blk + 1) * _BLOCK)):
-            a, b, c = x[i, 0] + zero, x[i, 1] + zero, x[i, 2] + zero
+    pa, pb, pc = np.empty(5, out.dtype), np.empty(5, out.dtype), np.empty(5, out.dtype)
+    acc = np.empty(n_out, out.dtype)
+    for i in range(x.shape[0]):
+        pa[0] = pb[0] = pc[0] = zero + 1
+        for e in range(1, 5):
+            pa[e] = pa[e - 1] * (x[i, 0] + zero)
+            pb[e] = pb[e - 1] * (x[i, 1] + zero)
+            pc[e] = pc[e - 1] * (x[i, 2] + zero)
+        acc[:] = zero
+        for j in range(n_terms):
+            t = _root(pa[exps[j, 0]] * pb[exps[j, 1]] * pc[exps[j, 2]], roots[j])
             for o in range(n_out):
-                out[i, o] = zero
-            for j in range(n_terms):
-                t = _root(
-                    _ipow(a, exps[j, 0]) * _ipow(b, exps[j, 1]) * _ipow(c, exps[j, 2]), roots[j]
-                )
-                for o in range(n_out):
-                    out[i, o] += t * m[j, o]
+                acc[o] += t * m[j, o]
+        for o in range(n_out):
+            out[i, o] = acc[o]
+
+
+# The parallel flavours split the rows into blocks and run a serial loop on each: LLVM
+# vectorises a plain loop in its own function (the square roots too), not a prange body.
+
+
+def _apply_rp2_interleaved(x, m, zero, out):
+    """Degree-2 root-polynomial apply on flat C-ordered ``(rows * 3,)`` data."""
+    step = 3 * _BLOCK
+    for b in numba.prange((x.shape[0] + step - 1) // step):
+        _rp2_flat(x[b * step : (b + 1) * step], m, zero, out[b * step : (b + 1) * step])
+
+
+def _apply_rp2(x, m, zero, out):
+    """Degree-2 root-polynomial apply on 2-D ``(rows, 3)`` views with any strides."""
+    for b in numba.prange((x.shape[0] + _BLOCK - 1) // _BLOCK):
+        rows = slice(b * _BLOCK, (b + 1) * _BLOCK)
+        _rp2_rows(x[rows], m, zero, out[rows])
+
+
+def _apply_terms(x, m, exps, roots, zero, out):
+    """``out[i] = t(x[i]) @ m`` for any term table, block by block."""
+    for b in numba.prange((x.shape[0] + _BLOCK - 1) // _BLOCK):
+        rows = slice(b * _BLOCK, (b + 1) * _BLOCK)
+        _terms_rows(x[rows], m, exps, roots, zero, out[rows])
 
 
 @numba.njit(inline="always", **NJIT_OPTIONS)
