@@ -377,11 +377,11 @@ def test_inverse_not_converging_is_nan_and_warns():
     matrix[3, 0] = -1.0
     d = xr.DataArray([[0.1, 0.5, 0.5], [0.5, 0.5, 0.5], [np.nan, 0.5, 0.5]], dims=("p", "channel"))
     for backend in ("numba", "numpy"):
-        with pytest.warns(_kernels.NonConvergenceWarning, match="1 of 3 pixels"):
+        with pytest.warns(xccm.NonConvergenceWarning, match="1 of 3 pixels"):
             got = models.model_of(matrix).inverse(d.values, matrix.values, backend=backend)
         np.testing.assert_allclose(got[0], [0.5 - np.sqrt(0.25 - 0.1), 0.5, 0.5], atol=1e-9)
         assert np.isnan(got[1:]).all()
-    with pytest.warns(_kernels.NonConvergenceWarning):
+    with pytest.warns(xccm.NonConvergenceWarning):
         xccm.inverse(d, matrix)
 
 

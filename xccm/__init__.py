@@ -9,7 +9,7 @@ from __future__ import annotations
 from importlib.metadata import PackageNotFoundError, version
 
 from . import accessor as _accessor  # noqa: F401  (registers .ccm)
-from ._kernels import InsufficientSamplesWarning
+from ._kernels import InsufficientSamplesWarning, NonConvergenceWarning
 from .chartfit import report
 from .charts import available_charts, chart, chart_from_table
 from .colorimetry import convert, delta_e
@@ -33,6 +33,7 @@ __all__ = [
     "Init",
     "InsufficientSamplesWarning",
     "Model",
+    "NonConvergenceWarning",
     "__version__",
     "apply",
     "available_charts",
