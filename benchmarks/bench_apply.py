@@ -34,7 +34,6 @@ import xarray as xr
 from _timing import best_time
 
 import xccm
-from xccm import models
 
 
 def parse_args() -> argparse.Namespace:
@@ -60,7 +59,7 @@ def main() -> None:
     img = xr.DataArray(arr, dims=dims)
     lazy = img.chunk({"time": 1})
     m_da = xr.DataArray(m, dims=("channel", "channel_out"))
-    m_rp2 = models.matrix_dataarray(
+    m_rp2 = xccm.models.matrix_dataarray(
         np.vstack([m, 0.05 * rng.random((3, 3))]).astype(np.float32), "root_polynomial", degree=2
     )
 
@@ -73,7 +72,7 @@ def main() -> None:
         assert ok, f"xccm.apply != arr @ m in frame {i}"
     out = xccm.apply(img, m_rp2)
     rp2 = m_rp2.values.astype(np.float64)
-    want = models.expand(arr[0].astype(np.float64), "root_polynomial", degree=2) @ rp2
+    want = xccm.models.expand(arr[0].astype(np.float64), "root_polynomial", degree=2) @ rp2
     assert np.allclose(out.values[0], want, rtol=1e-4, atol=1e-4), "root-polynomial apply"
     del out
     gc.collect()

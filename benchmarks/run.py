@@ -61,7 +61,6 @@ import xarray as xr
 from _timing import best_time, peak_rss
 
 import xccm
-from xccm import models
 
 RESULTS = Path(__file__).with_name("results.json")
 DOCS_TABLE = Path(__file__).parents[1] / "docs" / "performance_results.md"
@@ -211,7 +210,7 @@ def bench_in_memory(bench: Bench, arr: np.ndarray, m: np.ndarray, m4: np.ndarray
     bench.time("`xccm.apply(img, m4)` affine 4×3", lambda: xccm.apply(img, m4), **kw, baseline=copy)
     # Root-polynomial degree 2 (Finlayson 2015): 6 terms, 3 square roots per pixel, expanded
     # inside the kernel; its target is the 3x3 apply of the same stack in this run.
-    m_rp2 = models.matrix_dataarray(
+    m_rp2 = xccm.models.matrix_dataarray(
         np.vstack([m, 0.05 * np.abs(_random_matrix(np.random.default_rng(1)))]).astype(np.float32),
         "root_polynomial",
         degree=2,
@@ -220,7 +219,7 @@ def bench_in_memory(bench: Bench, arr: np.ndarray, m: np.ndarray, m4: np.ndarray
     rp2 = m_rp2.values.astype(np.float64)
     _check_frames(
         out.values,
-        lambda i: models.expand(arr[i].astype(np.float64), "root_polynomial", degree=2) @ rp2,
+        lambda i: xccm.models.expand(arr[i].astype(np.float64), "root_polynomial", degree=2) @ rp2,
         1,
         "root-polynomial apply",
         1e-4,

@@ -1414,8 +1414,8 @@ def _prepare_apply(image: xr.DataArray, matrix, dim: Hashable, scale: float | No
     """Validate ``image`` and ``matrix``; return the matrix (scale folded in), dtype, model."""
     _check_data(image, "image", dim, allow_empty=True)
     _require_one_chunk(image, dim, "image")
-    spec = _model_of(matrix, dim, image)
     matrix = _as_matrix(matrix, dim, image)
+    spec = _model_of(matrix, dim, image)
     if not spec.is_linear:
         matrix = _match_term_rows(matrix, image, dim, spec)
     scale = check_scale(scale)
@@ -1429,18 +1429,14 @@ def _prepare_apply(image: xr.DataArray, matrix, dim: Hashable, scale: float | No
     return matrix, dtype, spec
 
 
-def _model_of(matrix, dim: Hashable, image: xr.DataArray) -> models.ModelSpec:
-    """Return the model of ``matrix`` (its attrs; else linear or affine by rows) for ``image``."""
-    if isinstance(matrix, xr.DataArray) and matrix_in_dim(dim) in matrix.dims:
-        model = matrix.attrs.get("model")
-        if model is not None and model not in ("linear", "affine"):
-            return models.model_of(matrix, dim=dim, n_in=image.sizes[dim])
-    rows = matrix.sizes.get(matrix_in_dim(dim), 0) if isinstance(matrix, xr.DataArray) else 0
-    if not isinstance(matrix, xr.DataArray):
-        shape = np.shape(matrix)
-        rows = shape[-2] if len(shape) >= 2 else 0
+def _model_of(matrix: xr.DataArray, dim: Hashable, image: xr.DataArray) -> models.ModelSpec:
+    """Return the model of a checked ``matrix`` (its attrs; else linear or affine by rows)."""
+    model = matrix.attrs.get("model")
+    if model is not None and model not in ("linear", "affine"):
+        return models.model_of(matrix, dim=dim, n_in=image.sizes[dim])
     n_in = image.sizes[dim]
-    return models.resolve_model("affine" if rows == n_in + 1 else "linear", n_channels=n_in)
+    affine = matrix.sizes[matrix_in_dim(dim)] == n_in + 1
+    return models.resolve_model("affine" if affine else "linear", n_channels=n_in)
 
 
 def _match_term_rows(

@@ -4,20 +4,15 @@ A model expands a colour ``x = (R, G, B)`` into terms ``t(x)`` and maps it with 
 ``M (n_terms, n_out)``: ``D = t(S) @ M`` (row vectors, channel last). Every model is linear in
 its matrix, so it is fitted by (weighted) least squares on the expanded colours.
 
-============== ===================== ===================================================
-model          options               terms
-============== ===================== ===================================================
-linear                               ``R, G, B`` (any number of channels)
-affine                               ``R, G, B, offset`` (any number of channels)
-root_polynomial ``degree=1..4``      Finlayson, Mackiewicz & Hurlbert (2015): the roots
-                                     ``(R^a G^b B^c)^(1/d)`` of the monomials of degree
-                                     ``d <= degree``; exposure-invariant
-polynomial     ``degree=1..4``       Finlayson et al. (2015) without the roots: every
-                                     monomial of degree ``1..degree``
-polynomial     ``terms=``            Cheung et al. (2004) term sets as colour-science
-                                     numbers them: 3, 4, 5, 7, 8, 10, 11, 14, 16, 17, 19,
-                                     20, 22, 35
-============== ===================== ===================================================
+* ``linear``: ``R, G, B`` (any number of channels);
+* ``affine``: ``R, G, B, offset`` (any number of channels);
+* ``root_polynomial``, ``degree=1..4``: Finlayson, Mackiewicz & Hurlbert (2015), the roots
+  ``(R^a G^b B^c)^(1/d)`` of the monomials of each degree ``d <= degree`` (3, 6, 13, 22
+  terms); exposure-invariant;
+* ``polynomial``, ``degree=1..4``: Finlayson et al. (2015) without the roots, every monomial
+  of degree ``1..degree`` (3, 9, 19, 34 terms);
+* ``polynomial``, ``terms=``: the Cheung et al. (2004) term sets as colour-science numbers
+  them: 3, 4, 5, 7, 8, 10, 11, 14, 16, 17, 19, 20, 22, 35.
 
 The terms are in colour-science's order (``polynomial_expansion_Finlayson2015`` and
 ``matrix_augmented_Cheung2004``), so a matrix here is colour-science's ``CCM`` transposed.
