@@ -14,6 +14,7 @@ frames, folds and the in-sample fit are one vectorised solve, lazy for Dask-back
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Hashable, Iterable
 from typing import Any, Literal
 
@@ -198,7 +199,7 @@ def cross_validate(
         **fit_kwargs,
     )
     matrices = matrices.assign_coords({FOLD: np.arange(n_folds + 1)})
-    in_sample = matrices.isel({FOLD: n_folds}, drop=True)
+    in_sample = matrices.isel({FOLD: n_folds}).drop_vars(FOLD)
     fold_matrix = matrices.isel({FOLD: slice(0, n_folds)})
     # Each sample's held-out matrix: its fold's, gathered over the sample dims.
     per_sample = fold_matrix.isel({FOLD: held_out_fold}).drop_vars(FOLD, errors="ignore")
@@ -217,16 +218,20 @@ def cross_validate(
     if weights is not None:
         summary_weights = summary_weights * _sample_weights(weights, measured, samples)
     report_kwargs = {k: fit_kwargs[k] for k in _REPORT_KWARGS if k in fit_kwargs}
-    result = report(
-        measured.expand_dims({VALIDATION: 2}),
-        reference,
-        both,
-        metric,
-        dim=dim,
-        sample_dims=samples,
-        weights=summary_weights,
-        **report_kwargs,
-    )
+    with warnings.catch_warnings():
+        # A batch element with no usable sample has NaN statistics, as documented.
+        warnings.filterwarnings("ignore", "All-NaN slice", RuntimeWarning)
+        warnings.filterwarnings("ignore", "Mean of empty slice", RuntimeWarning)
+        result = report(
+            measured.expand_dims({VALIDATION: 2}),
+            reference,
+            both,
+            metric,
+            dim=dim,
+            sample_dims=samples,
+            weights=summary_weights,
+            **report_kwargs,
+        )
     result = result.assign_coords({VALIDATION: ["in_sample", "held_out"]})
     batch = [d for d in measured.dims if d not in (*samples, dim)]
     result["delta_e"] = result["delta_e"].transpose(VALIDATION, *batch, *samples)
