@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 
 import dask.array as da
 import numpy as np
@@ -291,3 +292,39 @@ def test_fit_errors_pass_through():
         warnings.simplefilter("ignore")
         with pytest.raises(ValueError, match="model"):
             xccm.cross_validate(cam, ref, model="cubic")
+
+
+def test_least_squares_to_an_xyz_reference_is_judged_in_xyz():
+    """A fit without a loss maps into the reference's own space; the errors are taken there."""
+    cam, ref = _camera(11)
+    xyz = xccm.convert(ref, "xyz-d65")
+    cv = xccm.cross_validate(cam, xyz, folds=4, metric="cie76")
+    fold = cv["held_out_fold"].values
+    s, d = cam.values, xyz.values
+    held = np.empty(24)
+    for k in range(4):
+        m = xr.DataArray(lstsq(s[fold != k], d[fold != k]), dims=("channel_in", "channel"))
+        corrected = cam @ m.rename(channel_in="channel", channel="out")
+        corrected = corrected.rename(out="channel").assign_coords(channel=["X", "Y", "Z"])
+        de = xccm.delta_e(corrected, xyz, "cie76", sample_space="xyz-d65")
+        held[fold == k] = de.values[fold == k]
+    np.testing.assert_allclose(cv["delta_e"].sel(validation="held_out").values, held, atol=1e-9)
+    rep = xccm.report(cam, xyz, cv["matrix"], "cie76", sample_space="xyz-d65")
+    np.testing.assert_allclose(
+        cv["delta_e"].sel(validation="in_sample").values, rep["delta_e"].values, atol=1e-12
+    )
+
+
+def test_the_which_model_guide_example_runs():
+    """The code of docs/guide/models.md runs as printed (on the real OpenCV measurement)."""
+    pytest.importorskip("colour")
+    text = (Path(__file__).parents[1] / "docs" / "guide" / "models.md").read_text()
+    code = text.split("```python\n", 1)[1].split("```", 1)[0]
+    namespace: dict = {}
+    exec(compile(code, "docs/guide/models.md", "exec"), namespace)
+    cv = namespace["cv"]
+    assert cv.attrs["model"] == "affine" and cv.attrs["metric"] == "ciede2000"
+    assert str(namespace["worst"].values) in cv.patch.values
+    # held out is worse than in sample on this real chart, for every statistic shown
+    for name in ("mean", "median", "max"):
+        assert cv[name].sel(validation="held_out") > cv[name].sel(validation="in_sample")

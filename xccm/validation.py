@@ -218,6 +218,10 @@ def cross_validate(
     if weights is not None:
         summary_weights = summary_weights * _sample_weights(weights, measured, samples)
     report_kwargs = {k: fit_kwargs[k] for k in _REPORT_KWARGS if k in fit_kwargs}
+    if "reference_space" not in in_sample.attrs:  # not converted: the matrix maps into its space
+        report_kwargs["sample_space"] = fit_kwargs.get("reference_space") or reference.attrs.get(
+            "space"
+        )
     with warnings.catch_warnings():
         # A batch element with no usable sample has NaN statistics, as documented.
         warnings.filterwarnings("ignore", "All-NaN slice", RuntimeWarning)
