@@ -920,3 +920,92 @@ def test_chart_from_table_bad_files_name_file_and_line(tmp_path, content, match)
     path.write_bytes(content)
     with pytest.raises(ValueError, match=match):
         chart_from_table(path, space="lab")
+
+
+# ---------------------------------------------------------------------------------------------
+# sample_measurement: OpenCV's real photographed chart
+
+# OpenCV's published linearisation of its measurement (gamma 2.2 of s / 255), src_rgbl of
+# opencv_contrib modules/mcc/test/test_ccm.cpp.
+OPENCV_SRC_RGBL = [
+    [0.68078957, 0.12382801, 0.01514889],
+    [0.81177942, 0.32550452, 0.089818],
+    [0.61259378, 0.2831933, 0.07478902],
+    [0.52696493, 0.20105976, 0.00958657],
+    [0.80402284, 0.30419523, 0.12989841],
+    [0.78658646, 0.63184111, 0.12062068],
+    [0.78999637, 0.25520249, 0.03462853],
+    [0.51866697, 0.16114393, 0.1078387],
+    [0.74820768, 0.11770076, 0.06862177],
+    [0.59776825, 0.05765816, 0.02886627],
+    [0.8793145, 0.56346033, 0.0403954],
+    [0.84124847, 0.42120746, 0.03287592],
+    [0.23333214, 0.06780408, 0.05612276],
+    [0.5176423, 0.41210976, 0.01896255],
+    [0.73888613, 0.06575388, 0.06181293],
+    [0.88326036, 0.58018751, 0.04321991],
+    [0.75922531, 0.13149072, 0.1282041],
+    [0.4345097, 0.32331019, 0.10494139],
+    [0.94110142, 0.77941419, 0.26946323],
+    [0.88438952, 0.5949049, 0.17536928],
+    [0.84722687, 0.44160449, 0.09834799],
+    [0.66743106, 0.24076803, 0.03394333],
+    [0.47141286, 0.13592419, 0.01362205],
+    [0.17377101, 0.03256864, 0.00203026],
+]
+# OpenCV's published CIEDE2000 3x3 matrix for it (CCM_3x3, sRGB, GAMMA 2.2, ColorChecker2005).
+OPENCV_CCM = [
+    [0.37408717, 0.02066172, 0.05796725],
+    [0.12684056, 0.77364991, -0.01566532],
+    [-0.27464866, 0.00652140, 2.74593262],
+]
+
+
+def test_opencv_measurement_is_labelled_like_the_chart():
+    from xccm.charts import sample_measurement
+
+    m = sample_measurement()
+    assert m.dims == ("patch", "channel") and m.dtype == np.float64
+    assert m.patch.values.tolist() == PATCHES
+    assert m.channel.values.tolist() == ["R", "G", "B"]
+    assert m.attrs["chart"] == "colorchecker24" and m.attrs["chart_edition"] == "opencv"
+    assert "opencv_contrib" in m.attrs["source"] and "Apache" in m.attrs["source"]
+    np.testing.assert_allclose(
+        m.values[[0, -1]] * 255, [[214.11, 98.67, 37.97], [115.1, 53.77, 15.23]]
+    )
+    assert 0 < m.min() and m.max() < 0.98  # encoded [0, 1], nothing at OpenCV's saturation
+    m[0] = 0  # a new array each call
+    assert sample_measurement().values[0, 0] > 0
+
+
+def test_opencv_measurement_linearises_as_opencv_does():
+    import xccm
+
+    linear = xccm.linearize(xccm.sample_measurement("OpenCV"), "gamma", gamma=2.2)
+    np.testing.assert_allclose(linear.values, OPENCV_SRC_RGBL, rtol=0, atol=1e-4)
+
+
+def test_unknown_measurement_names_the_choices():
+    from xccm.charts import sample_measurement
+
+    with pytest.raises(
+        ValueError, match=r"unknown measurement 'macbeth'; choose one of \['opencv'\]"
+    ):
+        sample_measurement("macbeth")
+    with pytest.raises(TypeError, match="measurement must be a str"):
+        sample_measurement(1)
+
+
+def test_ciede2000_fit_on_opencv_measurement_is_at_least_as_good_as_opencvs():
+    pytest.importorskip("colour")
+    import xccm
+
+    linear = xccm.linearize(xccm.sample_measurement("opencv"), "gamma", gamma=2.2)
+    ref = chart("colorchecker24", space="lab-d50", edition="opencv")
+    m = xccm.fit(linear, ref, loss="ciede2000")
+    ours, theirs = xccm.report(linear, ref, m), xccm.report(linear, ref, np.array(OPENCV_CCM))
+    assert bool(m.converged)
+    assert float(ours["loss"]) == pytest.approx(float(m.loss), rel=1e-12)
+    assert float(m.loss) <= float(theirs["loss"])
+    # the same optimum, up to OpenCV's and colour-science's colour constants
+    np.testing.assert_allclose(m.values, OPENCV_CCM, atol=5e-3)

@@ -11,7 +11,7 @@ from importlib.metadata import PackageNotFoundError, version
 from . import accessor as _accessor  # noqa: F401  (registers .ccm)
 from ._kernels import InsufficientSamplesWarning, NonConvergenceWarning
 from .chartfit import report
-from .charts import available_charts, chart, chart_from_table
+from .charts import available_charts, chart, chart_from_table, sample_measurement
 from .colorimetry import convert, delta_e
 from .core import Init, Model, apply, fit, inverse, invert
 from .covariance import uncertainty
@@ -22,6 +22,7 @@ from .matrix_files import from_opencv, load_matrix, save_matrix, to_opencv
 from .patches import extract_patches, grid_boxes
 from .raw import camera_matrix, open_raw
 from .stability import drift, segments
+from .validation import cross_validate
 from .weights import lightness_weights, saturation_mask
 
 try:
@@ -41,6 +42,7 @@ __all__ = [
     "chart",
     "chart_from_table",
     "convert",
+    "cross_validate",
     "delta_e",
     "detect_chart",
     "drift",
@@ -59,6 +61,7 @@ __all__ = [
     "open_images",
     "open_raw",
     "report",
+    "sample_measurement",
     "saturation_mask",
     "save_matrix",
     "segments",

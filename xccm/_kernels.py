@@ -63,7 +63,9 @@ _NUMBA_DTYPES = frozenset(np.dtype(c) for c in "u1 u2 u4 u8 i1 i2 i4 i8 f4 f8".s
 _NUMPY_BLOCK_ROWS = 1 << 16
 #: Above this many distinct matrices in one call, each applied to fewer than
 #: _MIN_ROWS_PER_MATRIX pixels (e.g. one matrix per pixel), apply them with one broadcast
-#: matmul: a kernel call per matrix would cost more than its work.
+#: matmul: a kernel call per matrix would cost more than its work. The same when there are
+#: several matrices and fewer than _MIN_ROWS_PER_MATRIX pixels in all (patch colours of a
+#: few frames): each parallel kernel launch costs ~0.1-10 ms, the whole matmul microseconds.
 _MAX_MATRIX_LOOP = 4096
 _MIN_ROWS_PER_MATRIX = 16384
 
@@ -200,7 +202,11 @@ def apply_matrix(
         n_head -= 1
     head = lead_x[:n_head]
     rows = math.prod(lead_x[n_head:])  # pixels per matrix
-    if math.prod(head) > _MAX_MATRIX_LOOP and rows < _MIN_ROWS_PER_MATRIX:
+    n_matrices = math.prod(head)
+    if rows < _MIN_ROWS_PER_MATRIX and (
+        n_matrices > _MAX_MATRIX_LOOP
+        or (n_matrices > 1 and n_matrices * rows < _MIN_ROWS_PER_MATRIX)
+    ):
         return (x.astype(dtype, copy=False)[..., None, :] @ up)[..., 0, :] + off
     out = _empty_like_layout(x, up.shape[-1], dtype, xp)
     numba_ok = xp is np and _use_numba(backend, x.dtype, dtype)

@@ -11,7 +11,7 @@ from typing import Any
 
 import xarray as xr
 
-from . import chartfit, colorimetry, core, patches
+from . import chartfit, colorimetry, core, patches, validation
 
 __all__ = ["CCMAccessor"]
 
@@ -74,6 +74,17 @@ class CCMAccessor:
         if not isinstance(self._obj, xr.DataArray):
             raise TypeError("report needs the measured colours as a DataArray")
         return chartfit.report(self._obj, reference, matrix, method, **kwargs)
+
+    def cross_validate(
+        self, reference: xr.DataArray, *, dim: Hashable = "channel", **kwargs: Any
+    ) -> xr.Dataset:
+        """Held-out and in-sample errors of a fit; see :func:`xccm.cross_validate`."""
+        if not isinstance(self._obj, xr.DataArray):
+            raise TypeError(
+                "cross_validate needs the measured colours as a DataArray; select one "
+                "variable, e.g. ds['patches'].ccm.cross_validate(reference)"
+            )
+        return validation.cross_validate(self._obj, reference, dim=dim, **kwargs)
 
     def delta_e(self, reference: xr.DataArray, method: str = "ciede2000", **kwargs: Any):
         """Colour difference from these colours to ``reference``; see :func:`xccm.delta_e`."""

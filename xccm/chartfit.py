@@ -381,6 +381,7 @@ def report(
     reference_space: str | None = None,
     illuminant: str | Sequence[float] | None = None,
     standard: colorimetry.Standard = "reference",
+    sample_space: str | None = None,
 ) -> xr.Dataset:
     r"""Judge a correction: per-patch colour differences and their summary statistics.
 
@@ -416,6 +417,10 @@ def report(
         are reordered); a plain array, shaped like the sample dims, by position.
     rgb_space, reference_space, illuminant, standard : optional
         As for :func:`xccm.fit`.
+    sample_space : str, optional
+        The space ``matrix`` maps into; default linear ``rgb_space``, as :func:`xccm.fit`
+        maps when it converts the reference (a ``loss``, or a Lab reference). A fit without
+        a loss to an XYZ reference maps into XYZ: pass ``sample_space="xyz-d65"`` (say).
 
     Returns
     -------
@@ -471,7 +476,9 @@ def report(
         reference,
         method,
         dim=dim,
-        sample_space=colorimetry.Space("rgb", rgb_space=rgb_space),
+        sample_space=colorimetry.Space("rgb", rgb_space=rgb_space)
+        if sample_space is None
+        else sample_space,
         reference_space=space,
         rgb_space=rgb_space,
         illuminant=illuminant,

@@ -42,6 +42,12 @@ Spaces
     of a chart agree to rounding error. Values are not clipped: a few patches (the
     Classic's "cyan", for example) lie just outside the sRGB gamut.
 
+Measurements
+------------
+:func:`sample_measurement` returns a real, published measurement of a chart to try fits
+on: ``"opencv"``, the photographed ColorChecker Classic of OpenCV's own colour-correction
+test (opencv_contrib ``modules/mcc/test/test_ccm.cpp``, Apache License 2.0).
+
 User charts
 -----------
 :func:`chart_from_table` builds a chart of the same shape from a CSV file, a pandas
@@ -65,6 +71,8 @@ OpenCV, ``modules/photo/src/ccm/color.cpp`` (``ColorChecker2005_LAB_D50_2``, whi
 cites as https://www.imatest.com/wp-content/uploads/2011/11/Lab-data-Iluminate-D65-D50-spectro.xls,
 and ``Vinyl_LAB_D50_2``), https://github.com/opencv/opencv; OpenCV's D50 white is
 ``modules/photo/src/ccm/colorspace.cpp`` (XYZ = (0.9642119944211994, 1, 0.8251882845188288)).
+The measurement ``"opencv"`` is ``s`` of opencv_contrib's ``modules/mcc/test/test_ccm.cpp``
+(Apache License 2.0), https://github.com/opencv/opencv_contrib.
 """
 
 from __future__ import annotations
@@ -85,7 +93,7 @@ import xarray as xr
 
 from . import _chart_data as _data
 
-__all__ = ["available_charts", "chart", "chart_from_table"]
+__all__ = ["available_charts", "chart", "chart_from_table", "sample_measurement"]
 
 # ---------------------------------------------------------------------------------------------
 # built-in charts
@@ -413,6 +421,74 @@ def chart(
     attrs["source"] = data.source + space_spec.derivation.format(illuminant=_attr(data.illuminant))
     values = np.array(data.tables[space_key], dtype=np.float64)
     return _data_array(values, spec.patches, space_spec.channels, attrs)
+
+
+# ---------------------------------------------------------------------------------------------
+# measured charts
+
+_MEASUREMENTS = {
+    "opencv": (
+        "colorchecker24",
+        "opencv",
+        _data.OPENCV_CCM_TEST_MEASUREMENT,
+        "OpenCV, opencv_contrib modules/mcc/test/test_ccm.cpp (Mat s, the measurement of "
+        "its ColorCorrectionModel test; Apache License 2.0), "
+        "https://github.com/opencv/opencv_contrib",
+    ),
+}
+
+
+def sample_measurement(name: str = "opencv") -> xr.DataArray:
+    """Return a real, published measurement of a chart: camera values of its patches.
+
+    Parameters
+    ----------
+    name : {"opencv"}, default "opencv"
+        ``"opencv"``: a photographed ColorChecker Classic, the 24 patch means of OpenCV's
+        own colour-correction test (``s`` in opencv_contrib's
+        ``modules/mcc/test/test_ccm.cpp``, Apache-2.0), published as 8-bit values (0-255),
+        gamma-encoded. OpenCV's test linearises them with gamma 2.2 and fits them to the
+        ``"opencv"`` edition of the chart in L*a*b* D50
+        (``xccm.chart("colorchecker24", space="lab-d50", edition="opencv")``).
+
+    Returns
+    -------
+    xarray.DataArray
+        float64, dims ``("patch", "channel")``, the published values divided by 255 (so in
+        [0, 1], still encoded: linearise with ``xccm.linearize(m, "gamma", gamma=2.2)``),
+        with the patch coords of :func:`chart` for that chart (in chart order), channel
+        coords ``["R", "G", "B"]`` and attrs ``chart``, ``chart_edition`` (the reference
+        it was published with), ``encoding``, ``scale`` (what the published values were
+        divided by) and ``source``. Each call returns a new array.
+
+    Raises
+    ------
+    ValueError
+        If ``name`` is not one of the measurements above.
+    TypeError
+        If ``name`` is not a string.
+
+    Examples
+    --------
+    >>> import xccm
+    >>> camera = xccm.linearize(sample_measurement("opencv"), "gamma", gamma=2.2)
+    >>> ref = chart("colorchecker24", space="lab-d50", edition="opencv")
+    >>> camera.dims, bool((camera.patch == ref.patch).all())
+    (('patch', 'channel'), True)
+    >>> round(float(camera[0, 0]), 6)  # OpenCV's test: src_rgbl[0] = 0.68078957, ...
+    0.68079
+    """
+    key = _resolve("measurement", name, {k: (k,) for k in _MEASUREMENTS})
+    chart_name, edition, table, source = _MEASUREMENTS[key]
+    attrs = {
+        "chart": chart_name,
+        "chart_edition": edition,
+        "encoding": "gamma 2.2 (as OpenCV's test linearises it)",
+        "scale": "1/255 (published as 8-bit values)",
+        "source": source,
+    }
+    values = np.array(table, dtype=np.float64) / 255.0
+    return _data_array(values, _CHARTS[chart_name].patches, ("R", "G", "B"), attrs)
 
 
 # ---------------------------------------------------------------------------------------------
