@@ -14,11 +14,13 @@ Conventions (row vectors, as in ``D = S @ M``):
 from __future__ import annotations
 
 import functools
+import importlib
 import inspect
 import itertools
 import math
 import os
 import sys
+import types
 import warnings
 from typing import Any, Literal
 
@@ -78,7 +80,7 @@ def _numba():
             _NUMBA_MODULE = None
         else:
             try:
-                from . import _numba_kernels as module
+                module = _optional_backend("_numba_kernels")
             except ImportError:
                 module = None
             _NUMBA_MODULE = module
@@ -88,13 +90,21 @@ def _numba():
 _NUMBA_MODULE: Any = False
 
 
+def _optional_backend(name: str) -> types.ModuleType:
+    """Import the kernel module ``name`` of an optional package (numba, CuPy) on first use.
+
+    Those modules import their package at the top, which is slow (numba) or absent, so
+    they are loaded by name when a kernel first needs them, not when xccm is imported.
+    They sit beside this module (the kernels layer) and import nothing above it.
+    """
+    return importlib.import_module(f"{__package__}.{name}")
+
+
 def _poly_numba():
     """Return the numba term-expansion kernels, or None without numba (as :func:`_numba`)."""
     if _numba() is None:
         return None
-    from . import _poly_kernels  # imports numba: only once _numba() found it
-
-    return _poly_kernels
+    return _optional_backend("_poly_kernels")  # imports numba: only once _numba() found it
 
 
 def _use_numba(backend: Backend, *dtypes: np.dtype) -> bool:
@@ -355,7 +365,7 @@ def solve_terms(
             f"pixels (tolerance {tol:g} of the colour's size, {max_iter} steps); they are NaN. "
             "The model may not be invertible there (colours outside what it maps)",
             NonConvergenceWarning,
-            stacklevel=_outside_xccm(),
+            stacklevel=outside_xccm(),
         )
     return out
 
@@ -368,9 +378,7 @@ def _apply_block(x, out, up, off, parallel, numba_ok) -> None:
             _apply_block(x[i], out[i], up, off, parallel, numba_ok)
         return
     if _is_cupy(x):
-        from . import _cupy_kernels
-
-        _cupy_kernels.apply_rows(x2, up, off, out2)
+        _optional_backend("_cupy_kernels").apply_rows(x2, up, off, out2)
         return
     if numba_ok:
         _numba().apply_rows(x2, up, off, out2, parallel)
@@ -599,7 +607,7 @@ def solve_gram(
             f"singular system; their {model} matrices are NaN"
             + (f" ({n_over} because {too_large})" if n_over else ""),
             InsufficientSamplesWarning,
-            stacklevel=_outside_xccm(),
+            stacklevel=outside_xccm(),
         )
     return m
 
@@ -647,7 +655,7 @@ def _solve_stats(g: np.ndarray, n_in: int, *, model: str, init: str, min_samples
     return m, bad, needed, overflow, count
 
 
-def _outside_xccm() -> int:
+def outside_xccm() -> int:
     """Return the ``stacklevel`` of the innermost caller outside xccm and xarray.
 
     A warning then points at the user's line (or at Dask's, for a lazy computation), so it

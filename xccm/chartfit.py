@@ -15,8 +15,19 @@ import numpy as np
 import xarray as xr
 
 from . import _refine, colorimetry, linearize
-from ._kernels import InsufficientSamplesWarning, _outside_xccm
-from .core import _IN, _OUT, ROBUST_DIAGNOSTICS, _batch_chunks, apply, matrix_in_dim
+from ._kernels import InsufficientSamplesWarning, outside_xccm
+from ._labels import (
+    align_by_label,
+    as_dataarray,
+    asarray,
+    borrow_labels,
+    dim_names,
+    match_labels,
+    sample_array,
+    wrap,
+)
+from .core import IN_DIM, OUT_DIM, ROBUST_DIAGNOSTICS, apply, batch_chunks, matrix_in_dim
+from .weights import lightness_weights
 
 __all__ = ["report"]
 
@@ -81,9 +92,6 @@ def prepare(
     )
     attrs.update(mask_attrs)
     if lightness_power is not None:
-        from .core import _match_labels
-        from .weights import lightness_weights
-
         if isinstance(lightness_power, bool) or not isinstance(
             lightness_power, int | float | np.integer | np.floating
         ):
@@ -95,7 +103,7 @@ def prepare(
             converted, lightness_power, dim=dim, rgb_space=rgb_space, illuminant=illuminant
         )
         try:  # labelled like the reference: put in measured's order, as fit pairs them
-            lightness = _match_labels(lightness, measured, "reference")
+            lightness = match_labels(lightness, measured, "reference")
         except ValueError:
             pass  # the reference has other labels than measured: fit itself says so
         factors.append(lightness)
@@ -150,11 +158,9 @@ def _mask_factors(measured, weights, *, samples, dim, mask, saturation):
 
 def _per_sample(values, samples, measured: xr.DataArray, argname: str) -> xr.DataArray:
     """Per-sample values as a DataArray: matched to ``measured`` by label, or by position."""
-    from .core import _match_labels, _sample_array
-
     if isinstance(values, xr.DataArray):
-        return _match_labels(values, measured, argname)
-    return _sample_array(values, samples, measured, argname)
+        return match_labels(values, measured, argname)
+    return sample_array(values, samples, measured, argname)
 
 
 def _as_mask(mask, samples, measured: xr.DataArray, dim: Hashable) -> xr.DataArray:
@@ -262,14 +268,14 @@ def refine_matrix(
     """
     in_dim = matrix_in_dim(dim)
     s, d = arrays[0], arrays[1]
-    w = arrays[2] if len(arrays) > 2 else xr.ones_like(s.isel({_IN: 0}, drop=True))
+    w = arrays[2] if len(arrays) > 2 else xr.ones_like(s.isel({IN_DIM: 0}, drop=True))
     lazy = any(a.chunks is not None for a in (s, d, w, start))
     if lazy:
         # Whole samples per block, and blocks of ~_SAMPLES_PER_TASK samples: patch
         # colours are tiny, and a task per frame would cost far more than its fit.
         per_element = np.prod([s.sizes[x] for x in samples], dtype=np.int64)
-        sizes = _batch_chunks(s, [x for x in s.dims if x not in (*samples, _IN)], per_element)
-        chunks = {x: -1 for x in (*samples, _IN, _OUT, in_dim, dim)} | sizes
+        sizes = batch_chunks(s, [x for x in s.dims if x not in (*samples, IN_DIM)], per_element)
+        chunks = {x: -1 for x in (*samples, IN_DIM, OUT_DIM, in_dim, dim)} | sizes
         s, d, w, start = (
             a.chunk({k: v for k, v in chunks.items() if k in a.dims}) for a in (s, d, w, start)
         )
@@ -282,7 +288,7 @@ def refine_matrix(
         d,
         w,
         start,
-        input_core_dims=[[*samples, _IN], [*samples, _OUT], list(samples), [in_dim, dim]],
+        input_core_dims=[[*samples, IN_DIM], [*samples, OUT_DIM], list(samples), [in_dim, dim]],
         output_core_dims=[[in_dim, dim], [], [], [], [], *extra],
         kwargs={
             "metric": measure,
@@ -300,7 +306,7 @@ def refine_matrix(
     )
     outputs, weight = list(outputs), None
     if robust is not None:
-        weight = outputs.pop(5).transpose(*[x for x in s.dims if x != _IN])
+        weight = outputs.pop(5).transpose(*[x for x in s.dims if x != IN_DIM])
     if lazy:  # one chunk along the batch dims, as a least-squares fit gives (so that
         # m.interpolate_na("time") works): a few numbers per batch element
         outputs = [o.chunk(dict.fromkeys(o.dims, -1)) for o in outputs]
@@ -353,7 +359,7 @@ def _refine_block(
             f"samples with a positive robust weight (robust={robust!r} rejected the "
             "others); their matrices are NaN",
             InsufficientSamplesWarning,
-            stacklevel=_outside_xccm(),
+            stacklevel=outside_xccm(),
         )
     return (
         *out,
@@ -450,22 +456,20 @@ def report(
     >>> bool(rep["max"] < 1e-6), rep["delta_e"].dims
     (True, ('patch',))
     """
-    from .core import _align_by_label, _as_dataarray, _borrow_labels, _dim_names
-
     if not isinstance(measured, xr.DataArray):
         measured, reference, matrix, weights, labelled_samples = _label_arrays(
             measured, reference, matrix, weights, dim=dim
         )
         if sample_dims is None:  # leading axes are batch axes, not samples
             sample_dims = labelled_samples
-    reference = _as_dataarray(reference, "reference", dim)
+    reference = as_dataarray(reference, "reference", dim)
     if sample_dims is None:
         samples = tuple(x for x in reference.dims if x != dim)
     else:
-        samples = _dim_names(sample_dims, "sample_dims")
+        samples = dim_names(sample_dims, "sample_dims")
     # Paired by label, as fit pairs them: the same patches in another order are reordered.
-    measured = _borrow_labels(measured, reference, samples)
-    measured, reference = _align_by_label([measured, reference], samples, skip=(dim,))
+    measured = borrow_labels(measured, reference, samples)
+    measured, reference = align_by_label([measured, reference], samples, skip=(dim,))
     corrected = apply(measured, matrix, dim=dim)
     corrected.attrs = {}
     space = colorimetry.space_of(
@@ -514,9 +518,7 @@ def _label_arrays(measured, reference, matrix, weights, *, dim: Hashable):
     dims and sample coords; else there is one, ``"patch"``. Leading axes are batch axes
     ``axis_0, ...``, aligned from the right between ``measured`` and ``reference``.
     """
-    from .core import _asarray
-
-    values = _asarray(measured)
+    values = asarray(measured)
     if isinstance(reference, xr.DataArray):
         if dim not in reference.dims:
             raise ValueError(
@@ -527,7 +529,7 @@ def _label_arrays(measured, reference, matrix, weights, *, dim: Hashable):
         samples = tuple(reference.dims[:-1])
         ref_batch = 0
     else:
-        reference = _asarray(reference)
+        reference = asarray(reference)
         if reference.ndim < 2:
             raise ValueError(
                 "reference as a plain array must have shape (..., n_patches, n_channels), "
@@ -544,21 +546,20 @@ def _label_arrays(measured, reference, matrix, weights, *, dim: Hashable):
             f"{values.shape}"
         )
     n = max(n_batch, ref_batch)
-    names = tuple(f"axis_{i}" for i in range(n))
-    coords = {}
+    labelled = wrap(values, (*samples, dim), n)
     if isinstance(reference, xr.DataArray):
         coords = {k: c for k, c in reference.coords.items() if set(c.dims) <= set(samples)}
+        labelled = labelled.assign_coords(coords)
     else:
-        reference = xr.DataArray(reference, dims=(*names[n - ref_batch :], *samples, dim))
-    labelled = xr.DataArray(values, dims=(*names[n - n_batch :], *samples, dim), coords=coords)
+        reference = wrap(reference, (*samples, dim), n)
     if not isinstance(matrix, xr.DataArray | type(None)):
-        m = _asarray(matrix)
+        m = asarray(matrix)
         n_m = m.ndim - 2
         if 0 < n_m <= n_batch:  # leading batch axes, as xccm.apply takes them
             in_dim = matrix_in_dim(dim)
             matrix = xr.DataArray(m, dims=(*labelled.dims[:n_m], in_dim, dim))
     if weights is not None and not isinstance(weights, xr.DataArray):
-        w = _asarray(weights)
+        w = asarray(weights)
         lead = labelled.dims[:-1]
         if w.ndim > len(lead) or tuple(w.shape) != tuple(labelled.shape[-1 - w.ndim : -1]):
             raise ValueError(

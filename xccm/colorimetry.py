@@ -28,6 +28,8 @@ from typing import Any, Literal
 import numpy as np
 import xarray as xr
 
+from ._labels import asarray, check_data, require_one_chunk, wrap
+
 __all__ = ["DISTANCES", "convert", "delta_e"]
 
 Kind = Literal["rgb", "xyz", "lab"]
@@ -718,12 +720,10 @@ def _white_name(space: Space) -> str | tuple[float, float]:
 
 
 def _check_three(obj: xr.DataArray, dim: Hashable, argname: str) -> None:
-    from .core import _check_data, _require_one_chunk
-
-    _check_data(obj, argname, dim, allow_empty=True)
+    check_data(obj, argname, dim, allow_empty=True)
     if obj.sizes[dim] != 3:
         raise ValueError(f"{argname} must have 3 channels along {dim!r}; got {obj.sizes[dim]}")
-    _require_one_chunk(obj, dim, argname)
+    require_one_chunk(obj, dim, argname)
 
 
 def delta_e(
@@ -856,8 +856,6 @@ def _result_float(*dtypes: np.dtype) -> np.dtype:
 
 def _delta_e_arrays(sample, reference, method, *, dim, sample_space, reference_space, **kwargs):
     """:func:`delta_e` on plain arrays (channel axis last), broadcast as NumPy does."""
-    from .core import _asarray
-
     if isinstance(sample, xr.DataArray):
         raise TypeError(
             f"reference must be a DataArray when sample is one (got {type(reference).__name__});"
@@ -878,7 +876,7 @@ def _delta_e_arrays(sample, reference, method, *, dim, sample_space, reference_s
             space = space_of(obj, space, rgb_space=kwargs["rgb_space"], argname=argname, dim=dim)
             _check_three(obj, dim, argname)
             obj = obj.transpose(..., dim).data
-        arr = _asarray(obj)
+        arr = asarray(obj)
         if arr.ndim < 1 or arr.shape[-1] != 3:
             raise ValueError(
                 f"{argname} as a plain array must have 3 channels on its last axis; got shape "
@@ -893,8 +891,7 @@ def _delta_e_arrays(sample, reference, method, *, dim, sample_space, reference_s
             f"sample of shape {arrays[0].shape} and reference of shape {arrays[1].shape} do not "
             "broadcast (as NumPy does, channel axis last, other axes aligned from the right)"
         ) from None
-    names = [f"axis_{i}" for i in range(len(shape))]
-    labelled = [xr.DataArray(np.broadcast_to(a, (*shape, 3)), dims=(*names, dim)) for a in arrays]
+    labelled = [wrap(np.broadcast_to(a, (*shape, 3)), (dim,)) for a in arrays]
     out = delta_e(
         *labelled,
         method,

@@ -17,6 +17,29 @@ import numpy as np
 import xarray as xr
 
 from . import _kernels, models
+from ._labels import (
+    align_by_label,
+    as_dataarray,
+    asarray,
+    axis_names,
+    borrow_labels,
+    channel_order,
+    check_choice,
+    check_data,
+    check_integer,
+    check_scale,
+    dim_names,
+    index_values,
+    is_dask,
+    pair_by_label,
+    permutation,
+    require_one_chunk,
+    require_real,
+    sample_array,
+    set_index,
+    some,
+    wrap,
+)
 
 __all__ = ["Init", "Model", "Robust", "apply", "fit", "inverse", "invert"]
 
@@ -25,10 +48,11 @@ Init = Literal["least_squares", "white_balance"]
 Robust = Literal["huber", "tukey"]
 T_Image = TypeVar("T_Image", xr.DataArray, xr.Dataset, np.ndarray)
 
-# Private dim names used inside apply_ufunc so that input and output channel dims (which may
-# differ in size) never clash with each other or with the user's dims.
-_IN = "__xccm_in__"
-_OUT = "__xccm_out__"
+#: Dim names used inside apply_ufunc so that input and output channel dims (which may differ
+#: in size) never clash with each other or with the user's dims: a fit's measured colours have
+#: ``IN_DIM``, its reference ``OUT_DIM`` (see :class:`FitProblem`).
+IN_DIM = "__xccm_in__"
+OUT_DIM = "__xccm_out__"
 _ROWS = "__xccm_rows__"
 _STAT_ROWS = "__xccm_stat_rows__"
 _STAT_COLS = "__xccm_stat_cols__"
@@ -280,17 +304,13 @@ def fit(
             robust_tuning=robust_tuning,
             return_weights=return_weights,
         )
-    _check_choice("model", model, Model)
+    check_choice("model", model, Model)
     robust_tuning = _check_robust(robust, robust_tuning, return_weights)
-    _check_choice("init", init, Init)
-    if min_samples is not None and (
-        isinstance(min_samples, bool)
-        or not isinstance(min_samples, int | np.integer)
-        or min_samples < 0
-    ):
-        raise ValueError(f"min_samples must be a non-negative integer; got {min_samples!r}")
-    _check_data(measured, "measured", dim)
-    reference = _as_dataarray(reference, "reference", dim)
+    check_choice("init", init, Init)
+    if min_samples is not None:
+        min_samples = check_integer(min_samples, "min_samples")
+    check_data(measured, "measured", dim)
+    reference = as_dataarray(reference, "reference", dim)
     other = [d for d in reference.dims if d not in measured.dims]
     if dim not in reference.dims and len(other) == 1:
         raise ValueError(
@@ -298,17 +318,16 @@ def fit(
             f"matrix share one channel dim name (the output channels are labelled by "
             f"reference's coords): rename it, e.g. reference.rename({{{other[0]!r}: {dim!r}}})"
         )
-    _check_data(reference, "reference", dim)
+    check_data(reference, "reference", dim)
     _check_alpha(measured, reference, dim)
     colour_attrs, measure = {}, None
-    if isinstance(max_iter, bool) or not isinstance(max_iter, int | np.integer) or max_iter < 0:
-        raise ValueError(f"max_iter must be a non-negative integer; got {max_iter!r}")
+    max_iter = check_integer(max_iter, "max_iter")
     from . import chartfit  # imports core: import here, not at the top
 
     provenance = _provenance(measured, reference)
     samples = _sample_dims(measured, reference, dim, sample_dims)  # a conversion keeps dims
     _check_reference_dims(reference, samples, dim, given=sample_dims is not None)
-    measured = _borrow_labels(measured, reference, samples)
+    measured = borrow_labels(measured, reference, samples)
     measured = _grouped(measured, [d for d in measured.dims if d not in (*samples, dim)], samples)
     if chartfit.wants_colour(reference, loss, reference_space):
         if saturation == "auto":
@@ -345,20 +364,20 @@ def fit(
         )
 
     n_in, n_out = measured.sizes[dim], reference.sizes[dim]
-    s = measured.rename({dim: _IN})
-    d = reference.rename({dim: _OUT})
+    s = measured.rename({dim: IN_DIM})
+    d = reference.rename({dim: OUT_DIM})
     arrays = [s, d]
     if weights is not None:
         arrays.append(_as_weights(weights, samples, measured, dim))
-    arrays = _align_by_label(arrays, samples)
+    arrays = align_by_label(arrays, samples, skip=(IN_DIM, OUT_DIM))
     if any(a.chunks is not None for a in arrays):
         # Broadcast in Dask, not NumPy: a NumPy view broadcast over many frames would be
         # materialised when the graph is serialised.
         arrays = [a if a.chunks is not None else a.chunk() for a in arrays]
-    arrays = xr.broadcast(*arrays, exclude=[_IN, _OUT])
-    batch = tuple(x for x in arrays[0].dims if x not in (*samples, _IN))
+    arrays = xr.broadcast(*arrays, exclude=[IN_DIM, OUT_DIM])
+    batch = tuple(x for x in arrays[0].dims if x not in (*samples, IN_DIM))
     order = (*batch, *samples)
-    arrays = [a.transpose(*order, *[c for c in (_IN, _OUT) if c in a.dims]) for a in arrays]
+    arrays = [a.transpose(*order, *[c for c in (IN_DIM, OUT_DIM) if c in a.dims]) for a in arrays]
     if arrays[0].chunks is not None:  # every input in measured's blocks: none finer
         sizes = _grouped(arrays[0], batch, samples).chunksizes
         arrays = [a.chunk({x: sizes[x] for x in batch if x in a.dims}) for a in arrays]
@@ -394,17 +413,17 @@ def fit(
         _kernels.solve_gram,
         stats,
         input_core_dims=[[_STAT_ROWS, _STAT_COLS]],
-        output_core_dims=[[in_dim, _OUT]],
+        output_core_dims=[[in_dim, OUT_DIM]],
         kwargs={"n_in": n_in, "model": model, "init": init, "min_samples": int(min_samples or 0)},
         dask="parallelized",
         output_dtypes=[np.float64],
-        dask_gufunc_kwargs={"output_sizes": {in_dim: k, _OUT: n_out}},
-    ).rename({_OUT: dim})
-    rows = _index_values(measured, dim)
+        dask_gufunc_kwargs={"output_sizes": {in_dim: k, OUT_DIM: n_out}},
+    ).rename({OUT_DIM: dim})
+    rows = index_values(measured, dim)
     if rows is not None and model == "affine":
         rows = [*rows, OFFSET]
-    matrix = _set_index(matrix, in_dim, rows)
-    matrix = _set_index(matrix, dim, _index_values(reference, dim))
+    matrix = set_index(matrix, in_dim, rows)
+    matrix = set_index(matrix, dim, index_values(reference, dim))
     matrix.name = "ccm"
     matrix.attrs = {"model": model, "init": init, **colour_attrs, **provenance}
     if robust is not None:
@@ -469,18 +488,18 @@ def _robust_weights(arrays, batch, samples, *, model, init, min_samples, method,
 
     Every batch element needs all its samples at once (each round reweights them all), so a
     lazy fit works on blocks holding whole elements, grouped along the batch dims as a ΔE
-    fit's are (:func:`_batch_chunks`).
+    fit's are (:func:`batch_chunks`).
     """
     s, d = arrays[0], arrays[1]
     others = arrays[2:]
     if any(a.chunks is not None for a in arrays):
         per_element = np.prod([s.sizes[x] for x in samples], dtype=np.int64)
-        sizes = _batch_chunks(s, batch, int(per_element))
-        chunks = dict.fromkeys((*samples, _IN, _OUT), -1) | sizes
+        sizes = batch_chunks(s, batch, int(per_element))
+        chunks = dict.fromkeys((*samples, IN_DIM, OUT_DIM), -1) | sizes
         s, d, *others = (
             a.chunk({k: v for k, v in chunks.items() if k in a.dims}) for a in (s, d, *others)
         )
-    core = [[*samples, _IN], [*samples, _OUT]] + [list(samples)] * len(others)
+    core = [[*samples, IN_DIM], [*samples, OUT_DIM]] + [list(samples)] * len(others)
     outputs = xr.apply_ufunc(
         _robust_block,
         s,
@@ -527,10 +546,10 @@ def _robust_block(s, d, w=None, *, n_samples, **kwargs):
 def _used(arrays, samples) -> xr.DataArray:
     """1 for the samples a plain fit uses, NaN for those it leaves out (``return_weights``)."""
     s, d = arrays[0], arrays[1]
-    used = np.isfinite(s).all(_IN) & np.isfinite(d).all(_OUT)
+    used = np.isfinite(s).all(IN_DIM) & np.isfinite(d).all(OUT_DIM)
     if len(arrays) > 2:
         used = used & (arrays[2].fillna(0) > 0)
-    return xr.where(used, 1.0, np.nan).transpose(*[x for x in s.dims if x != _IN])
+    return xr.where(used, 1.0, np.nan).transpose(*[x for x in s.dims if x != IN_DIM])
 
 
 def _provenance(measured: xr.DataArray, reference: xr.DataArray) -> dict[str, Any]:
@@ -550,7 +569,7 @@ def _plain_mask_weights(measured, weights, mask, saturation):
     """Fold a plain-array fit's ``mask=`` and ``saturation=`` into its weights (0/1 factors)."""
     factors = []
     if mask is not None:
-        mask = _asarray(mask)
+        mask = asarray(mask)
         if mask.dtype != np.bool_:
             raise TypeError(
                 "mask must be boolean (True = use the sample), shaped like measured without "
@@ -564,12 +583,12 @@ def _plain_mask_weights(measured, weights, mask, saturation):
             raise ValueError(
                 f"saturation must be (low, high) or None; got {saturation!r}"
             ) from None
-        values = _asarray(measured)
+        values = asarray(measured)
         factors.append(((values >= lo) & (values <= hi)).all(axis=-1))
     if not factors:
         return weights
     if weights is not None:
-        factors.append(_asarray(weights))
+        factors.append(asarray(weights))
     out = factors[0]
     for f in factors[1:]:
         out = out * f
@@ -598,11 +617,6 @@ def _fit_arrays(
                 f"channel axis last; got shape {arr.shape}"
             )
     n_batch = max(measured.ndim, reference.ndim) - 2
-    names = [f"axis_{i}" for i in range(n_batch)]
-
-    def wrap(arr, core):
-        return xr.DataArray(arr, dims=(*names[n_batch - (arr.ndim - len(core)) :], *core))
-
     if weights is not None and not isinstance(weights, xr.DataArray):
         weights = np.asarray(weights)
         n_w = weights.ndim - 1
@@ -611,10 +625,10 @@ def _fit_arrays(
                 f"weights as a plain array must have shape (..., n_samples) like measured "
                 f"{measured.shape[:-1]}; got shape {weights.shape}"
             )
-        weights = wrap(weights, (_SAMPLE,))
+        weights = wrap(weights, (_SAMPLE,), n_batch)
     result = fit(
-        wrap(measured, (_SAMPLE, dim)),
-        wrap(reference, (_SAMPLE, dim)),
+        wrap(measured, (_SAMPLE, dim), n_batch),
+        wrap(reference, (_SAMPLE, dim), n_batch),
         dim=dim,
         model=model,
         init=init,
@@ -640,7 +654,7 @@ def _sample_dims(measured, reference, dim, sample_dims) -> tuple[Hashable, ...]:
                 "patch/pixel dim"
             )
     else:
-        samples = _dim_names(sample_dims, "sample_dims")
+        samples = dim_names(sample_dims, "sample_dims")
     if dim in samples:
         raise ValueError(f"sample_dims {samples} must not include the channel dim {dim!r}")
     for d in samples:
@@ -653,31 +667,6 @@ def _sample_dims(measured, reference, dim, sample_dims) -> tuple[Hashable, ...]:
         if measured.sizes[d] == 0:
             raise ValueError(f"measured is empty along sample dim {d!r}: nothing to fit")
     return samples
-
-
-def _dim_names(value, argname: str) -> tuple[Hashable, ...]:
-    """Dim names given as one name (a str or another non-iterable hashable) or a sequence.
-
-    An empty sequence, a repeated name or an unhashable entry is a ValueError/TypeError.
-    """
-    if isinstance(value, str) or not isinstance(value, Iterable):
-        names: tuple = (value,)
-    else:
-        names = tuple(value)
-    if not names:
-        raise ValueError(f"{argname} is empty; name at least one dim to fit over")
-    for name in names:
-        if not isinstance(name, Hashable):
-            raise TypeError(
-                f"{argname} must be a dim name or a sequence of dim names; got {value!r}, "
-                f"holding a {type(name).__name__}"
-            )
-    repeated = sorted({repr(d) for d in names if names.count(d) > 1})
-    if repeated:
-        raise ValueError(
-            f"{argname} names a dim more than once ({', '.join(repeated)}); got {value!r}"
-        )
-    return names
 
 
 def _check_reference_dims(reference: xr.DataArray, samples, dim: Hashable, given: bool) -> None:
@@ -715,39 +704,6 @@ def _check_reference_dims(reference: xr.DataArray, samples, dim: Hashable, given
     )
 
 
-def _borrow_labels(measured: xr.DataArray, reference: xr.DataArray, samples) -> xr.DataArray:
-    """Give ``measured`` the reference's labels on sample dims it does not label itself.
-
-    Unlabelled samples are paired with the reference's by position; labelling them so makes
-    masks and weights given with labels pair with the right ones.
-    """
-    for d in samples:
-        if (
-            d not in measured.indexes
-            and d in reference.indexes
-            and d in measured.dims
-            and measured.sizes[d] == reference.sizes[d]
-        ):
-            # Only the index (with a MultiIndex's levels), none of reference's other coords.
-            labels = reference[d].reset_coords(drop=True).coords
-            measured = measured.assign_coords(labels)
-    return measured
-
-
-def _sample_array(values, samples, measured, argname: str) -> xr.DataArray:
-    """Return per-sample values as a DataArray: plain arrays get the sample dims."""
-    if isinstance(values, xr.DataArray):
-        return values
-    values = np.asarray(values)
-    expected = tuple(measured.sizes[d] for d in samples)
-    if values.shape != expected:
-        raise ValueError(
-            f"{argname} as a plain array must have the shape of the sample dims {samples}, "
-            f"{expected}; got shape {values.shape}. Pass a DataArray to give other dims"
-        )
-    return xr.DataArray(values, dims=samples)
-
-
 def _check_alpha(measured: xr.DataArray, reference: xr.DataArray, dim: Hashable) -> None:
     """Refuse a 4-channel ``measured`` against a 3-channel reference that may be RGBA.
 
@@ -758,9 +714,9 @@ def _check_alpha(measured: xr.DataArray, reference: xr.DataArray, dim: Hashable)
     n_in, n_out = measured.sizes[dim], reference.sizes[dim]
     if (n_in, n_out) != (4, 3):
         return
-    labels = _index_values(measured, dim)
+    labels = index_values(measured, dim)
     if labels is not None:
-        targets = set(_index_values(reference, dim) or ())
+        targets = set(index_values(reference, dim) or ())
         alpha = [c for c in labels if str(c).strip().lower() in ("a", "alpha") and c not in targets]
         if not alpha:
             return
@@ -779,10 +735,10 @@ def _check_alpha(measured: xr.DataArray, reference: xr.DataArray, dim: Hashable)
 
 
 def _as_weights(weights, samples, measured, dim) -> xr.DataArray:
-    weights = _sample_array(weights, samples, measured, "weights")
+    weights = sample_array(weights, samples, measured, "weights")
     if weights.dtype == bool:  # a mask: True counts 1, False leaves the sample out
         weights = weights.astype(np.float64)
-    _require_real(weights, "weights")
+    require_real(weights, "weights")
     if dim in weights.dims:
         raise ValueError(
             f"weights must not have the channel dim {dim!r}: a weight applies to a whole "
@@ -797,113 +753,13 @@ def _as_weights(weights, samples, measured, dim) -> xr.DataArray:
     return weights
 
 
-def _align_by_label(
-    arrays: list[xr.DataArray],
-    samples,
-    skip: tuple = (_IN, _OUT),
-    names: tuple[str, ...] = ("measured", "reference", "weights"),
-) -> list[xr.DataArray]:
-    """Pair samples and batches by label, never silently dropping or padding any.
-
-    Where two inputs label a dim, the later one is put in the first's order (:func:`_relabel`);
-    unlabelled dims are paired by position, so their sizes must agree. Dims in ``skip`` (the
-    channel dims) are left alone.
-    """
-    arrays = list(arrays)
-    for d in sorted({d for a in arrays for d in a.dims} - set(skip), key=str):
-        have = [i for i, a in enumerate(arrays) if d in a.dims]
-        labelled = [i for i in have if d in arrays[i].indexes]
-        sizes = {names[i]: arrays[i].sizes[d] for i in have}
-        if len(set(sizes.values())) > 1 and len(labelled) < len(have):
-            raise ValueError(f"sizes of dim {d!r} differ: {sizes}; they must be equal")
-        for i in labelled[1:]:
-            first = labelled[0]
-            arrays[i] = _relabel(arrays[i], d, arrays[first].indexes[d], names[i], names[first])
-    return arrays
-
-
-def _match_labels(values: xr.DataArray, measured: xr.DataArray, argname: str) -> xr.DataArray:
-    """Put ``values`` (a mask or weights) in ``measured``'s label order on every shared index.
-
-    Dims that either does not index are left to be paired by position.
-
-    Examples
-    --------
-    >>> measured = xr.DataArray(np.zeros((3, 3)), dims=("patch", "channel"),
-    ...                         coords={"patch": ["a", "b", "c"]})
-    >>> w = xr.DataArray([3.0, 1.0, 2.0], dims="patch", coords={"patch": ["c", "a", "b"]})
-    >>> _match_labels(w, measured, "weights").values.tolist()
-    [1.0, 2.0, 3.0]
-    """
-    for d in values.dims:
-        if d in values.indexes and d in measured.indexes:
-            values = _relabel(values, d, measured.indexes[d], argname, "measured")
-    return values
-
-
-#: How many labels an error about mismatched labels lists on each side.
-_SHOWN = 5
-
-
-def _relabel(values: xr.DataArray, d: Hashable, labels, argname: str, target: str):
-    """Return ``values`` with its ``d`` labels in the order of ``labels`` (``target``'s).
-
-    The same labels in another order are reordered (lazily for Dask); other labels, or
-    repeated labels that cannot be matched, are an error that lists a few on each side.
-    """
-    mine = values.indexes[d]
-    if mine.equals(labels):
-        return values
-    order = _permutation(mine, labels)
-    if order is not None:
-        return values.isel({d: order})  # a MultiIndex too, lazily for Dask
-    lacking = labels.difference(mine, sort=False)
-    extra = mine.difference(labels, sort=False)
-    if len(lacking) or len(extra):
-        parts = [
-            f"{len(idx)} label(s) of {x} are not in {y} ({_some(idx)})"
-            for idx, x, y in ((lacking, target, argname), (extra, argname, target))
-            if len(idx)
-        ]
-        fill = {"b": ", fill_value=False"}.get(values.dtype.kind, "")
-        fill = ", fill_value=0" if argname == "weights" else fill
-        raise ValueError(
-            f"{argname} has other {d!r} labels than {target}: {'; '.join(parts)}. They are "
-            f"paired by label (in any order): to leave out what {argname} lacks, pass "
-            f"{argname}.reindex({d}={target}.{d}{fill}); if they are the same entries in the "
-            f"same order under other names, relabel: {argname}.assign_coords({d}={target}.{d})"
-        )
-    raise ValueError(
-        f"{argname} has its {d!r} labels in another order than {target}, and the labels of "
-        f"{argname if not mine.is_unique else target} repeat, so they cannot be matched; "
-        f"make the labels unique or give {argname} in {target}'s order"
-    )
-
-
-def _permutation(mine, labels) -> np.ndarray | None:
-    """Return the positions in ``mine`` of ``labels`` if both hold the same unique labels.
-
-    Else None. Taking them (``isel``) puts what ``mine`` labels in the order of ``labels``.
-    """
-    if not (mine.is_unique and labels.is_unique) or len(mine) != len(labels):
-        return None
-    order = mine.get_indexer(labels)
-    return order if (order >= 0).all() else None
-
-
-def _some(labels) -> str:
-    """Return a few labels of an index, for messages."""
-    shown = ", ".join(repr(x) for x in labels[:_SHOWN].tolist())
-    return shown + (", ..." if len(labels) > _SHOWN else "")
-
-
 #: Samples per task of a lazy fit (~1000 frames of a 24-patch chart: ~0.5 s of work for a
 #: ΔE fit). Smaller blocks (patch colours come one frame a chunk from extract_patches) are
 #: grouped into blocks of about this many samples: a task per frame costs far more than its fit.
 _SAMPLES_PER_TASK = 24_576
 
 
-def _batch_chunks(
+def batch_chunks(
     obj: xr.DataArray, batch: Sequence[Hashable], per_element: int
 ) -> dict[Hashable, int]:
     """Chunk sizes along ``batch`` for blocks of about ``_SAMPLES_PER_TASK`` samples.
@@ -929,7 +785,7 @@ def _batch_chunks(
 
 
 def _grouped(obj: xr.DataArray, batch: Sequence[Hashable], samples) -> xr.DataArray:
-    """Group the small blocks of a Dask-backed ``obj`` along ``batch`` (:func:`_batch_chunks`).
+    """Group the small blocks of a Dask-backed ``obj`` along ``batch`` (:func:`batch_chunks`).
 
     Its chunks along the sample dims are kept. A NumPy-backed ``obj`` is returned as it is.
     """
@@ -937,13 +793,13 @@ def _grouped(obj: xr.DataArray, batch: Sequence[Hashable], samples) -> xr.DataAr
         return obj
     chunks = obj.chunksizes
     per_element = np.prod([max(chunks[d], default=1) for d in samples], dtype=np.int64)
-    return obj.chunk(_batch_chunks(obj, batch, int(per_element)))
+    return obj.chunk(batch_chunks(obj, batch, int(per_element)))
 
 
 def _gram(arrays: list[xr.DataArray], n_sample_axes: int):
     """Sum :func:`_kernels.gram` over all samples, chunk by chunk for Dask."""
     data = [a.data for a in arrays]
-    if not any(_is_dask(x) for x in data):
+    if not any(is_dask(x) for x in data):
         return _kernels.gram(*data, n_sample_axes=n_sample_axes)
     import dask.array as dsa
 
@@ -1047,7 +903,7 @@ def apply(
     (dtype('float32'), [1.0, 2.0, 3.0])
     """
     if isinstance(image, xr.Dataset):
-        return _map_dataset(apply, image, matrix, dim=dim, scale=scale, keep_attrs=keep_attrs)
+        return map_dataset(apply, image, matrix, dim=dim, scale=scale, keep_attrs=keep_attrs)
     if not isinstance(image, xr.DataArray):
         return _apply_arrays(image, matrix, dim, scale)
     matrix, dtype, spec = _prepare_apply(image, matrix, dim, scale)
@@ -1055,16 +911,16 @@ def apply(
     n_out = matrix.sizes[dim]
     result = xr.apply_ufunc(
         _apply_blocks,
-        image.rename({dim: _IN}),
-        matrix.rename({dim: _OUT}),
-        input_core_dims=[[_IN], [in_dim, _OUT]],
-        output_core_dims=[[_OUT]],
+        image.rename({dim: IN_DIM}),
+        matrix.rename({dim: OUT_DIM}),
+        input_core_dims=[[IN_DIM], [in_dim, OUT_DIM]],
+        output_core_dims=[[OUT_DIM]],
         kwargs={"dtype": dtype, "kernel": _kernel_of(spec)},
         dask="allowed",
         keep_attrs=keep_attrs,
         join="exact",
     )
-    result = result.rename({_OUT: dim}).transpose(*image.dims, ...)
+    result = result.rename({OUT_DIM: dim}).transpose(*image.dims, ...)
     if dim not in result.coords and n_out == image.sizes[dim]:
         # A matrix without column labels keeps the image's channel coords.
         result = result.assign_coords(
@@ -1099,7 +955,7 @@ def _apply_blocks(x, m, *, dtype, kernel: Callable = _kernels.apply_matrix):
     matrices out of it (:func:`_apply_slice`). Only a matrix stack too large for one chunk
     (``array.chunk-size``) is cut like the image (never the image like the matrix).
     """
-    if not _is_dask(x) and not _is_dask(m):
+    if not is_dask(x) and not is_dask(m):
         return kernel(x, m, dtype, parallel=True)
     import dask.array as dsa
 
@@ -1115,7 +971,7 @@ def _apply_blocks(x, m, *, dtype, kernel: Callable = _kernels.apply_matrix):
         "concatenate": True,  # only the small matrix's core axes are merged
         "meta": x._meta.astype(dtype),
     }
-    if not _is_dask(m):
+    if not is_dask(m):
         one = not varying or _fits_one_chunk(m)
         cut = tuple(blocks[i] if i in varying else -1 for i in range(n_batch))
         m = dsa.from_array(m, chunks=-1 if one else (*cut, -1, -1))
@@ -1202,7 +1058,7 @@ def inverse(
     """
     if _is_expanded(matrix):
         if isinstance(corrected, xr.Dataset):
-            return _map_dataset(inverse, corrected, matrix, dim=dim, keep_attrs=keep_attrs)
+            return map_dataset(inverse, corrected, matrix, dim=dim, keep_attrs=keep_attrs)
         if not isinstance(corrected, xr.DataArray):
             return _inverse_arrays(corrected, matrix, dim)
         return _inverse_expanded(corrected, matrix, dim, keep_attrs)
@@ -1225,8 +1081,8 @@ def _inverse_expanded(
     corrected: xr.DataArray, matrix: xr.DataArray, dim: Hashable, keep_attrs: bool
 ) -> xr.DataArray:
     """:func:`inverse` of a term-expanded matrix: Newton's method per pixel."""
-    _check_data(corrected, "corrected", dim, allow_empty=True)
-    _require_one_chunk(corrected, dim, "corrected")
+    check_data(corrected, "corrected", dim, allow_empty=True)
+    require_one_chunk(corrected, dim, "corrected")
     spec = models.model_of(matrix, dim=dim)
     matrix = _checked_matrix(matrix, dim)
     in_dim = matrix_in_dim(dim)
@@ -1237,30 +1093,30 @@ def _inverse_expanded(
             f"{corrected.sizes[dim]}"
         )
     matrix = _check_batch_dims(matrix, corrected, dim)
-    if dim in matrix.indexes and dim in corrected.indexes:
-        order = _permutation(matrix.indexes[dim], corrected.indexes[dim])
-        if order is None:
-            raise ValueError(
-                f"matrix columns {dim!r} are labelled {_index_values(matrix, dim)} but "
-                f"corrected channels are {_index_values(corrected, dim)}; they must be the "
-                "same labels (in any order)"
-            )
+    order = channel_order(
+        index_values(matrix, dim),
+        index_values(corrected, dim),
+        name=f"matrix columns {dim!r}",
+        target="corrected",
+        dim=dim,
+    )
+    if order is not None:
         matrix = matrix.isel({dim: order})
-    rows = _index_values(matrix, in_dim)
+    rows = index_values(matrix, in_dim)
     matrix = matrix.drop_vars([in_dim, dim], errors="ignore")
     dtype = corrected.dtype if corrected.dtype.kind == "f" else np.dtype(np.float32)
     result = xr.apply_ufunc(
         _apply_blocks,
-        corrected.rename({dim: _IN}),
-        matrix.rename({dim: _IN}),
-        input_core_dims=[[_IN], [in_dim, _IN]],
-        output_core_dims=[[_OUT]],
+        corrected.rename({dim: IN_DIM}),
+        matrix.rename({dim: IN_DIM}),
+        input_core_dims=[[IN_DIM], [in_dim, IN_DIM]],
+        output_core_dims=[[OUT_DIM]],
         kwargs={"dtype": dtype, "kernel": _kernel_of(spec, inverse=True)},
         dask="allowed",
         keep_attrs=keep_attrs,
         join="exact",
     )
-    result = result.rename({_OUT: dim}).transpose(*corrected.dims, ...)
+    result = result.rename({OUT_DIM: dim}).transpose(*corrected.dims, ...)
     if rows is not None:
         result = result.assign_coords({dim: rows[: spec.n_channels]})
     else:  # unlabelled rows: the channels keep corrected's coords, as apply does
@@ -1283,11 +1139,10 @@ def _inverse_arrays(corrected, matrix: xr.DataArray, dim: Hashable):
             f"a plain-array image has no named dims, so a matrix with batch dims "
             f"{tuple(extra)} cannot be matched to it; wrap the image in a DataArray"
         )
-    corrected = _asarray(corrected)
+    corrected = asarray(corrected)
     if corrected.ndim < 1:
         raise ValueError(f"corrected must have a channel axis (last); got shape {corrected.shape}")
-    names = [f"axis_{i}" for i in range(corrected.ndim - 1)]
-    labelled = xr.DataArray(corrected, dims=(*names, dim))
+    labelled = wrap(corrected, (dim,))
     matrix = matrix.drop_vars([matrix_in_dim(dim), dim], errors="ignore")
     return _inverse_expanded(labelled, matrix, dim, keep_attrs=False).data
 
@@ -1301,7 +1156,7 @@ def _columns_in_order_of(inverted: xr.DataArray, corrected, dim: Hashable) -> xr
     """
     if dim not in inverted.indexes or dim not in corrected.indexes:
         return inverted
-    order = _permutation(inverted.indexes[dim], corrected.indexes[dim])
+    order = permutation(inverted.indexes[dim], corrected.indexes[dim])
     return inverted if order is None else inverted.isel({dim: order})
 
 
@@ -1352,7 +1207,7 @@ def invert(
         _check_invertible_shape(rows, cols, f"shape {arr.shape[-2:]}")
         # float16 (which LAPACK lacks) is inverted in float32, as its result dtype says
         arr = arr.astype(np.result_type(arr, np.float32), copy=False)
-        if _is_dask(arr):  # lazily, each block of whole matrices
+        if is_dask(arr):  # lazily, each block of whole matrices
             if rows not in (cols, cols + 1):  # checked now, as for an in-memory matrix
                 raise np.linalg.LinAlgError(
                     f"only a square (n, n) linear or (n + 1, n) affine matrix can be inverted; "
@@ -1385,19 +1240,19 @@ def invert(
         _kernels.invert_matrix,
         matrix,
         input_core_dims=[[in_dim, dim]],
-        output_core_dims=[[_ROWS, _OUT]],
+        output_core_dims=[[_ROWS, OUT_DIM]],
         dask="parallelized",
         output_dtypes=[np.result_type(matrix.dtype, np.float32)],
-        dask_gufunc_kwargs={"output_sizes": {_ROWS: rows, _OUT: cols}},
+        dask_gufunc_kwargs={"output_sizes": {_ROWS: rows, OUT_DIM: cols}},
         keep_attrs=True,
-    ).rename({_ROWS: in_dim, _OUT: dim})
-    col_labels, row_labels = _index_values(matrix, dim), _index_values(matrix, in_dim)
+    ).rename({_ROWS: in_dim, OUT_DIM: dim})
+    col_labels, row_labels = index_values(matrix, dim), index_values(matrix, in_dim)
     if col_labels is not None and rows == cols + 1:
         col_labels = [*col_labels, OFFSET]
     if row_labels is not None:
         row_labels = row_labels[:cols]
-    result = _set_index(result, in_dim, col_labels)
-    result = _set_index(result, dim, row_labels)
+    result = set_index(result, in_dim, col_labels)
+    result = set_index(result, dim, row_labels)
     result.name = matrix.name
     return result
 
@@ -1412,8 +1267,8 @@ def _check_invertible_shape(rows: int, cols: int, given: str) -> None:
 
 def _prepare_apply(image: xr.DataArray, matrix, dim: Hashable, scale: float | None):
     """Validate ``image`` and ``matrix``; return the matrix (scale folded in), dtype, model."""
-    _check_data(image, "image", dim, allow_empty=True)
-    _require_one_chunk(image, dim, "image")
+    check_data(image, "image", dim, allow_empty=True)
+    require_one_chunk(image, dim, "image")
     matrix = _as_matrix(matrix, dim, image)
     spec = _model_of(matrix, dim, image)
     if not spec.is_linear:
@@ -1449,7 +1304,7 @@ def _match_term_rows(
     channels, which needs the term set to hold the permuted terms too.
     """
     in_dim = matrix_in_dim(dim)
-    channels, rows = _index_values(image, dim), _index_values(matrix, in_dim)
+    channels, rows = index_values(image, dim), index_values(matrix, in_dim)
     if channels is None or rows is None:
         return matrix.drop_vars(in_dim, errors="ignore")
     n_in = spec.n_channels
@@ -1483,10 +1338,10 @@ def _apply_arrays(image, matrix, dim: Hashable, scale: float | None):
         attrs, matrix = matrix.attrs, matrix.data
     else:
         attrs = {}
-    image, matrix = _asarray(image), _asarray(matrix)
+    image, matrix = asarray(image), asarray(matrix)
     if image.ndim < 1:
         raise ValueError(f"image must have a channel axis (last); got shape {image.shape}")
-    names = [f"axis_{i}" for i in range(image.ndim - 1)]
+    names = axis_names(image.ndim - 1)
     n_batch = matrix.ndim - 2
     if n_batch > 0:
         if n_batch > len(names) or matrix.shape[:n_batch] != image.shape[:n_batch]:
@@ -1503,7 +1358,7 @@ def _apply_arrays(image, matrix, dim: Hashable, scale: float | None):
     return _apply_blocks(image, m, dtype=dtype, kernel=_kernel_of(spec))
 
 
-def _map_dataset(func: Callable, ds: xr.Dataset, *args, dim: Hashable, **kwargs) -> xr.Dataset:
+def map_dataset(func: Callable, ds: xr.Dataset, *args, dim: Hashable, **kwargs) -> xr.Dataset:
     """Apply ``func`` to every data variable with ``dim``; copy the others.
 
     Matrices stored next to the images (variables with ``f"{dim}_in"``) are copied, not mapped.
@@ -1535,41 +1390,6 @@ def _map_dataset(func: Callable, ds: xr.Dataset, *args, dim: Hashable, **kwargs)
 # validation and small helpers
 
 
-def _check_choice(name: str, value: Any, literal: Any) -> None:
-    choices = get_args(literal)
-    if value not in choices:
-        raise ValueError(f"unknown {name} {value!r}; expected one of {choices}")
-
-
-def _check_data(obj: xr.DataArray, argname: str, dim: Hashable, allow_empty: bool = False) -> None:
-    if dim not in obj.dims:
-        raise ValueError(
-            f"{argname} has no dim {dim!r}; its dims are {tuple(obj.dims)}. "
-            "Use dim= to name the channel dim."
-        )
-    _require_real(obj, argname)
-    if obj.sizes[dim] == 0:
-        raise ValueError(f"{argname} has no channels: dim {dim!r} has size 0")
-    if not allow_empty and obj.size == 0:
-        raise ValueError(f"{argname} is empty: sizes {dict(obj.sizes)}")
-
-
-def _require_real(obj, argname: str) -> None:
-    dtype = obj.dtype
-    if dtype.kind not in "iuf":
-        raise TypeError(f"{argname} must hold real numbers (integer or float); got dtype {dtype}")
-
-
-def _require_one_chunk(obj: xr.DataArray, dim: Hashable, argname: str) -> None:
-    chunks = obj.chunksizes.get(dim, ()) if obj.chunks is not None else ()
-    if len(chunks) > 1:
-        raise ValueError(
-            f"{argname} dim {dim!r} is split into {len(chunks)} chunks {chunks}; it must be one "
-            f"chunk. Rechunk first, e.g. {argname}.chunk({{{dim!r}: -1}}) (cheap for a few "
-            "channels if the other chunks stay small)."
-        )
-
-
 def _checked_matrix(matrix: xr.DataArray, dim: Hashable) -> xr.DataArray:
     """Check a matrix's dims and dtype; return it with its (small) core dims in one chunk."""
     in_dim = matrix_in_dim(dim)
@@ -1578,7 +1398,7 @@ def _checked_matrix(matrix: xr.DataArray, dim: Hashable) -> xr.DataArray:
             f"matrix must have dims ({in_dim!r}, {dim!r}) (rows: input channels, columns: "
             f"output channels); its dims are {tuple(matrix.dims)}. Was it fitted with another dim=?"
         )
-    _require_real(matrix, "matrix")
+    require_real(matrix, "matrix")
     # Non-index coords (a fit's per-frame loss, iterations...) describe the matrix, not what
     # it is applied to or inverted into: drop them.
     matrix = matrix.reset_coords(drop=True)
@@ -1640,27 +1460,20 @@ def _check_batch_dims(matrix: xr.DataArray, image: xr.DataArray, dim: Hashable) 
                 f"matrix has batch dim {d!r} (size {matrix.sizes[d]}) but image has dims "
                 f"{tuple(image.dims)}: each matrix must correct its own part of the image; {hint}"
             )
-        if d in matrix.indexes and d in image.indexes:
-            m_idx, i_idx = matrix.indexes[d], image.indexes[d]
-            if m_idx.equals(i_idx):
-                continue
-            order = _permutation(m_idx, i_idx)
-            if order is not None:
-                matrix = matrix.isel({d: order})  # the same labels in another order
-                continue
-            raise ValueError(
-                f"matrix and image have different {d!r} coords ({len(m_idx)} labels: "
-                f"{_some(m_idx)} vs {len(i_idx)}: {_some(i_idx)}); a matrix is paired with "
-                f"the image by label. Give the image's labels to the matrix, e.g. "
-                f"matrix.reindex({d}=image.{d}, method='nearest') or "
-                f"matrix.interp({d}=image.{d})"
-            )
-        elif matrix.sizes[d] != image.sizes[d]:
-            raise ValueError(
-                f"matrix has {matrix.sizes[d]} entries along batch dim {d!r} but image has "
-                f"{image.sizes[d]}"
-            )
-    return matrix
+    return pair_by_label(
+        matrix, image, batch, name="matrix", target_name="image", mismatch=_frames_differ
+    )
+
+
+def _frames_differ(d: Hashable, name: str, mine, target: str, theirs) -> str:
+    """Say that a matrix labels a batch dim unlike the image (for ``pair_by_label``)."""
+    return (
+        f"{name} and {target} have different {d!r} coords ({len(mine)} labels: "
+        f"{some(mine)} vs {len(theirs)}: {some(theirs)}); a matrix is paired with "
+        f"the image by label. Give the image's labels to the matrix, e.g. "
+        f"matrix.reindex({d}=image.{d}, method='nearest') or "
+        f"matrix.interp({d}=image.{d})"
+    )
 
 
 def _plain_matrix(matrix) -> Any:
@@ -1677,95 +1490,28 @@ def _plain_matrix(matrix) -> Any:
             f"variable, e.g. ds[{(matrices or ['ccm'])[0]!r}] (data variables: "
             f"{list(matrix.data_vars)})"
         )
-    arr = _asarray(matrix)
-    _require_real(arr, "matrix")
+    arr = asarray(matrix)
+    require_real(arr, "matrix")
     return arr
-
-
-def check_scale(scale):
-    """Validate ``scale=`` (of :func:`apply`, :func:`xccm.linearize`, :func:`xccm.encode`).
-
-    One real number, or a 0-d array of one (NumPy, Dask or a DataArray), finite and
-    positive. Returns it as given, a lazy one wrapped so that a bad value raises the same
-    ``ValueError`` on compute (checking it now would compute it).
-    """
-    if scale is None:
-        return None
-    number = isinstance(scale, numbers.Real) and not isinstance(scale, bool | np.bool_)
-    dtype = getattr(scale, "dtype", None)  # a 0-d array: NumPy, Dask, a DataArray
-    scalar_array = dtype is not None and np.ndim(scale) == 0 and np.dtype(dtype).kind in "iuf"
-    if not (number or scalar_array):
-        got = f"shape {np.shape(scale)}" if np.ndim(scale) else repr(scale)
-        raise TypeError(
-            f"scale must be one real number (e.g. 1 / 255); got {type(scale).__name__} {got}. "
-            "For a factor per frame or channel, multiply the image first (image * gain): "
-            "apply broadcasts its matrix, not scale."
-        )
-    data = scale.data if isinstance(scale, xr.DataArray) else scale
-    if _is_dask(data):
-        checked = data.map_blocks(_checked_scale_value, dtype=data.dtype)
-        return scale.copy(data=checked) if isinstance(scale, xr.DataArray) else checked
-    _checked_scale_value(np.asarray(data))
-    return scale
-
-
-def _checked_scale_value(value):
-    if not (np.isfinite(value) and value > 0):
-        raise ValueError(
-            f"scale must be a finite positive number (e.g. 1 / 255); got {value.item()!r}"
-        )
-    return value
 
 
 def _match_rows(matrix: xr.DataArray, image: xr.DataArray, dim: Hashable) -> xr.DataArray:
     """Reorder labelled matrix rows to the image's channel order; refuse a mismatch."""
     in_dim = matrix_in_dim(dim)
-    channels, rows = _index_values(image, dim), _index_values(matrix, in_dim)
+    channels, rows = index_values(image, dim), index_values(matrix, in_dim)
     if channels is None or rows is None:
         return matrix
     n_in = len(channels)
     labels, extra = rows[:n_in], rows[n_in:]
-    if labels == channels:
-        return matrix.drop_vars(in_dim)
-    if set(labels) != set(channels) or len(set(labels)) != n_in:
-        types = {type(x).__name__ for x in labels}, {type(x).__name__ for x in channels}
-        hint = (
-            f" (matrix rows are {'/'.join(sorted(types[0]))}, image channels "
-            f"{'/'.join(sorted(types[1]))}: relabel one, e.g. "
-            f"matrix.assign_coords({in_dim}=[str(c) for c in matrix.{in_dim}.values])"
-            if sorted(map(str, labels)) == sorted(map(str, channels))
-            else ""
-        )
-        raise ValueError(
-            f"matrix rows {in_dim!r} are labelled {labels} but image channels {dim!r} are "
-            f"{channels}; they must be the same labels (in any order){hint}"
-        )
-    order = [labels.index(c) for c in channels] + list(range(n_in, n_in + len(extra)))
-    return matrix.isel({in_dim: order}).drop_vars(in_dim)
-
-
-def _index_values(obj: xr.DataArray, dim: Hashable) -> list | None:
-    return obj.indexes[dim].tolist() if dim in obj.indexes else None
-
-
-def _set_index(obj: xr.DataArray, dim: Hashable, values: list | None) -> xr.DataArray:
-    if values is None:
-        return obj.drop_vars(dim, errors="ignore")
-    return obj.assign_coords({dim: values})
-
-
-def _as_dataarray(obj, argname: str, dim: Hashable) -> xr.DataArray:
-    if isinstance(obj, xr.DataArray):
-        return obj
-    raise TypeError(
-        f"{argname} must be a DataArray when measured is one (got {type(obj).__name__}); "
-        f"wrap it with xr.DataArray(..., dims=...) naming its sample dims and {dim!r}"
+    order = channel_order(
+        labels,
+        channels,
+        name=f"matrix rows {in_dim!r}",
+        target="image",
+        dim=dim,
+        hint=f", e.g. matrix.assign_coords({in_dim}=[str(c) for c in matrix.{in_dim}.values])",
     )
-
-
-def _asarray(x):
-    return x if _is_dask(x) or hasattr(x, "__array_namespace__") else np.asarray(x)
-
-
-def _is_dask(x) -> bool:
-    return type(x).__module__.startswith("dask.")
+    if order is None:
+        return matrix.drop_vars(in_dim)
+    order += list(range(n_in, n_in + len(extra)))
+    return matrix.isel({in_dim: order}).drop_vars(in_dim)

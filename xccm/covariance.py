@@ -38,6 +38,7 @@ import xarray as xr
 
 from . import chartfit, colorimetry
 from ._kernels import InsufficientSamplesWarning
+from ._labels import check_integer, pair_by_label
 from .core import apply, fit, matrix_in_dim
 
 __all__ = ["uncertainty"]
@@ -186,10 +187,8 @@ def uncertainty(
         )
     if method not in ("linear", "bootstrap"):
         raise ValueError(f"method must be 'linear' or 'bootstrap'; got {method!r}")
-    if method == "bootstrap" and (
-        isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 2
-    ):
-        raise ValueError(f"n (bootstrap replicates) must be an integer >= 2; got {n!r}")
+    if method == "bootstrap":
+        n = check_integer(n, "n (bootstrap replicates)", minimum=2)
     for name, obj in (("measured", measured), ("reference", reference)):
         if dim not in obj.dims:
             raise ValueError(f"{name} has no dim {dim!r}; its dims are {tuple(obj.dims)}")
@@ -237,7 +236,9 @@ def uncertainty(
             f"the sample dims {samples} must be dims of measured {tuple(measured.dims)}"
             + (f"; it lacks {tuple(missing)}" if missing else "")
         )
-    reference = _paired(reference, measured, samples, "reference")
+    reference = pair_by_label(
+        reference, measured, samples, name="reference", target_name="measured"
+    )
     if robust_weights is not None and method == "linear":
         lacking = [d for d in samples if d not in robust_weights.dims]
         if lacking:
@@ -245,7 +246,9 @@ def uncertainty(
                 f"robust_weights must have the sample dims {samples}; it lacks "
                 f"{tuple(lacking)} (dims {tuple(robust_weights.dims)})"
             )
-        robust_weights = _paired(robust_weights, measured, samples, "robust_weights")
+        robust_weights = pair_by_label(
+            robust_weights, measured, samples, name="robust_weights", target_name="measured"
+        )
         factor = robust_weights.fillna(0.0).astype(np.float64)
         if weights is None:
             weights = factor
@@ -372,29 +375,6 @@ def _as_matrix(matrix, measured, reference, dim) -> xr.DataArray:
     # Only the dims' own coords and the batch coords: fit's diagnostics are not needed.
     drop = [c for c in matrix.coords if c not in matrix.dims]
     return matrix.drop_vars(drop)
-
-
-def _paired(values: xr.DataArray, measured: xr.DataArray, samples, argname: str):
-    """Put ``values`` in ``measured``'s label order along the sample dims (same labels)."""
-    for d in samples:
-        if d not in values.dims:
-            continue
-        if d in values.indexes and d in measured.indexes:
-            mine, theirs = values.indexes[d], measured.indexes[d]
-            if mine.equals(theirs):
-                continue
-            if len(mine) != len(theirs) or set(mine) != set(theirs) or not mine.is_unique:
-                raise ValueError(
-                    f"{argname} and measured must label dim {d!r} with the same labels; "
-                    f"they differ in {sorted(map(str, set(mine) ^ set(theirs)))[:5]}"
-                )
-            values = values.sel({d: theirs})
-        elif values.sizes[d] != measured.sizes[d]:
-            raise ValueError(
-                f"sizes of dim {d!r} differ: measured {measured.sizes[d]}, {argname} "
-                f"{values.sizes[d]}"
-            )
-    return values
 
 
 def _flat(a: np.ndarray, n_core: int, batch: tuple[int, ...]) -> np.ndarray:

@@ -19,8 +19,8 @@ from collections.abc import Hashable
 import numpy as np
 import xarray as xr
 
+from ._labels import check_data, require_one_chunk
 from .charts import chart as _reference_chart
-from .core import _check_data, _require_one_chunk
 from .patches import BOUND, BOUNDS, grid_boxes, homography
 
 __all__ = ["detect_chart"]
@@ -126,7 +126,7 @@ def detect_chart(
         )
     if not isinstance(image, xr.DataArray):
         raise TypeError(f"image must be a DataArray; got {type(image).__name__}")
-    _check_data(image, "image", dim)
+    check_data(image, "image", dim)
     for d in spatial_dims:
         if d not in image.dims:
             raise ValueError(
@@ -139,7 +139,7 @@ def detect_chart(
             f"(R, G, B). Drop an alpha channel first, e.g. image.isel({dim}=slice(0, 3))"
         )
     for d in (*spatial_dims, dim):
-        _require_one_chunk(image, d, "image")
+        require_one_chunk(image, d, "image")
     if not 0 < min_score <= 1:
         raise ValueError(f"min_score must be in (0, 1]; got {min_score}")
     if not 0 <= margin < 0.5:

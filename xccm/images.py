@@ -24,7 +24,8 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from . import _frames, core
+from . import _frames
+from ._labels import check_choice
 from .linearize import encode
 
 __all__ = ["IMAGE_SUFFIXES", "open_images", "to_images"]
@@ -435,7 +436,7 @@ def to_images(
         raise ValueError(f"format must be 'png' or 'tiff'; got {format!r}")
     if bits not in (8, 16):
         raise ValueError(f"bits must be 8 or 16; got {bits!r}")
-    core._check_choice("clip", clip, Clip)
+    check_choice("clip", clip, Clip)
     if not isinstance(da, xr.DataArray):
         raise TypeError(f"da must be a DataArray; got {type(da).__name__}")
     if da.dtype.kind != "f":

@@ -29,6 +29,21 @@ import numpy as np
 import xarray as xr
 
 from . import colorimetry, core
+from ._labels import (
+    align_by_label,
+    asarray,
+    borrow_labels,
+    channel_order,
+    check_data,
+    check_integer,
+    check_scale,
+    index_values,
+    match_labels,
+    require_one_chunk,
+    require_real,
+    sample_array,
+    wrap,
+)
 
 __all__ = [
     "FIT_METHODS",
@@ -373,12 +388,12 @@ def encode(
 def _transform(x, method, *, gamma, dim, scale, inverse: bool):
     if isinstance(x, xr.Dataset):
         func = encode if inverse else linearize
-        return core._map_dataset(func, x, method, gamma=gamma, scale=scale, dim=dim)
+        return core.map_dataset(func, x, method, gamma=gamma, scale=scale, dim=dim)
     if not isinstance(x, xr.DataArray):
         return _transform_array(x, method, gamma=gamma, dim=dim, scale=scale, inverse=inverse)
     curve = _as_curve(method, gamma, dim)
-    scale = core.check_scale(scale)
-    core._require_real(x, "x")
+    scale = check_scale(scale)
+    require_real(x, "x")
     if x.dtype.kind == "f":
         dtype = x.dtype
     elif scale is not None:
@@ -434,9 +449,8 @@ def _transform(x, method, *, gamma, dim, scale, inverse: bool):
 
 def _transform_array(x, method, *, gamma, dim, scale, inverse: bool):
     """:func:`linearize` / :func:`encode` on a plain (NumPy or Dask) array, channel last."""
-    arr = core._asarray(x)
-    names = [f"axis_{i}" for i in range(arr.ndim - 1)]
-    labelled = xr.DataArray(arr, dims=(*names, dim) if arr.ndim else ())
+    arr = asarray(x)
+    labelled = wrap(arr, (dim,)) if arr.ndim else xr.DataArray(arr)
     out = _transform(labelled, method, gamma=gamma, dim=dim, scale=scale, inverse=inverse)
     return out.data
 
@@ -473,7 +487,7 @@ def _curve_from_coeffs(coeffs: xr.DataArray, dim: Hashable) -> _Curve:
             f"{kind} coefficients must have dims {expected}; got {tuple(coeffs.dims)}"
             + ("" if gray else ". Were they fitted with another dim=?")
         )
-    core._require_real(coeffs, "coefficients")
+    require_real(coeffs, "coefficients")
     n = coeffs.sizes[POWER]
     if n < 2:
         raise ValueError(f"coefficients need at least 2 powers (degree >= 1); got {n}")
@@ -485,7 +499,7 @@ def _curve_from_coeffs(coeffs: xr.DataArray, dim: Hashable) -> _Curve:
     values = np.asarray(coeffs.transpose(*expected).values, dtype=np.float64)
     if not np.all(np.isfinite(values)):
         raise ValueError("coefficients must be finite")
-    labels = None if gray else core._index_values(coeffs, dim)
+    labels = None if gray else index_values(coeffs, dim)
     shape = values.shape[:-1]
     if INPUT_MIN in coeffs.coords and INPUT_MAX in coeffs.coords:
         ranges = [coeffs.coords[k].transpose(*expected[:-1]).values for k in (INPUT_MIN, INPUT_MAX)]
@@ -613,23 +627,17 @@ def _match_channels(x: xr.DataArray, curve: _Curve, dim: Hashable) -> _Curve:
             f"{curve.name} coefficients hold {n} channel curves but x has {x.sizes[dim]} "
             f"channels along {dim!r}"
         )
-    channels = core._index_values(x, dim)
-    if curve.labels is not None and channels is not None and list(curve.labels) != channels:
-        if sorted(map(str, curve.labels)) != sorted(map(str, channels)) or len(
-            set(channels)
-        ) != len(channels):
-            raise ValueError(
-                f"coefficients are labelled {list(curve.labels)} along {dim!r} but x's "
-                f"channels are {channels}; they must be the same labels (in any order)"
-            )
-        order = [list(curve.labels).index(c) for c in channels]
+    channels = index_values(x, dim)
+    labels = None if curve.labels is None else list(curve.labels)
+    order = channel_order(labels, channels, name="coefficients", target="x", dim=dim)
+    if order is not None:
         curve = replace(
             curve,
             coeffs=curve.coeffs[order],
             labels=tuple(channels),
             input_range=curve.input_range[order],
         )
-    core._require_one_chunk(x, dim, "x")
+    require_one_chunk(x, dim, "x")
     return curve
 
 
@@ -801,18 +809,14 @@ def fit_linearization(
     """
     if not isinstance(method, str) or method not in FIT_METHODS:
         raise ValueError(f"unknown method {method!r}; expected one of {FIT_METHODS}")
-    if isinstance(degree, bool) or not isinstance(degree, int | np.integer):
-        raise TypeError(f"degree must be an integer >= 1; got {degree!r}")
-    if degree < 1:
-        raise ValueError(f"degree must be an integer >= 1; got {degree!r}")
-    degree = int(degree)
+    degree = check_integer(degree, "degree", minimum=1)
     for name, obj in (("measured", measured), ("reference", reference)):
         if not isinstance(obj, xr.DataArray):
             raise TypeError(
                 f"{name} must be a DataArray, got {type(obj).__name__}; wrap it with "
                 f"xr.DataArray(values, dims=('patch', {dim!r}))"
             )
-        core._check_data(obj, name, dim)
+        check_data(obj, name, dim)
         if obj.sizes[dim] != 3:
             raise ValueError(
                 f"{name} must have 3 channels (R, G, B) along {dim!r}; got {obj.sizes[dim]}"
@@ -823,8 +827,8 @@ def fit_linearization(
             "scale integer values there first, e.g. measured / 255"
         )
     samples = _patch_dims(measured, reference, dim)
-    measured = core._borrow_labels(measured, reference, samples)
-    measured, reference = core._align_by_label([measured, reference], samples, skip=(dim,))
+    measured = borrow_labels(measured, reference, samples)
+    measured, reference = align_by_label([measured, reference], samples, skip=(dim,))
     cs = colorimetry.rgb_colourspace(rgb_space)
     source = colorimetry.space_of(
         reference, reference_space, rgb_space=cs.name, argname="reference", dim=dim
@@ -861,7 +865,7 @@ def fit_linearization(
         )
         dims, coords = (POWER,), {INPUT_MIN: ranges[0], INPUT_MAX: ranges[1]}
     else:
-        labels = core._index_values(measured, dim) or [0, 1, 2]
+        labels = index_values(measured, dim) or [0, 1, 2]
         rows = []
         for k in range(3):
             context = (
@@ -940,7 +944,7 @@ def _patch_dims(measured: xr.DataArray, reference: xr.DataArray, dim: Hashable) 
 
 def _mask_values(mask, measured: xr.DataArray, samples: tuple, argname: str) -> np.ndarray:
     """Return ``mask`` as a flat bool array over the patches, in ``samples`` order."""
-    mask = core._sample_array(mask, samples, measured, argname)
+    mask = sample_array(mask, samples, measured, argname)
     if mask.dtype != bool:
         raise TypeError(
             f"{argname} must be boolean (True for the patches to use); got dtype {mask.dtype}"
@@ -951,13 +955,7 @@ def _mask_values(mask, measured: xr.DataArray, samples: tuple, argname: str) -> 
             f"{argname} must span only the patch dims {samples}; it has {tuple(extra)} "
             f"(its dims are {tuple(mask.dims)})"
         )
-    mask = core._match_labels(mask, measured, argname)  # paired by label, in any order
-    for d in mask.dims:
-        if mask.sizes[d] != measured.sizes[d]:
-            raise ValueError(
-                f"{argname} has {mask.sizes[d]} entries along {d!r} but measured has "
-                f"{measured.sizes[d]}"
-            )
+    mask = match_labels(mask, measured, argname, check_sizes=True)  # by label, in any order
     mask = mask.drop_vars(list(mask.coords))
     template = xr.DataArray(np.zeros(tuple(measured.sizes[d] for d in samples)), dims=samples)
     full = mask.broadcast_like(template)

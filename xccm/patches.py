@@ -15,7 +15,7 @@ from typing import Literal
 import numpy as np
 import xarray as xr
 
-from .core import _check_choice, _check_data, _permutation, _require_one_chunk
+from ._labels import check_choice, check_data, pair_by_label, require_one_chunk
 
 __all__ = ["BOUND", "BOUNDS", "Reduce", "extract_patches", "grid_boxes", "homography"]
 
@@ -228,12 +228,12 @@ def extract_patches(
     >>> p.dims, p.sel(patch="grey").values.round(3).tolist()
     (('time', 'patch', 'channel'), [[0.2, 0.4, 0.6]])
     """
-    _check_choice("reduce", reduce, Reduce)
+    check_choice("reduce", reduce, Reduce)
     if (boxes is None) == (labels is None):
         raise ValueError("give the patch geometry as exactly one of boxes= or labels=")
     if not isinstance(image, xr.DataArray):
         raise TypeError(f"image must be a DataArray; got {type(image).__name__}")
-    _check_data(image, "image", dim)
+    check_data(image, "image", dim)
     ydim, xdim = spatial_dims
     for d in spatial_dims:
         if d not in image.dims:
@@ -241,7 +241,7 @@ def extract_patches(
                 f"image has no spatial dim {d!r}; its dims are {tuple(image.dims)}. "
                 "Use spatial_dims= to name its row and column dims."
             )
-        _require_one_chunk(image, d, "image")
+        require_one_chunk(image, d, "image")
     frame = (image.sizes[ydim], image.sizes[xdim])
     out_dtype = image.dtype if image.dtype.kind == "f" else np.dtype(np.float64)
 
@@ -569,28 +569,21 @@ def _pair_frames(geometry: xr.DataArray, image: xr.DataArray, argname: str) -> x
     Only the (in-memory) indexes are read, so Dask-backed inputs stay lazy.
     """
     for d in geometry.dims:
-        if d not in image.dims:
-            continue
-        mine, theirs = geometry.indexes.get(d), image.indexes.get(d)
-        if mine is None or theirs is None:  # paired by position: the sizes must agree
-            if geometry.sizes[d] != image.sizes[d]:
-                raise ValueError(
-                    f"{argname} has {geometry.sizes[d]} entries on dim {d!r} but image has "
-                    f"{image.sizes[d]}; {argname} that vary along {d!r} need one entry per "
-                    f"image frame (or drop dim {d!r} to use the same {argname} for every frame)"
-                )
-            continue
-        if mine.equals(theirs):
-            continue
-        order = _permutation(mine, theirs)
-        if order is not None:  # the same labels in another order: follow the image's
-            geometry = geometry.isel({d: order})
-            continue
-        raise ValueError(_mismatch_message(argname, d, mine, theirs))
+        geometry = pair_by_label(
+            geometry,
+            image,
+            [d],
+            name=argname,
+            target_name="image",
+            mismatch=_mismatch_message,
+            advice=f"; {argname} that vary along {d!r} need one entry per image frame (or drop "
+            f"dim {d!r} to use the same {argname} for every frame)",
+        )
     return geometry
 
 
-def _mismatch_message(argname: str, d: Hashable, mine, theirs) -> str:
+def _mismatch_message(d: Hashable, argname: str, mine, target: str, theirs) -> str:
+    """Say how frames labelled ``mine`` differ from the image's (for ``pair_by_label``)."""
     what = (
         f"{argname} has {len(mine)} {d} labels, {_not_in(mine.difference(theirs), 'image')}"
         f"{_repeats(mine)}; image has {len(theirs)}, "

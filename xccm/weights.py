@@ -12,6 +12,7 @@ import numpy as np
 import xarray as xr
 
 from . import colorimetry
+from ._labels import check_data
 
 __all__ = ["lightness_weights", "saturation_mask"]
 
@@ -49,9 +50,7 @@ def saturation_mask(
     >>> saturation_mask(v).values.tolist()
     [True, False]
     """
-    from .core import _check_data
-
-    _check_data(values, "values", dim, allow_empty=True)
+    check_data(values, "values", dim, allow_empty=True)
     if not (np.isfinite(low) and np.isfinite(high) and low <= high):
         raise ValueError(f"saturation range must be finite with low <= high; got ({low}, {high})")
     inside = (values >= low) & (values <= high)  # NaN compares False: non-finite is out
