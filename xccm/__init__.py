@@ -13,9 +13,10 @@ from ._kernels import InsufficientSamplesWarning, NonConvergenceWarning
 from .chartfit import report
 from .charts import available_charts, chart, chart_from_table, sample_measurement
 from .colorimetry import convert, delta_e
-from .core import Init, Model, apply, fit, inverse, invert
+from .core import Init, Model, apply, inverse, invert
 from .covariance import uncertainty
 from .detection import detect_chart
+from .fitting import fit
 from .images import open_images, to_images
 from .linearize import encode, fit_linearization, linearize, neutral_mask
 from .matrix_files import from_opencv, load_matrix, save_matrix, to_opencv

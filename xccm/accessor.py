@@ -11,7 +11,7 @@ from typing import Any
 
 import xarray as xr
 
-from . import chartfit, colorimetry, core, patches, validation
+from . import chartfit, colorimetry, core, fitting, patches, validation
 
 __all__ = ["CCMAccessor"]
 
@@ -41,7 +41,7 @@ class CCMAccessor:
                 "fit needs the measured colours as a DataArray; select one variable, "
                 "e.g. ds['patches'].ccm.fit(reference)"
             )
-        return core.fit(self._obj, reference, dim=dim, **kwargs)
+        return fitting.fit(self._obj, reference, dim=dim, **kwargs)
 
     def apply(self, matrix: xr.DataArray | Any, *, dim: Hashable = "channel", **kwargs: Any):
         """Apply ``matrix`` to this object; see :func:`xccm.apply`."""

@@ -1,6 +1,8 @@
 """Fitting to a colour chart: colour-difference losses, masks and weights, and the report.
 
-:func:`xccm.fit` calls into this module when given ``loss=`` (or a CIE L*a*b* reference);
+:func:`xccm.fit` (:mod:`xccm.fitting`) calls into this module when given ``loss=`` (or a
+CIE L*a*b* reference): :func:`prepare` converts the reference and folds masks into the
+weights, :func:`refine_matrix` minimises the loss from the closed-form matrix;
 :func:`report` judges any matrix against a chart. The optimiser is in :mod:`xccm._refine`,
 the colour maths in :mod:`xccm.colorimetry`.
 """
@@ -26,7 +28,15 @@ from ._labels import (
     sample_array,
     wrap,
 )
-from .core import IN_DIM, OUT_DIM, ROBUST_DIAGNOSTICS, apply, batch_chunks, matrix_in_dim
+from .core import (
+    IN_DIM,
+    OUT_DIM,
+    ROBUST_DIAGNOSTICS,
+    FitProblem,
+    apply,
+    batch_chunks,
+    matrix_in_dim,
+)
 from .weights import lightness_weights
 
 __all__ = ["report"]
@@ -246,29 +256,25 @@ def _check_units(
 
 
 def refine_matrix(
-    start: xr.DataArray,
-    arrays: list[xr.DataArray],
-    samples: tuple[Hashable, ...],
-    measure: colorimetry.Metric,
-    *,
-    dim: Hashable,
-    max_iter: int,
-    closed_form: bool,
-    robust: str | None = None,
-    robust_tuning: float | None = None,
-    min_samples: int = 0,
+    start: xr.DataArray, problem: FitProblem, *, closed_form: bool
 ) -> tuple[xr.DataArray, xr.DataArray | None]:
-    """Refine ``start`` on the metric; return it with the diagnostics as coords.
+    """Refine ``start`` on ``problem.metric``; return it with the diagnostics as coords.
 
     ``closed_form``: ``start`` already minimises the loss (least squares for ``"linear_rgb"``),
-    so only its loss is evaluated, and it counts as converged. With ``robust``, the loss is
-    minimised with robust weights on the ΔE of each sample (:func:`_refine.refine_robust`):
-    they are returned too (``(*batch, *samples)``, NaN for samples left out), with their
-    per-batch diagnostics as coords; else the second item is None.
+    so only its loss is evaluated, and it counts as converged. With ``problem.robust``, the
+    loss is minimised with robust weights on the ΔE of each sample
+    (:func:`_refine.refine_robust`): they are returned too (``(*batch, *samples)``, NaN for
+    samples left out), with their per-batch diagnostics as coords; else the second item is
+    None.
     """
+    samples, dim, measure = problem.sample_dims, problem.dim, problem.metric
     in_dim = matrix_in_dim(dim)
-    s, d = arrays[0], arrays[1]
-    w = arrays[2] if len(arrays) > 2 else xr.ones_like(s.isel({IN_DIM: 0}, drop=True))
+    s, d = problem.measured, problem.reference
+    w = (
+        problem.weights
+        if problem.weights is not None
+        else xr.ones_like(s.isel({IN_DIM: 0}, drop=True))
+    )
     lazy = any(a.chunks is not None for a in (s, d, w, start))
     if lazy:
         # Whole samples per block, and blocks of ~_SAMPLES_PER_TASK samples: patch
@@ -279,6 +285,7 @@ def refine_matrix(
         s, d, w, start = (
             a.chunk({k: v for k, v in chunks.items() if k in a.dims}) for a in (s, d, w, start)
         )
+    max_iter, robust = problem.max_iter, problem.robust
     iterations = 0 if closed_form else max_iter
     robust = None if closed_form else robust
     extra = [list(samples), [], [], []] if robust is not None else []
@@ -296,8 +303,8 @@ def refine_matrix(
             "n_samples": len(samples),
             "closed_form": closed_form,
             "robust": robust,
-            "robust_tuning": robust_tuning,
-            "min_samples": min_samples,
+            "robust_tuning": problem.robust_tuning,
+            "min_samples": problem.min_samples,
         },
         dask="parallelized",
         output_dtypes=[np.float64, np.float64, np.float64, np.int64, bool]

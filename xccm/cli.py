@@ -29,8 +29,9 @@ from . import io as store_io
 from ._kernels import InsufficientSamplesWarning
 from .chartfit import report as chart_report
 from .charts import available_charts, chart
-from .core import apply, fit
+from .core import apply
 from .detection import detect_chart
+from .fitting import fit
 from .images import open_images, to_images
 from .linearize import linear_bounds, linearize
 from .matrix_files import load_matrix, save_matrix

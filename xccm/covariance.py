@@ -39,7 +39,8 @@ import xarray as xr
 from . import chartfit, colorimetry
 from ._kernels import InsufficientSamplesWarning
 from ._labels import check_integer, pair_by_label
-from .core import apply, fit, matrix_in_dim
+from .core import apply, matrix_in_dim
+from .fitting import fit
 
 __all__ = ["uncertainty"]
 

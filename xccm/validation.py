@@ -23,7 +23,7 @@ import xarray as xr
 
 from . import colorimetry
 from .chartfit import report
-from .core import fit
+from .fitting import fit
 
 __all__ = ["cross_validate"]
 
