@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 from collections.abc import Callable, Hashable, Sequence
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, overload
 
 import numpy as np
 import xarray as xr
@@ -52,7 +52,6 @@ __all__ = [
 Model = Literal["linear", "affine"]
 Init = Literal["least_squares", "white_balance"]
 Robust = Literal["huber", "tukey"]
-T_Image = TypeVar("T_Image", xr.DataArray, xr.Dataset, np.ndarray)
 
 #: Dim names used inside apply_ufunc so that input and output channel dims (which may differ
 #: in size) never clash with each other or with the user's dims: a fit's measured colours have
@@ -392,14 +391,47 @@ def _batch_coords(arrays, batch) -> dict:
 # apply, inverse, invert
 
 
+@overload
 def apply(
-    image: T_Image,
+    image: xr.DataArray,
+    matrix: xr.DataArray | np.ndarray,
+    *,
+    dim: Hashable = ...,
+    scale: Any = ...,
+    keep_attrs: bool = ...,
+) -> xr.DataArray: ...
+
+
+@overload
+def apply(
+    image: xr.Dataset,
+    matrix: xr.DataArray | np.ndarray,
+    *,
+    dim: Hashable = ...,
+    scale: Any = ...,
+    keep_attrs: bool = ...,
+) -> xr.Dataset: ...
+
+
+@overload
+def apply(
+    image: np.ndarray,
+    matrix: xr.DataArray | np.ndarray,
+    *,
+    dim: Hashable = ...,
+    scale: Any = ...,
+    keep_attrs: bool = ...,
+) -> np.ndarray: ...
+
+
+def apply(
+    image: xr.DataArray | xr.Dataset | np.ndarray,
     matrix: xr.DataArray | np.ndarray,
     *,
     dim: Hashable = "channel",
-    scale: float | None = None,
+    scale: Any = None,
     keep_attrs: bool = True,
-) -> T_Image:
+) -> xr.DataArray | xr.Dataset | np.ndarray:
     """Apply a colour-correction matrix: ``D = S @ M`` or ``D = [S, 1] @ M``.
 
     Parameters
@@ -570,13 +602,43 @@ def _apply_slice(x, m, where, *, dtype, kernel: Callable = _kernels.apply_matrix
     return kernel(x, m[index], dtype, parallel=False)
 
 
+@overload
 def inverse(
-    corrected: T_Image,
+    corrected: xr.DataArray,
+    matrix: xr.DataArray | np.ndarray,
+    *,
+    dim: Hashable = ...,
+    keep_attrs: bool = ...,
+) -> xr.DataArray: ...
+
+
+@overload
+def inverse(
+    corrected: xr.Dataset,
+    matrix: xr.DataArray | np.ndarray,
+    *,
+    dim: Hashable = ...,
+    keep_attrs: bool = ...,
+) -> xr.Dataset: ...
+
+
+@overload
+def inverse(
+    corrected: np.ndarray,
+    matrix: xr.DataArray | np.ndarray,
+    *,
+    dim: Hashable = ...,
+    keep_attrs: bool = ...,
+) -> np.ndarray: ...
+
+
+def inverse(
+    corrected: xr.DataArray | xr.Dataset | np.ndarray,
     matrix: xr.DataArray | np.ndarray,
     *,
     dim: Hashable = "channel",
     keep_attrs: bool = True,
-) -> T_Image:
+) -> xr.DataArray | xr.Dataset | np.ndarray:
     """Undo :func:`apply`, returning ``S`` such that ``apply(S, matrix)`` equals ``corrected``.
 
     Linear: ``S = D @ inv(M)``. Affine, with ``M = [Up; Down]``: ``S = (D - Down) @ inv(Up)``.
@@ -706,6 +768,14 @@ def _columns_in_order_of(inverted: xr.DataArray, corrected, dim: Hashable) -> xr
         return inverted
     order = permutation(inverted.indexes[dim], corrected.indexes[dim])
     return inverted if order is None else inverted.isel({dim: order})
+
+
+@overload
+def invert(matrix: xr.DataArray, *, dim: Hashable = ...) -> xr.DataArray: ...
+
+
+@overload
+def invert(matrix: np.ndarray, *, dim: Hashable = ...) -> np.ndarray: ...
 
 
 def invert(

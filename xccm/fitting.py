@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numbers
 from collections.abc import Hashable, Iterable
-from typing import Any, Literal, get_args
+from typing import Any, Literal, get_args, overload
 
 import numpy as np
 import xarray as xr
@@ -36,6 +36,110 @@ __all__ = ["fit"]
 _SAMPLE = "sample"
 
 
+@overload
+def fit(
+    measured: xr.DataArray,
+    reference: xr.DataArray | np.ndarray,
+    *,
+    dim: Hashable = ...,
+    model: Model = ...,
+    init: Init = ...,
+    weights: xr.DataArray | np.ndarray | None = ...,
+    sample_dims: Hashable | Iterable[Hashable] | None = ...,
+    min_samples: int | None = ...,
+    loss: str | None = ...,
+    rgb_space: str = ...,
+    reference_space: str | None = ...,
+    illuminant: str | Iterable[float] | None = ...,
+    standard: Literal["reference", "sample"] = ...,
+    mask: xr.DataArray | np.ndarray | None = ...,
+    saturation: tuple[float, float] | Literal["auto"] | None = ...,
+    lightness_power: float | None = ...,
+    max_iter: int = ...,
+    robust: Robust | None = ...,
+    robust_tuning: float | None = ...,
+    return_weights: Literal[False] = ...,
+) -> xr.DataArray: ...
+
+
+@overload
+def fit(
+    measured: xr.DataArray,
+    reference: xr.DataArray | np.ndarray,
+    *,
+    dim: Hashable = ...,
+    model: Model = ...,
+    init: Init = ...,
+    weights: xr.DataArray | np.ndarray | None = ...,
+    sample_dims: Hashable | Iterable[Hashable] | None = ...,
+    min_samples: int | None = ...,
+    loss: str | None = ...,
+    rgb_space: str = ...,
+    reference_space: str | None = ...,
+    illuminant: str | Iterable[float] | None = ...,
+    standard: Literal["reference", "sample"] = ...,
+    mask: xr.DataArray | np.ndarray | None = ...,
+    saturation: tuple[float, float] | Literal["auto"] | None = ...,
+    lightness_power: float | None = ...,
+    max_iter: int = ...,
+    robust: Robust | None = ...,
+    robust_tuning: float | None = ...,
+    return_weights: Literal[True],
+) -> tuple[xr.DataArray, xr.DataArray]: ...
+
+
+@overload
+def fit(
+    measured: np.ndarray,
+    reference: xr.DataArray | np.ndarray,
+    *,
+    dim: Hashable = ...,
+    model: Model = ...,
+    init: Init = ...,
+    weights: xr.DataArray | np.ndarray | None = ...,
+    sample_dims: Hashable | Iterable[Hashable] | None = ...,
+    min_samples: int | None = ...,
+    loss: str | None = ...,
+    rgb_space: str = ...,
+    reference_space: str | None = ...,
+    illuminant: str | Iterable[float] | None = ...,
+    standard: Literal["reference", "sample"] = ...,
+    mask: xr.DataArray | np.ndarray | None = ...,
+    saturation: tuple[float, float] | Literal["auto"] | None = ...,
+    lightness_power: float | None = ...,
+    max_iter: int = ...,
+    robust: Robust | None = ...,
+    robust_tuning: float | None = ...,
+    return_weights: Literal[False] = ...,
+) -> np.ndarray: ...
+
+
+@overload
+def fit(
+    measured: np.ndarray,
+    reference: xr.DataArray | np.ndarray,
+    *,
+    dim: Hashable = ...,
+    model: Model = ...,
+    init: Init = ...,
+    weights: xr.DataArray | np.ndarray | None = ...,
+    sample_dims: Hashable | Iterable[Hashable] | None = ...,
+    min_samples: int | None = ...,
+    loss: str | None = ...,
+    rgb_space: str = ...,
+    reference_space: str | None = ...,
+    illuminant: str | Iterable[float] | None = ...,
+    standard: Literal["reference", "sample"] = ...,
+    mask: xr.DataArray | np.ndarray | None = ...,
+    saturation: tuple[float, float] | Literal["auto"] | None = ...,
+    lightness_power: float | None = ...,
+    max_iter: int = ...,
+    robust: Robust | None = ...,
+    robust_tuning: float | None = ...,
+    return_weights: Literal[True],
+) -> tuple[np.ndarray, np.ndarray]: ...
+
+
 def fit(
     measured: xr.DataArray | np.ndarray,
     reference: xr.DataArray | np.ndarray,
@@ -51,7 +155,7 @@ def fit(
     reference_space: str | None = None,
     illuminant: str | Iterable[float] | None = None,
     standard: Literal["reference", "sample"] = "reference",
-    mask: xr.DataArray | None = None,
+    mask: xr.DataArray | np.ndarray | None = None,
     saturation: tuple[float, float] | Literal["auto"] | None = "auto",
     lightness_power: float | None = None,
     max_iter: int = 200,
