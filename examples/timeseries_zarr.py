@@ -149,7 +149,7 @@ def run(args: argparse.Namespace, workdir: Path) -> None:
     m = m.interpolate_na("time").ffill("time").bfill("time")  # fill rejected frames
 
     print(f"4. correcting out of core into {target}")
-    corrected = src[["image"]].ccm.apply(m).assign(ccm=m)
+    corrected = src[["image"]].ccm.apply(m).assign(ccm_matrix=m)
     provenance = {"source": str(source), "model": "affine", "loss": "least squares (linear RGB)"}
     write = xccm.io.to_zarr(corrected, target, mode="w", compute=False, attrs=provenance)
     with ProgressBar(), dask.config.set(scheduler="threads"):

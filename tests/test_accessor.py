@@ -78,3 +78,21 @@ def test_dataset_is_lazy(dataset, true_matrix):
 def test_dataset_cannot_be_fitted(dataset, patches):
     with pytest.raises(TypeError, match="select one variable"):
         dataset.ccm.fit(patches[1])
+
+
+def test_matrix_name_does_not_hide_the_accessor(tmp_path):
+    """A fitted matrix in a Dataset is ds.ccm_matrix; ds.ccm stays the accessor."""
+    rng = np.random.default_rng(1)
+    s = xr.DataArray(rng.random((24, 3)), dims=("patch", "channel"))
+    gains = xr.DataArray(np.diag([2.0, 1.0, 0.5]), dims=("channel", "c"))
+    m = xccm.fit(s, (s @ gains).rename(c="channel"))
+    assert m.name == "ccm_matrix"
+    ds = m.to_dataset().assign(image=s)
+    assert isinstance(ds.ccm, xccm.accessor.CCMAccessor)
+    xr.testing.assert_identical(ds.ccm_matrix, m)
+    xr.testing.assert_allclose(ds.ccm.apply(ds.ccm_matrix)["image"], xccm.apply(s, m))
+    # A matrix stored by an older version, named "ccm", loads and applies as before.
+    path = xccm.save_matrix(m.rename("ccm"), tmp_path / "old.nc")
+    old = xccm.load_matrix(path)
+    assert old.name == "ccm"
+    xr.testing.assert_allclose(xccm.apply(s, old), xccm.apply(s, m))

@@ -524,7 +524,9 @@ def test_bad_sample_dims(patches, sample_dims, error, match):
 
 def test_dataset_as_matrix_says_select_the_variable(image, patches):
     m = patches[0].ccm.fit(patches[1])
-    with pytest.raises(TypeError, match=r"not a Dataset; select its matrix variable.*ds\['ccm'\]"):
+    with pytest.raises(
+        TypeError, match=r"not a Dataset; select its matrix variable.*ds\['ccm_matrix'\]"
+    ):
         image.ccm.apply(m.to_dataset())
     with pytest.raises(TypeError, match=r"not a Dataset"):
         xccm.invert(m.to_dataset())

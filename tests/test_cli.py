@@ -116,7 +116,7 @@ def test_run_corrects_into_a_complete_store_and_fills_rejected_frames(demo, tmp_
     assert ds.image.dims == ("time", "y", "x", "channel") and ds.image.dtype == np.float32
     assert ds.image.chunks[0] == (1,) * N_FRAMES
     m = xccm.load_matrix(matrices)
-    xr.testing.assert_allclose(ds["ccm"].reset_coords(drop=True), m.reset_coords(drop=True))
+    xr.testing.assert_allclose(ds["ccm_matrix"].reset_coords(drop=True), m.reset_coords(drop=True))
     # the occluded frame's matrix is interpolated from its neighbours (equally spaced times)
     np.testing.assert_allclose(
         m[OCCLUDED], (m[OCCLUDED - 1] + m[OCCLUDED + 1]) / 2, rtol=1e-12, atol=1e-14
@@ -308,5 +308,5 @@ def test_run_robust_with_plots(demo, tmp_path, capsys):
     assert code == 0, err
     assert sorted(p.name for p in plots.iterdir()) == ["swatches.png", "timeline.png"]
     assert "1 of 5 frames rejected" in out
-    m = xccm.io.open_zarr(tmp_path / "c.zarr")["ccm"]
+    m = xccm.io.open_zarr(tmp_path / "c.zarr")["ccm_matrix"]
     assert m.attrs["robust"] == "tukey"

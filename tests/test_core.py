@@ -63,7 +63,7 @@ def test_fit_recovers_a_known_matrix_exactly(rng, true_matrix):
 def test_fit_labels_the_matrix(patches):
     measured, reference = patches
     m = measured.ccm.fit(reference, model="affine")
-    assert m.name == "ccm"
+    assert m.name == "ccm_matrix"
     assert m.attrs == {"model": "affine", "init": "least_squares"}
     assert m.channel_in.values.tolist() == ["R", "G", "B", "offset"]
     assert m.channel.values.tolist() == ["X", "Y", "Z"]

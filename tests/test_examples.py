@@ -45,7 +45,7 @@ def test_timeseries_zarr_corrects_out_of_core(tmp_path, capsys):
         assert after < before
     assert xccm.io.is_complete(tmp_path / "corrected.zarr")
     stored = xccm.io.open_zarr(tmp_path / "corrected.zarr")
-    assert stored["ccm"].sizes["time"] == 31 and stored.attrs["model"] == "affine"
+    assert stored["ccm_matrix"].sizes["time"] == 31 and stored.attrs["model"] == "affine"
 
 
 def test_chart_fit_delta_e_beats_least_squares(capsys):

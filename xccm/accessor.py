@@ -1,7 +1,22 @@
 """The ``.ccm`` accessor on :class:`xarray.DataArray` and :class:`xarray.Dataset`.
 
-Thin and stateless: every method forwards to the function of the same name in
-:mod:`xccm.core` with the accessed object as its first argument.
+Thin and stateless: every method forwards to the function of the same name, with the
+accessed object as its first argument, and does nothing else:
+
+============================  ==================================================================
+``obj.ccm.fit``               :func:`xccm.fitting.fit` (``xccm.fit``): checks, then
+                              :func:`xccm.core.solve` and, with ``loss=``,
+                              :func:`xccm.chartfit.refine_matrix`
+``obj.ccm.apply``             :func:`xccm.core.apply` (``xccm.apply``)
+``obj.ccm.inverse``           :func:`xccm.core.inverse` (``xccm.inverse``)
+``obj.ccm.invert``            :func:`xccm.core.invert` (``xccm.invert``)
+``obj.ccm.extract_patches``   :func:`xccm.patches.extract_patches` (``xccm.extract_patches``)
+``obj.ccm.report``            :func:`xccm.chartfit.report` (``xccm.report``)
+``obj.ccm.delta_e``           :func:`xccm.colorimetry.delta_e` (``xccm.delta_e``)
+============================  ==================================================================
+
+A fitted matrix is named ``"ccm_matrix"`` (:data:`xccm.core.MATRIX_NAME`), not ``"ccm"``:
+in a Dataset, ``ds.ccm`` is this accessor, and ``ds.ccm_matrix`` the matrix.
 """
 
 from __future__ import annotations

@@ -416,7 +416,7 @@ def write_output(
 ) -> str:
     """Write the corrected frames to a store or a folder of images; say what was written."""
     if fmt == "zarr":
-        ds = corrected.to_dataset(name="image").assign(ccm=m.rename(None))
+        ds = corrected.to_dataset(name="image").assign(ccm_matrix=m.rename(None))
         mode = "resume" if resume else "w" if overwrite else "w-"
         write = store_io.to_zarr(ds, target, mode=mode, compute=False, attrs=attrs)
         with progress("writing"):

@@ -62,6 +62,10 @@ _ROWS = "__xccm_rows__"
 _STAT_ROWS = "__xccm_stat_rows__"
 _STAT_COLS = "__xccm_stat_cols__"
 OFFSET = "offset"
+#: The default name of a fitted matrix: not ``"ccm"``, which in a Dataset is the ``.ccm``
+#: accessor (``ds.ccm``), so ``m.to_dataset()`` gives ``ds.ccm_matrix`` and ``ds.ccm`` both.
+#: Older versions named it ``"ccm"``; their stored matrices load all the same.
+MATRIX_NAME = "ccm_matrix"
 
 
 def matrix_in_dim(dim: Hashable) -> str:
@@ -198,7 +202,7 @@ def solve(problem: FitProblem) -> tuple[xr.DataArray, FitProblem, xr.DataArray |
     ).rename({OUT_DIM: p.dim})
     matrix = set_index(matrix, in_dim, p.rows)
     matrix = set_index(matrix, p.dim, p.columns)
-    matrix.name = "ccm"
+    matrix.name = MATRIX_NAME
     matrix.attrs = {"model": p.model, "init": p.init, **p.attrs}
     if p.robust is not None:
         matrix.attrs.update(robust=p.robust, robust_tuning=p.robust_tuning)
@@ -1099,13 +1103,13 @@ def _plain_matrix(matrix) -> Any:
     if type(matrix).__module__ == "xccm.accessor":
         raise TypeError(
             "matrix is a .ccm accessor, not a matrix: in a Dataset, ds.ccm is the accessor "
-            "even if a variable is named 'ccm'; use ds['ccm']"
+            f"even if a variable is named 'ccm'; use ds[{MATRIX_NAME!r}] (or ds['ccm'])"
         )
     if isinstance(matrix, xr.Dataset):
         matrices = [k for k, v in matrix.data_vars.items() if len(v.dims) >= 2]
         raise TypeError(
             "matrix must be a DataArray or an array, not a Dataset; select its matrix "
-            f"variable, e.g. ds[{(matrices or ['ccm'])[0]!r}] (data variables: "
+            f"variable, e.g. ds[{(matrices or [MATRIX_NAME])[0]!r}] (data variables: "
             f"{list(matrix.data_vars)})"
         )
     arr = asarray(matrix)

@@ -560,8 +560,9 @@ def open_zarr(
     --------
     >>> import tempfile
     >>> path = tempfile.mkdtemp() + "/m.zarr"
-    >>> to_zarr(xr.DataArray(np.eye(3), dims=("channel_in", "channel"), name="ccm"), path)
-    >>> open_zarr(path)["ccm"].values.trace()
+    >>> m = xr.DataArray(np.eye(3), dims=("channel_in", "channel"), name="ccm_matrix")
+    >>> to_zarr(m, path)
+    >>> open_zarr(path)["ccm_matrix"].values.trace()
     np.float64(3.0)
     """
     _check_verify(verify)

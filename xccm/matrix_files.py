@@ -23,7 +23,7 @@ from typing import Any, Literal
 import numpy as np
 import xarray as xr
 
-from .core import OFFSET, matrix_in_dim
+from .core import MATRIX_NAME, OFFSET, matrix_in_dim
 
 __all__ = ["from_opencv", "load_matrix", "save_matrix", "to_opencv"]
 
@@ -119,7 +119,7 @@ def save_matrix(
     The JSON schema (version 1) is one object::
 
         {"format": "xccm-matrix", "version": 1,
-         "name": "ccm",                       # or null
+         "name": "ccm_matrix",                # or null
          "dims": ["time", "channel_in", "channel"],
          "shape": [2, 3, 3],
          "dtype": "float64",                  # or "float32"
@@ -247,9 +247,12 @@ def _as_saved_matrix(matrix) -> xr.DataArray:
     """Check what :func:`save_matrix` was given; return an in-memory copy to write."""
     if not isinstance(matrix, xr.DataArray):
         if type(matrix).__module__ == "xccm.accessor" or isinstance(matrix, xr.Dataset):
+            names = [
+                k for k, v in getattr(matrix, "data_vars", {}).items() if len(v.dims) >= 2
+            ] or [MATRIX_NAME]
             raise TypeError(
                 f"matrix must be a DataArray or an array, not a {type(matrix).__name__}; "
-                "pick the matrix variable, e.g. ds['ccm']"
+                f"pick the matrix variable, e.g. ds[{names[0]!r}]"
             )
         arr = np.asarray(matrix)
         if arr.ndim != 2:
@@ -939,7 +942,7 @@ def from_opencv(
     rows = channels + ([OFFSET] if arr.shape[0] == 4 else [])
     in_dim = matrix_in_dim(dim)
     coords.update({in_dim: rows, dim: channels})
-    out = xr.DataArray(arr.copy(), dims=(in_dim, dim), coords=coords, name="ccm")
+    out = xr.DataArray(arr.copy(), dims=(in_dim, dim), coords=coords, name=MATRIX_NAME)
     out.attrs = {
         "model": "affine" if arr.shape[0] == 4 else "linear",
         "source": "OpenCV cv2.ccm",
