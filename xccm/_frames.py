@@ -12,7 +12,7 @@ import warnings
 from collections.abc import Callable, Hashable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, Union, cast
 
 import dask
 import dask.array as dsa
@@ -130,7 +130,7 @@ def _time_from_name(path: Path, time: str | re.Pattern[str]) -> datetime:
         if "microsecond" in groups and groups["microsecond"] is not None:
             values["microsecond"] = int(groups["microsecond"].ljust(6, "0")[:6])
         try:
-            return datetime(**values)
+            return datetime(**cast(dict[str, Any], values))
         except ValueError as err:
             raise ValueError(f"time: the file name {name!r} holds no valid date: {err}") from None
     match = _format_regex(time).search(name)
@@ -185,7 +185,8 @@ def frame_times(
     return values, "given"
 
 
-def _datetimes(stamps: Sequence[datetime]) -> np.ndarray:
+def _datetimes(stamps: Sequence[datetime | None]) -> np.ndarray:
+    """Return the stamps as datetime64[ns] (a None, which callers have refused, as NaT)."""
     return np.array([np.datetime64(t, "ns") for t in stamps], dtype="datetime64[ns]")
 
 
@@ -261,7 +262,8 @@ class LazyFrames:
         out = np.empty((len(indices), *self.frame_shape), self.dtype)
         for j, i in enumerate(indices):
             out[j] = self.frame(i)
-        return out[(slice(None), *rest)]
+        index = (slice(None), *rest)
+        return out[index]
 
 
 def stack(

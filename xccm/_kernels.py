@@ -663,8 +663,9 @@ def outside_xccm() -> int:
     """
     inside = [os.path.dirname(os.path.abspath(__file__)) + os.sep]
     xarray = sys.modules.get("xarray")  # loaded by whoever called us with a DataArray
-    if xarray is not None and getattr(xarray, "__file__", None):
-        inside.append(os.path.dirname(os.path.abspath(xarray.__file__)) + os.sep)
+    xarray_file = getattr(xarray, "__file__", None)
+    if xarray_file:
+        inside.append(os.path.dirname(os.path.abspath(xarray_file)) + os.sep)
     frame, level = inspect.currentframe(), 0
     while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(tuple(inside)):
         frame, level = frame.f_back, level + 1

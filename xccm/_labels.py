@@ -69,7 +69,7 @@ def index_values(obj: xr.DataArray, dim: Hashable) -> list | None:
 def set_index(obj: xr.DataArray, dim: Hashable, values: list | None) -> xr.DataArray:
     """Label ``dim`` with ``values``; None drops its labels."""
     if values is None:
-        return obj.drop_vars(dim, errors="ignore")
+        return obj.drop_vars([dim], errors="ignore")
     return obj.assign_coords({dim: values})
 
 

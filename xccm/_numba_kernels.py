@@ -16,13 +16,19 @@ from __future__ import annotations
 
 import threading
 import types
+from typing import Any
 
 import numba
 import numpy as np
 
 __all__ = ["NJIT_OPTIONS", "apply_rows", "compile_kernels", "gram_rows", "launch"]
 
-_OPTS = {"nogil": True, "cache": True, "fastmath": {"contract"}, "error_model": "numpy"}
+_OPTS: dict[str, Any] = {
+    "nogil": True,
+    "cache": True,
+    "fastmath": {"contract"},
+    "error_model": "numpy",
+}
 _PARALLEL_LOCK = threading.Lock()
 _PARALLEL_MIN_ROWS = 4096
 

@@ -126,7 +126,8 @@ def refine(
     start = cost.copy()
     mu = np.full(n_batch, np.nan)
     nu = np.full(n_batch, 2.0)
-    jac = grad = None
+    jac: np.ndarray | None = None
+    grad: np.ndarray | None = None
     fresh = np.ones(n_batch, dtype=bool)  # needs a new Jacobian (after an accepted step)
     limit = np.broadcast_to(np.asarray(max_iter), (n_batch,))
     active = active[limit[active] > 0]  # else evaluate the start only
@@ -137,13 +138,14 @@ def refine(
         if need.size:
             r0 = residuals(need, p[need])
             j_new = _jacobian(residuals, need, p[need], r0)
-            if jac is None:
+            if jac is None or grad is None:  # the first round: both
                 jac = np.zeros((n_batch, *j_new.shape[1:]))
                 grad = np.zeros((n_batch, k * n_out))
             jac[need] = j_new
             grad[need] = np.einsum("bnp,bn->bp", j_new, r0)
             iterations[need] += 1
             fresh[need] = False
+        assert jac is not None and grad is not None  # the first round computes them all
         a = np.einsum("bnp,bnq->bpq", jac[idx], jac[idx])
         diag = np.maximum(np.diagonal(a, axis1=1, axis2=2), 1e-12 * _max_diag(a))
         first = np.isnan(mu[idx])

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Hashable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import xarray as xr
@@ -63,7 +63,7 @@ def prepare(
     rgb_space: str,
     reference_space: str | None,
     illuminant,
-    mask: xr.DataArray | None,
+    mask: xr.DataArray | np.ndarray | None,
     saturation: tuple[float, float] | None,
     lightness_power: float | None,
     standard: colorimetry.Standard = "reference",
@@ -280,7 +280,8 @@ def refine_matrix(
         # Whole samples per block, and blocks of ~_SAMPLES_PER_TASK samples: patch
         # colours are tiny, and a task per frame would cost far more than its fit.
         per_element = np.prod([s.sizes[x] for x in samples], dtype=np.int64)
-        sizes = batch_chunks(s, [x for x in s.dims if x not in (*samples, IN_DIM)], per_element)
+        batch = [x for x in s.dims if x not in (*samples, IN_DIM)]
+        sizes = batch_chunks(s, batch, int(per_element))
         chunks = {x: -1 for x in (*samples, IN_DIM, OUT_DIM, in_dim, dim)} | sizes
         s, d, w, start = (
             a.chunk({k: v for k, v in chunks.items() if k in a.dims}) for a in (s, d, w, start)
@@ -475,14 +476,14 @@ def report(
     else:
         samples = dim_names(sample_dims, "sample_dims")
     # Paired by label, as fit pairs them: the same patches in another order are reordered.
-    measured = borrow_labels(measured, reference, samples)
+    measured = borrow_labels(cast(xr.DataArray, measured), reference, samples)
     measured, reference = align_by_label([measured, reference], samples, skip=(dim,))
     corrected = apply(measured, matrix, dim=dim)
     corrected.attrs = {}
     space = colorimetry.space_of(
         reference, reference_space, rgb_space=rgb_space, argname="reference", dim=dim
     )
-    de = colorimetry.delta_e(
+    found = colorimetry.delta_e(
         corrected,
         reference,
         method,
@@ -495,6 +496,7 @@ def report(
         illuminant=illuminant,
         standard=standard,
     )
+    de = cast(xr.DataArray, found)  # DataArray in, DataArray out
     if weights is not None:
         weights = _per_sample(weights, samples, measured, "weights")
     w = xr.ones_like(de) if weights is None else weights.fillna(0).broadcast_like(de)

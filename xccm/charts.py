@@ -85,6 +85,7 @@ import re
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -300,7 +301,7 @@ def _edition_hint(name: object) -> str:
 
 
 def _data_array(
-    values: np.ndarray, patches: Sequence[str], channels: Sequence[str], attrs: dict[str, str]
+    values: np.ndarray, patches: Sequence[str], channels: Sequence[str], attrs: dict[str, Any]
 ) -> xr.DataArray:
     """Wrap an (n, 3) float64 array as a chart: dims (patch, channel), coords and attrs."""
     return xr.DataArray(

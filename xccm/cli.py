@@ -17,7 +17,7 @@ import sys
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, cast
 
 import click
 import dask
@@ -149,7 +149,7 @@ def chart_boxes(
         raise Refused("say where the chart is: --boxes FILE or --detect (exactly one)")
     if detect:
         return detect_chart(frames, chart=chart_name, linear=linear)
-    return read_boxes(Path(boxes), reference)
+    return read_boxes(Path(cast(str, boxes)), reference)  # given: checked above
 
 
 def read_boxes(path: Path, reference: xr.DataArray) -> xr.DataArray:
@@ -291,7 +291,7 @@ def summary(
     return chart_report(measured, reference, m, "ciede2000", weights=used)
 
 
-def _hint_outliers(fitted: xr.DataArray) -> None:
+def _hint_outliers(fitted: xr.Dataset) -> None:
     """Say which frames fit far worse than the series, when nothing rejects them."""
     mean = fitted["mean"]
     typical = float(mean.median())
@@ -417,13 +417,19 @@ def write_output(
     """Write the corrected frames to a store or a folder of images; say what was written."""
     if fmt == "zarr":
         ds = corrected.to_dataset(name="image").assign(ccm_matrix=m.rename(None))
-        mode = "resume" if resume else "w" if overwrite else "w-"
+        mode: Literal["resume", "w", "w-"] = "resume" if resume else "w" if overwrite else "w-"
         write = store_io.to_zarr(ds, target, mode=mode, compute=False, attrs=attrs)
         with progress("writing"):
             dask.compute(write)
         return f"{target} (zarr, {corrected.sizes.get('time', 1)} frames, complete)"
     with progress("writing"):
-        clipped = to_images(corrected, target, format=fmt, bits=bits, overwrite=overwrite)
+        clipped = to_images(  # click has checked fmt and bits against to_images' choices
+            corrected,
+            target,
+            format=cast(Literal["png", "tiff"], fmt),
+            bits=cast(Literal[8, 16], bits),
+            overwrite=overwrite,
+        )
     total = int(clipped.sum())
     n = corrected.sizes.get("time", 1)
     return f"{target} ({fmt}, {bits}-bit, {n} files, {total} clipped pixels)"

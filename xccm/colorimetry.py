@@ -135,8 +135,11 @@ def rgb_colourspace(name):
     )
 
 
-def illuminant_xy(illuminant: str | Sequence[float]) -> np.ndarray:
-    """CIE xy chromaticity (2° observer) of a named illuminant (``"D65"``, ``"ICC D50"``...)."""
+def illuminant_xy(illuminant: str | Sequence[float] | None) -> np.ndarray:
+    """CIE xy chromaticity (2° observer) of a named illuminant (``"D65"``, ``"ICC D50"``...).
+
+    An (x, y) pair is checked and returned; anything else (None too) is a ValueError.
+    """
     table = _colour().CCS_ILLUMINANTS[_OBSERVER]
     if isinstance(illuminant, str):
         for name, xy in table.items():
@@ -160,8 +163,8 @@ class Space:
     """A colour space: linear RGB of ``rgb_space``, or XYZ / Lab under ``illuminant``."""
 
     kind: Kind
-    illuminant: str | tuple[float, float] | None = None
-    rgb_space: str | None = None
+    illuminant: str | tuple[float, ...] | None = None
+    rgb_space: Any = None  # a name (str) or an RGB_Colourspace
 
     @property
     def white(self) -> np.ndarray:
@@ -551,6 +554,7 @@ class Metric:
             return rgb
         if self.method == "rgb":
             return encode_rgb(rgb, self.rgb_space)
+        assert self.to_xyz is not None and self.white is not None  # set for a Lab method
         return xyz_to_lab(rgb @ self.to_xyz.T, self.white)
 
     def transform_from(self, values: np.ndarray, space: Space, adaptation: str) -> np.ndarray:
@@ -710,7 +714,7 @@ def _target_space(to, src: Space, illuminant, rgb_space: str) -> Space:
     return target
 
 
-def _white_name(space: Space) -> str | tuple[float, float]:
+def _white_name(space: Space) -> str | tuple[float, ...]:
     """Name the RGB space's white if colour-science knows it by that name, else its xy."""
     cs = rgb_colourspace(space.rgb_space)
     known = _colour().CCS_ILLUMINANTS[_OBSERVER].get(cs.whitepoint_name)
@@ -732,8 +736,8 @@ def delta_e(
     method: str = "ciede2000",
     *,
     dim: Hashable = "channel",
-    sample_space: str | None = None,
-    reference_space: str | None = None,
+    sample_space: str | Space | None = None,
+    reference_space: str | Space | None = None,
     rgb_space: str = "sRGB",
     illuminant: str | Sequence[float] | None = None,
     adaptation: str = "Bradford",

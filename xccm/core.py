@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 from collections.abc import Callable, Hashable, Sequence
-from typing import Any, Literal, overload
+from typing import Any, Literal, cast, overload
 
 import numpy as np
 import xarray as xr
@@ -173,7 +173,8 @@ def solve(problem: FitProblem) -> tuple[xr.DataArray, FitProblem, xr.DataArray |
     """
     p = problem
     batch, samples = p.batch_dims, p.sample_dims
-    weighted, robust_weight, robust_coords = p, None, {}
+    weighted, robust_weight = p, None
+    robust_coords: dict[str, xr.DataArray] = {}
     if p.robust is not None:
         robust_weight, robust_coords = _robust_weights(p)
         # A sample left out of the robust fit (NaN weight) is left to the gram's own rules:
@@ -279,7 +280,8 @@ def _robust_block(s, d, w=None, *, n_samples, **kwargs):
 def used_samples(problem: FitProblem) -> xr.DataArray:
     """1 for the samples a plain fit uses, NaN for those it leaves out (``return_weights``)."""
     s, d, w = problem.measured, problem.reference, problem.weights
-    used = np.isfinite(s).all(IN_DIM) & np.isfinite(d).all(OUT_DIM)
+    finite_s, finite_d = cast(xr.DataArray, np.isfinite(s)), cast(xr.DataArray, np.isfinite(d))
+    used = finite_s.all(IN_DIM) & finite_d.all(OUT_DIM)
     if w is not None:
         used = used & (w.fillna(0) > 0)
     return xr.where(used, 1.0, np.nan).transpose(*[x for x in s.dims if x != IN_DIM])
@@ -351,7 +353,8 @@ def _gram(arrays: list[xr.DataArray], n_sample_axes: int):
     """Sum :func:`_kernels.gram` over all samples, chunk by chunk for Dask."""
     data = [a.data for a in arrays]
     if not any(is_dask(x) for x in data):
-        return _kernels.gram(*data, n_sample_axes=n_sample_axes)
+        weights = data[2] if len(data) > 2 else None
+        return _kernels.gram(data[0], data[1], weights, n_sample_axes=n_sample_axes)
     import dask.array as dsa
 
     data = [dsa.asarray(x) for x in data]
@@ -429,13 +432,13 @@ def apply(
 
 
 def apply(
-    image: xr.DataArray | xr.Dataset | np.ndarray,
-    matrix: xr.DataArray | np.ndarray,
+    image: Any,
+    matrix: Any,
     *,
     dim: Hashable = "channel",
     scale: Any = None,
     keep_attrs: bool = True,
-) -> xr.DataArray | xr.Dataset | np.ndarray:
+) -> Any:
     """Apply a colour-correction matrix: ``D = S @ M`` or ``D = [S, 1] @ M``.
 
     Parameters
@@ -637,12 +640,12 @@ def inverse(
 
 
 def inverse(
-    corrected: xr.DataArray | xr.Dataset | np.ndarray,
-    matrix: xr.DataArray | np.ndarray,
+    corrected: Any,
+    matrix: Any,
     *,
     dim: Hashable = "channel",
     keep_attrs: bool = True,
-) -> xr.DataArray | xr.Dataset | np.ndarray:
+) -> Any:
     """Undo :func:`apply`, returning ``S`` such that ``apply(S, matrix)`` equals ``corrected``.
 
     Linear: ``S = D @ inv(M)``. Affine, with ``M = [Up; Down]``: ``S = (D - Down) @ inv(Up)``.
@@ -782,9 +785,7 @@ def invert(matrix: xr.DataArray, *, dim: Hashable = ...) -> xr.DataArray: ...
 def invert(matrix: np.ndarray, *, dim: Hashable = ...) -> np.ndarray: ...
 
 
-def invert(
-    matrix: xr.DataArray | np.ndarray, *, dim: Hashable = "channel"
-) -> xr.DataArray | np.ndarray:
+def invert(matrix: Any, *, dim: Hashable = "channel") -> Any:
     """Matrix of the inverse map, in the same shape family: 3x3 -> 3x3, 4x3 -> 4x3.
 
     For ``M = [Up; Down]`` (affine) the result is ``[inv(Up); -Down @ inv(Up)]``, so

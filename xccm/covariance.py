@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Hashable, Iterable
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 import xarray as xr
@@ -230,7 +230,11 @@ def uncertainty(
     if sample_dims is None:
         samples = tuple(d for d in reference.dims if d != dim)
     else:
-        samples = (sample_dims,) if isinstance(sample_dims, str) else tuple(sample_dims)
+        samples = (
+            (sample_dims,)
+            if isinstance(sample_dims, str)
+            else tuple(cast(Iterable[Hashable], sample_dims))
+        )
     missing = [d for d in samples if d not in measured.dims]
     if not samples or missing:
         raise ValueError(

@@ -141,8 +141,8 @@ def fit(
 
 
 def fit(
-    measured: xr.DataArray | np.ndarray,
-    reference: xr.DataArray | np.ndarray,
+    measured: Any,
+    reference: Any,
     *,
     dim: Hashable = "channel",
     model: Model = "linear",
@@ -162,7 +162,7 @@ def fit(
     robust: Robust | None = None,
     robust_tuning: float | None = None,
     return_weights: bool = False,
-) -> xr.DataArray | np.ndarray | tuple[xr.DataArray, xr.DataArray] | tuple[np.ndarray, np.ndarray]:
+) -> Any:
     r"""Fit a colour-correction matrix mapping ``measured`` colours onto ``reference``.
 
     Solves, for every batch element, the weighted least-squares problem
@@ -532,7 +532,7 @@ def _check_robust(robust, tuning, return_weights) -> float | None:
     if (
         isinstance(tuning, bool | np.bool_)
         or not isinstance(tuning, numbers.Real)
-        or not (np.isfinite(tuning) and tuning > 0)
+        or not (np.isfinite(float(tuning)) and float(tuning) > 0)
     ):
         raise ValueError(
             f"robust_tuning must be a finite positive number (in units of the robust scale; "

@@ -113,7 +113,7 @@ def _pillow_header(path: Path, kind: str) -> _Header:
         _, _, depth, colour = _png_ihdr(path)
         channels = {0: 1, 2: 3, 3: 3, 4: 1, 6: 3}[colour]
         alpha = colour in (4, 6)
-        dtype = np.dtype(np.uint16 if depth == 16 else np.uint8)
+        dtype: np.dtype[Any] = np.dtype(np.uint16 if depth == 16 else np.uint8)
     else:
         if mode not in ("L", "RGB"):
             raise ValueError(f"{path} is a {mode} JPEG; open_images reads grey and RGB JPEGs")

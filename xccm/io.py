@@ -42,7 +42,7 @@ import zlib
 from collections.abc import Hashable, Mapping
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import dask
 import dask.array as da
@@ -53,8 +53,9 @@ try:
     # Imported with the module, not inside the functions: a task unpickled on a fresh Dask
     # worker then finds zarr whole, instead of racing another thread's import of it.
     import zarr
+    import zarr.codecs
 except ImportError:  # pragma: no cover - the io extra is not installed
-    zarr = None
+    zarr = None  # type: ignore[assignment]
 
 __all__ = [
     "COMPLETE",
@@ -277,7 +278,9 @@ def to_zarr(
     group = zarr.open_group(store, mode="r", use_consolidated=False)
     if not fresh:
         _clean_strays(store)
-    sources, targets, regions = [], [], []
+    sources: list[Any] = []
+    targets: list[Any] = []  # _ChunkWriter: written to as arrays are
+    regions: list[Any] = []
     for name, var in lazy.items():
         grid = _grid(var)
         if fresh:
@@ -292,8 +295,9 @@ def to_zarr(
             targets.append(writer)
             regions.append(tuple(slice(0, n) for n in var.shape))
             continue
+        var_chunks = cast(tuple[tuple[int, ...], ...], var.chunks)  # Dask-backed here
         for region, blocks in _missing_runs(
-            done.reshape(tuple(len(c) for c in var.chunks)), var.chunks
+            done.reshape(tuple(len(c) for c in var_chunks)), var_chunks
         ):
             sources.append(var.data.blocks[blocks] if blocks else var.data)  # 0-d: no blocks
             targets.append(writer)
@@ -651,7 +655,7 @@ def _crc(values: np.ndarray, dtype: np.dtype) -> int:
     if dtype.kind in "OUST":
         return zlib.crc32(json.dumps(np.asarray(values).ravel().tolist(), default=str).encode())
     native = np.ascontiguousarray(values, dtype=dtype.newbyteorder("="))
-    return zlib.crc32(memoryview(native.reshape(-1)).cast("B"))
+    return zlib.crc32(native.reshape(-1).data.cast("B"))
 
 
 def _write_record(progress, flat: int, record: int) -> None:
@@ -687,7 +691,7 @@ def _raw_local(arr) -> bool:
     plain numeric dtype: what :func:`to_zarr` creates for uncompressed variables and for its
     progress markers.
     """
-    codecs = getattr(arr.metadata, "codecs", ())  # zarr v2 metadata has none: not raw
+    codecs: Any = getattr(arr.metadata, "codecs", ())  # zarr v2 metadata has none: not raw
     if not (isinstance(arr.store, zarr.storage.LocalStore) and len(codecs) == 1):
         return False
     codec = codecs[0]
@@ -723,7 +727,7 @@ def _write_chunk_file(arr, chunk: tuple[int, ...], data: np.ndarray) -> None:
     try:
         for attempt in range(2):
             with open(tmp, "wb") as f:
-                f.write(memoryview(data.reshape(-1)).cast("B"))
+                f.write(data.reshape(-1).data.cast("B"))
             try:
                 os.replace(tmp, target)
                 break
@@ -1081,16 +1085,15 @@ def _failing(group, store, name, chunks, records, verify) -> list[tuple[int, ...
     """Return the recorded chunks of ``name`` that fail ``verify`` (missing, or another CRC)."""
     arr = group[name]
     state = records >> np.uint64(32)
-    written = np.argwhere(state == _WRITTEN)
     grid_ndim = len(chunks)
     encode = arr.metadata.chunk_key_encoding.encode_chunk_key
     stored = _stored_keys(arr)
-    written = [tuple(int(i) for i in c) for c in written]
+    written = [tuple(int(i) for i in c) for c in np.argwhere(state == _WRITTEN)]
     bad = [c for c in written if encode(c[:grid_ndim]) not in stored]
     if verify == "checksum":
         missing = set(bad)
-        for chunk in np.argwhere(state != 0):
-            chunk = tuple(int(i) for i in chunk)
+        for recorded in np.argwhere(state != 0):
+            chunk = tuple(int(i) for i in recorded)
             if chunk in missing:
                 continue
             values = arr.blocks[chunk[:grid_ndim]] if grid_ndim else arr[...]
@@ -1114,7 +1117,7 @@ def _mark_complete(store: str, expected: dict, verify, _stored: Any) -> None:
         if name not in group:
             problems.append(f"variable {name!r} is missing")
             continue
-        arr = group[name]
+        arr = cast("zarr.Array", group[name])
         if arr.shape != tuple(shape) or (chunks is not None and arr.chunks != tuple(chunks)):
             problems.append(f"variable {name!r} has shape {arr.shape} and chunks {arr.chunks}")
             continue
@@ -1128,7 +1131,7 @@ def _mark_complete(store: str, expected: dict, verify, _stored: Any) -> None:
         if verify:
             bad = _failing(group, store, name, arr.cdata_shape, records, verify)
             if bad:
-                progress = group[f"{PROGRESS}/{name}"]
+                progress = cast("zarr.Array", group[f"{PROGRESS}/{name}"])
                 for chunk in bad:  # not written, as far as a resume is concerned
                     flat = int(np.ravel_multi_index(chunk, grid))
                     progress[flat : flat + 1] = 0
@@ -1167,7 +1170,8 @@ def _missing_runs(done: np.ndarray, chunks: tuple[tuple[int, ...], ...]):
         return
     offsets = [np.concatenate([[0], np.cumsum(c)]) for c in chunks]
     for rest in np.ndindex(done.shape[1:]):
-        column = done[(slice(None), *rest)]
+        index = (slice(None), *rest)
+        column = done[index]
         missing = np.flatnonzero(~column)
         if missing.size == 0:
             continue
@@ -1197,7 +1201,7 @@ def _as_dataset(obj) -> xr.Dataset:
 def _regular_chunks(var: xr.Variable, name: Hashable) -> tuple[int, ...]:
     """Return the zarr chunk shape for ``var``: its Dask chunks, which must be regular."""
     sizes = []
-    for dim, c in zip(var.dims, var.chunks, strict=True):
+    for dim, c in zip(var.dims, cast(tuple[tuple[int, ...], ...], var.chunks), strict=True):
         if len(c) > 1 and (len(set(c[:-1])) > 1 or c[-1] > c[0]):
             raise ValueError(
                 f"variable {name!r} has irregular chunks {c} along dim {dim!r}; zarr needs "

@@ -23,7 +23,7 @@ from __future__ import annotations
 import numbers
 from collections.abc import Hashable
 from dataclasses import dataclass, replace
-from typing import Literal, TypeVar, get_args
+from typing import Any, Literal, TypeVar, cast, get_args
 
 import numpy as np
 import xarray as xr
@@ -90,10 +90,10 @@ class _Curve:
 
     name: str
     gamma: float = 2.2
-    coeffs: np.ndarray | None = None  # (degree + 1,) gray, (n_channels, degree + 1) colour
+    coeffs: Any = None  # ndarray of a fitted curve: (degree + 1,) gray, (n_channels, degree + 1)
     labels: tuple | None = None  # channel labels of a colour curve's rows
     log: bool = False
-    input_range: np.ndarray | None = None  # (2,) gray, (n_channels, 2) colour: fitted x range
+    input_range: Any = None  # ndarray of a fitted curve: (2,) gray, (n_channels, 2): x range
 
     @property
     def per_channel(self) -> bool:
@@ -502,8 +502,8 @@ def _curve_from_coeffs(coeffs: xr.DataArray, dim: Hashable) -> _Curve:
     labels = None if gray else index_values(coeffs, dim)
     shape = values.shape[:-1]
     if INPUT_MIN in coeffs.coords and INPUT_MAX in coeffs.coords:
-        ranges = [coeffs.coords[k].transpose(*expected[:-1]).values for k in (INPUT_MIN, INPUT_MAX)]
-        ranges = np.stack(np.broadcast_arrays(*ranges), axis=-1).astype(np.float64)
+        bounds = [coeffs.coords[k].transpose(*expected[:-1]).values for k in (INPUT_MIN, INPUT_MAX)]
+        ranges = np.stack(np.broadcast_arrays(*bounds), axis=-1).astype(np.float64)
         if ranges.shape != (*shape, 2) or not np.all(ranges[..., 0] <= ranges[..., 1]):
             raise ValueError(
                 f"coefficients' {INPUT_MIN!r} and {INPUT_MAX!r} coords must give, per curve, "
@@ -599,7 +599,7 @@ def _curve_from_attrs(values: xr.DataArray, name: str, dim: Hashable) -> _Curve:
 def _parse_curve(name: str, params, n_channels: int | None) -> _Curve | None:
     """Return the curve ``name`` with parameters ``params`` (as :meth:`_Curve.attrs`), or None."""
     kind, _, rest = name.partition(" ")
-    flat = None if params is None else np.asarray(params, dtype=np.float64).ravel()
+    flat: np.ndarray | None = None if params is None else np.asarray(params, np.float64).ravel()
     if kind == "srgb" and not rest:
         return _Curve("srgb")
     if kind == "gamma":
@@ -608,7 +608,7 @@ def _parse_curve(name: str, params, n_channels: int | None) -> _Curve | None:
         return None
     powers = int(rest.split()[-1]) + 1
     if kind.startswith("color"):
-        flat = flat.reshape(n_channels, powers)
+        flat = flat.reshape(cast(int, n_channels), powers)  # given for a colour curve
     elif flat.size != powers:
         return None
     return _Curve(kind, coeffs=flat, log="log" in kind)
@@ -634,7 +634,7 @@ def _match_channels(x: xr.DataArray, curve: _Curve, dim: Hashable) -> _Curve:
         curve = replace(
             curve,
             coeffs=curve.coeffs[order],
-            labels=tuple(channels),
+            labels=tuple(channels or ()),
             input_range=curve.input_range[order],
         )
     require_one_chunk(x, dim, "x")
@@ -863,7 +863,8 @@ def fit_linearization(
         coeffs, ranges = _polyfit(
             s[use] @ GRAY_WEIGHTS, r[use] @ luminance, degree, log, method, context
         )
-        dims, coords = (POWER,), {INPUT_MIN: ranges[0], INPUT_MAX: ranges[1]}
+        dims: tuple[Hashable, ...] = (POWER,)
+        coords: dict[Hashable, Any] = {INPUT_MIN: ranges[0], INPUT_MAX: ranges[1]}
     else:
         labels = index_values(measured, dim) or [0, 1, 2]
         rows = []

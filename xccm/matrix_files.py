@@ -18,7 +18,7 @@ import tempfile
 from collections.abc import Hashable, Sequence
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 import xarray as xr
@@ -417,7 +417,7 @@ def _json_values(values: np.ndarray):
         return _map_nested(values.tolist(), _json_float)
     if kind == "M":
         unit = np.datetime_data(values.dtype)[0]
-        text = np.datetime_as_string(values, unit=unit)
+        text = np.datetime_as_string(values, unit=cast(Any, unit))
         return _map_nested(text.tolist(), lambda s: None if s == "NaT" else s)
     if kind == "m":
         nat = np.isnat(values)
@@ -615,7 +615,7 @@ def _decode(data, dtype: str, shape: tuple[int, ...], where: str) -> np.ndarray:
         _require_all(
             flat, lambda v: v is None or isinstance(v, str), "ISO 8601 string", dtype, where
         )
-        unit = np.datetime_data(np_dtype)[0]
+        unit: Any = np.datetime_data(cast(Any, np_dtype))[0]
         try:
             values = [np.datetime64("NaT" if v is None else v, unit) for v in flat]
         except ValueError as e:
@@ -628,7 +628,7 @@ def _decode(data, dtype: str, shape: tuple[int, ...], where: str) -> np.ndarray:
             dtype,
             where,
         )
-        unit = np.datetime_data(np_dtype)[0]
+        unit = np.datetime_data(cast(Any, np_dtype))[0]
         values = [np.timedelta64("NaT") if v is None else np.timedelta64(v, unit) for v in flat]
     else:
         raise ValueError(f"{where}: unsupported dtype {dtype!r}")
@@ -869,21 +869,21 @@ def to_opencv(matrix: xr.DataArray | np.ndarray, *, dim: Hashable = "channel") -
             f"{tuple(matrix.dims)}"
             + (f": select one along {extra}, e.g. matrix.isel({extra[0]}=0)" if extra else "")
         )
-    matrix = matrix.transpose(in_dim, dim)
-    rows, cols = matrix.shape
+    oriented: xr.DataArray = matrix.transpose(in_dim, dim)
+    rows, cols = oriented.shape
     if cols != 3 or rows not in (3, 4):
         raise ValueError(
             f"OpenCV's ccm matrices are 3x3 (linear) or 4x3 (affine); this one is {rows}x{cols}"
         )
     rgb = ["R", "G", "B"]
-    if dim in matrix.indexes and sorted(map(str, matrix.indexes[dim])) == sorted(rgb):
-        matrix = matrix.sel({dim: rgb})
-    if in_dim in matrix.indexes:
-        labels = [str(v) for v in matrix.indexes[in_dim]]
+    if dim in oriented.indexes and sorted(map(str, oriented.indexes[dim])) == sorted(rgb):
+        oriented = oriented.sel({dim: rgb})
+    if in_dim in oriented.indexes:
+        labels = [str(v) for v in oriented.indexes[in_dim]]
         want = rgb + ([OFFSET] if rows == 4 else [])
         if sorted(labels) == sorted(want):
-            matrix = matrix.sel({in_dim: want})
-    return np.ascontiguousarray(np.asarray(matrix.values, dtype=np.float64))
+            oriented = oriented.sel({in_dim: want})
+    return np.ascontiguousarray(np.asarray(oriented.values, dtype=np.float64))
 
 
 def from_opencv(

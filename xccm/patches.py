@@ -9,8 +9,8 @@ lazily; :func:`grid_boxes` builds the boxes of a regular chart grid.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Hashable, Iterable, Mapping, Sequence
-from typing import Literal
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
+from typing import Any, Literal
 
 import numpy as np
 import xarray as xr
@@ -245,6 +245,8 @@ def extract_patches(
     frame = (image.sizes[ydim], image.sizes[xdim])
     out_dtype = image.dtype if image.dtype.kind == "f" else np.dtype(np.float64)
 
+    kernel: Callable[..., Any]
+    geometry: xr.DataArray | None
     if boxes is not None:
         geometry = _as_boxes(boxes, patch_dim)
         patch_dim = geometry.dims[-2]

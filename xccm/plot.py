@@ -15,7 +15,7 @@ This module needs matplotlib (the ``plot`` extra, which brings the ``colour`` ex
 from __future__ import annotations
 
 from collections.abc import Hashable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -69,6 +69,11 @@ def _de_label(method: Any) -> str:
 
 # ---------------------------------------------------------------------------------------------
 # selecting a frame, display encoding
+
+
+def _computed(x: Any) -> Any:
+    """Return a DataArray computed (in memory), anything else as it is."""
+    return x.compute() if isinstance(x, xr.DataArray) else x
 
 
 def _select(
@@ -215,13 +220,11 @@ def swatches(
     patch = samples[0]
     measured = _select(measured, time, time_dim, (patch, dim), "measured")
     if isinstance(matrix, xr.DataArray):
-        matrix = _select(matrix, time, time_dim, (in_dim, dim), "matrix")
-        matrix = matrix.drop_vars(
-            [c for c in matrix.coords if c not in matrix.dims and c in measured.coords]
+        selected: xr.DataArray = _select(matrix, time, time_dim, (in_dim, dim), "matrix")
+        matrix = selected.drop_vars(
+            [c for c in selected.coords if c not in selected.dims and c in measured.coords]
         )
-    measured, reference, matrix = (
-        x.compute() if isinstance(x, xr.DataArray) else x for x in (measured, reference, matrix)
-    )
+    measured, reference, matrix = (_computed(x) for x in (measured, reference, matrix))
     rep = _report(
         measured,
         reference,
@@ -673,7 +676,7 @@ def timeline(
         )
     if axes is None:
         heights = [2.0 if p != "coefficients" else 2.8 for p in panels]
-        fig, axs = plt.subplots(
+        fig, grid = plt.subplots(
             len(panels),
             1,
             sharex=True,
@@ -682,7 +685,7 @@ def timeline(
             layout="constrained",
             squeeze=False,
         )
-        axs = list(axs[:, 0])
+        axs = list(grid[:, 0])
     else:
         axs = list(axes)
         if len(axs) != len(panels):
@@ -765,7 +768,7 @@ def _coefficients(ax: Axes, t: np.ndarray, matrix: xr.DataArray, in_dim, dim) ->
     cols = [str(v) for v in matrix[dim].values] if dim in matrix.coords else None
     n_in, n_out = matrix.sizes[in_dim], matrix.sizes[dim]
     rgb = {"R": "tab:red", "G": "tab:green", "B": "tab:blue"}
-    palette = plt.get_cmap("tab10").colors
+    palette = cast(Any, plt.get_cmap("tab10")).colors  # a ListedColormap
     styles = ["-", "--", "-.", (0, (5, 1, 1, 1, 1, 1))]
     values = matrix.values
     for i in range(n_in):
@@ -894,10 +897,10 @@ def before_after(
     pair = encoding if isinstance(encoding, tuple) else (encoding, encoding)
     if axes is None:
         h, w = before.shape[:2]
-        fig, axs = plt.subplots(
+        fig, grid = plt.subplots(
             1, 2, figsize=(10, max(2.5, 5 * h / w + 0.7)), layout="constrained", squeeze=False
         )
-        axs = list(axs[0])
+        axs = list(grid[0])
     else:
         axs = list(axes)
         if len(axs) != 2:

@@ -61,7 +61,7 @@ def drift(
     min_delta_e: float = 1.0,
     distance: str = "ciede2000",
     rgb_space: str | None = None,
-    illuminant: str | tuple[float, float] | None = None,
+    illuminant: str | tuple[float, ...] | None = None,
 ) -> xr.Dataset:
     r"""Colour change implied by a series of matrices, and the frames that jump.
 
@@ -166,7 +166,7 @@ def drift(
     elif isinstance(reference, str):
         if reference != "median":
             raise ValueError(f"reference must be a frame, 'median' or a matrix; got {reference!r}")
-        ref_matrix = matrix.median(time_dim)
+        ref_matrix = matrix.median([time_dim])
     elif isinstance(reference, int | np.integer) and not isinstance(reference, bool):
         if not -n_t <= reference < n_t:
             raise ValueError(f"reference frame {reference} is outside the {n_t} frames")
@@ -185,7 +185,7 @@ def drift(
             dims=("patch", dim),
             coords={"patch": checker["patch"].values},
         )
-        ref_matrix = ref_matrix.drop_vars(dim, errors="ignore")
+        ref_matrix = ref_matrix.drop_vars([dim], errors="ignore")
         wide = {x: ref_matrix.sizes[x] for x in ref_matrix.dims if x not in (in_dim, dim)}
         colours = inverse(linear.expand_dims(wide), ref_matrix, dim=dim)
     elif not isinstance(colours, xr.DataArray) or dim not in colours.dims:
