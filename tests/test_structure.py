@@ -23,7 +23,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     # the bottom toolkit: pair by label, wrap plain arrays, argument checks
     ("_labels",),
     # ndarray kernels (numpy / numba / CuPy), never xarray
-    ("_kernels", "_numba_kernels", "_cupy_kernels", "_poly_kernels"),
+    ("_kernels", "_numba_kernels", "_cupy_kernels", "_poly_kernels", "_terms"),
     # apply / inverse / invert, the closed-form solve; the model registry
     ("core", "models"),
     # colour modules; patches and detection; files and io
@@ -46,8 +46,8 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ),
     # the fit dispatcher
     ("fitting",),
-    # what uses fit: the uncertainty of a fit refits
-    ("covariance",),
+    # what uses fit: the uncertainty of a fit and cross-validation refit
+    ("covariance", "validation"),
     # what people look at and type; nothing below imports them
     ("accessor", "plot", "cli"),
 )

@@ -272,10 +272,11 @@ def _apply_terms_block(x, out, m, parallel, numba_ok, *, terms) -> None:
         for i in range(x.shape[0]):
             _apply_terms_block(x[i], out[i], m, parallel, numba_ok, terms=terms)
         return
+    exponents, roots = terms
     if numba_ok:
-        _poly_numba().apply_rows(x2, m, *terms, out2, parallel)
+        _poly_numba().apply_rows(x2, m, exponents, roots, out2, parallel)
     else:
-        _terms.apply_rows(x2, m, *terms, out2)
+        _terms.apply_rows(x2, m, exponents, roots, out2)
 
 
 #: Newton's method of :func:`solve_terms` stops where ``max |t(s) @ m - d|`` is at most

@@ -33,8 +33,8 @@ from ._labels import (
     require_real,
     sample_array,
     set_index,
-    wrap,
     some,
+    wrap,
 )
 
 __all__ = [
@@ -930,16 +930,13 @@ def _match_term_rows(
     channels, rows = index_values(image, dim), index_values(matrix, in_dim)
     if channels is None or rows is None:
         return matrix.drop_vars(in_dim, errors="ignore")
-    n_in = spec.n_channels
-    labels = rows[:n_in]
-    if labels == channels:
+    labels = rows[: spec.n_channels]
+    channel_rows = channel_order(
+        labels, channels, name=f"matrix rows {in_dim!r} (its channels)", target="image", dim=dim
+    )
+    if channel_rows is None:
         return matrix.drop_vars(in_dim)
-    if set(labels) != set(channels) or len(set(labels)) != n_in:
-        raise ValueError(
-            f"matrix rows {in_dim!r} start with the channels {labels} but image channels "
-            f"{dim!r} are {channels}; they must be the same labels (in any order)"
-        )
-    order = models.row_order(spec, [labels.index(c) for c in channels])
+    order = models.row_order(spec, channel_rows)
     if order is None:
         raise ValueError(
             f"matrix of model {spec.name!r} ({spec.attrs}) expands channels {labels} but image "

@@ -39,12 +39,13 @@ from __future__ import annotations
 import numbers
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import xarray as xr
 
 from . import _kernels, _terms
+from ._labels import check_integer
 
 __all__ = [
     "CHEUNG2004_TERMS",
@@ -311,10 +312,11 @@ def _polynomial(degree: int | None = None, terms: int | None = None, **_) -> Mod
         return _linear(3)
     if terms == 4:
         return _affine(3)
+    strings: Sequence[str]
     if terms is not None:
         strings = CHEUNG2004_TERMS[terms]
     else:
-        strings = [t for d in range(1, degree + 1) for t in _POLY_TERMS[d]]
+        strings = [t for d in range(1, cast(int, degree) + 1) for t in _POLY_TERMS[d]]
     return _spec("polynomial", degree, terms, strings, [1] * len(strings))
 
 
@@ -403,10 +405,7 @@ def resolve_model(
         )
     if model not in MODELS:
         raise ValueError(f"unknown model {model!r}; expected one of {tuple(MODELS)}")
-    if isinstance(n_channels, bool) or not isinstance(n_channels, numbers.Integral):
-        raise TypeError(f"n_channels must be an integer; got {n_channels!r}")
-    if n_channels < 1:
-        raise ValueError(f"n_channels must be at least 1; got {n_channels}")
+    n_channels = check_integer(n_channels, "n_channels", minimum=1)
     if model in ("linear", "affine"):
         given = [f"{k}={v!r}" for k, v in (("degree", degree), ("terms", terms)) if v is not None]
         if given:

@@ -157,9 +157,9 @@ def cross_validate(
     for argname, value in (("measured", measured), ("reference", reference)):
         _check_free_dims(argname, value)
     for argname in ("weights", "mask"):
-        value = fit_kwargs.get(argname)
-        if isinstance(value, xr.DataArray):
-            _check_free_dims(argname, value)
+        given = fit_kwargs.get(argname)
+        if isinstance(given, xr.DataArray):
+            _check_free_dims(argname, given)
     samples = _samples(measured, reference, dim, sample_dims)
     shape = tuple(measured.sizes[d] for d in samples)
     n_samples = math.prod(shape)
@@ -169,6 +169,7 @@ def cross_validate(
     metric = _metric(metric, fit_kwargs.get("loss"))
 
     # Which fold each sample is held out in, over the sample dims (C order).
+    assignment: np.ndarray
     if folds == "leave_one_out":
         assignment = np.arange(n_samples)
     else:
