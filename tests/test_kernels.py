@@ -102,6 +102,35 @@ def test_apply_matrix_reads_integers_as_float32(rng, backend, dtype):
     np.testing.assert_allclose(out, reference_apply(x, m), rtol=1e-5, atol=1e-2)
 
 
+@needs_numba
+@pytest.mark.parametrize("parallel", [False, True])
+@pytest.mark.parametrize("layout", ["channel_last", "channel_first", "sliced"])
+@pytest.mark.parametrize("dtype", [np.float32, np.uint8])
+def test_apply_matrix_across_kernel_blocks(rng, parallel, layout, dtype):
+    """Pixels on both sides of every block boundary, and a ragged last block, are each
+    computed from their own pixel only (a NaN stays in its pixel)."""
+    n = 2 * _kernels._numba()._BLOCK + 7
+    planes = rng.integers(0, 256, (3, n)) if dtype == np.uint8 else rng.random((3, n))
+    if layout == "channel_first":
+        x = planes.astype(dtype).T
+    elif layout == "channel_last":
+        x = np.ascontiguousarray(planes.astype(dtype).T)
+    else:  # rows 4 apart, channels 1 apart: neither layout's fast path
+        wide = np.zeros((n, 4), dtype)
+        wide[:, :3] = planes.T
+        x = wide[:, :3]
+    nan_at = [0, _kernels._numba()._BLOCK - 1, _kernels._numba()._BLOCK, n - 1]
+    if dtype == np.float32:
+        x[nan_at, 1] = np.nan
+    m = rng.normal(size=(4, 3)).astype(np.float32)
+    out = _kernels.apply_matrix(x, m, dtype=np.float32, parallel=parallel, backend="numba")
+    want = reference_apply(x, m)
+    np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-4)
+    if dtype == np.float32:
+        assert np.isnan(out[nan_at]).all()
+        assert np.isfinite(np.delete(out, nan_at, axis=0)).all()
+
+
 def test_apply_matrix_never_promotes_float32(rng, backend):
     x = rng.random((3, 5, 3)).astype(np.float32)
     out = _kernels.apply_matrix(x, np.eye(3), dtype=np.float32, backend=backend)
