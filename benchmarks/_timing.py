@@ -2,6 +2,8 @@
 
 * :func:`best_time` -- best-of-N wall time: one untimed warm-up call (numba compiles there),
   then the minimum of ``timeit.repeat(f, number=1, repeat=N)``;
+* :func:`best_times` -- the same for several callables called in turn (round-robin), so that
+  a change in the machine's load falls on all of them alike and their ratios hold;
 * :class:`PeakRSS` -- peak resident-memory increase while a block runs, sampled from
   ``/proc/self/statm`` by a background thread (Linux; elsewhere it reports ``None``).
 """
@@ -52,6 +54,44 @@ def best_time(
     while len(times) < max_repeat and sum(times) < budget_s:
         times += timeit.repeat(f, number=1, repeat=1)
     return Timing(min(times), len(times), warmup)
+
+
+def best_times(
+    fs: list[Callable[[], object]],
+    repeat: int = 3,
+    *,
+    budget_s: float = 0.0,
+    max_repeat: int = 50,
+) -> list[Timing]:
+    """:func:`best_time` of each of ``fs``, timed round-robin: one call of each in turn.
+
+    On a shared machine the load drifts over seconds; timing one callable after the other
+    lets the drift land on one and not the other, while taking turns exposes them alike, so
+    the ratio of their best times is the one to trust. Each gets one untimed warm-up call,
+    then ``N`` timed calls (at least ``repeat``; more, up to ``max_repeat``, until all the
+    timed calls together have taken ``budget_s``). The garbage collector is off during each
+    timed call, as in :mod:`timeit`; results are discarded at once.
+    """
+    warmups = []
+    for f in fs:
+        start = time.perf_counter()
+        f()
+        warmups.append(time.perf_counter() - start)
+    gc.collect()
+    times: list[list[float]] = [[] for _ in fs]
+    while True:
+        for f, ts in zip(fs, times, strict=True):
+            gc.disable()
+            try:
+                start = time.perf_counter()
+                f()
+                ts.append(time.perf_counter() - start)
+            finally:
+                gc.enable()
+        n = len(times[0])
+        if n >= max_repeat or (n >= repeat and sum(map(sum, times)) >= budget_s):
+            break
+    return [Timing(min(ts), len(ts), w) for ts, w in zip(times, warmups, strict=True)]
 
 
 def rss_bytes() -> int | None:

@@ -39,8 +39,10 @@ warm-up call, in which numba compiles. N is at least ``--repeat`` (3 quick, 5 fu
 calls follow, up to 50, until they add up to 0.5 s (quick) or 1.5 s (full) per row: fast rows
 get many samples, and a burst of slow calls (page-fault stalls on a VM) rarely covers them all.
 A ratio is this row's time divided by its baseline's time, both measured in this run
-(> 1: slower than the baseline). Every result is checked against a reference once,
-untimed, before it is timed.
+(> 1: slower than the baseline). The rows a target compares (an apply and its baselines, a
+Dask apply and its floor) are timed together, round-robin: one call of each in turn, so that
+a change in the machine's load (other jobs on a shared 2-core VM) falls on all of them alike.
+Every result is checked against a reference once, untimed, before it is timed.
 """
 
 from __future__ import annotations
@@ -63,7 +65,7 @@ from pathlib import Path
 import dask
 import numpy as np
 import xarray as xr
-from _timing import best_time, peak_rss
+from _timing import Timing, best_time, best_times, peak_rss
 
 import xccm
 
@@ -130,6 +132,42 @@ class Bench:
     ) -> Row:
         """Time ``f`` (its best time multiplied by ``scale``) and record a row."""
         t = best_time(f, self.repeat, budget_s=self.budget_s)
+        kw = {"size": size, "layout": layout, "dtype": dtype, "baseline": baseline}
+        kw.update(scale=scale, rss=rss, tasks=tasks, notes=notes)
+        return self._record(operation, f, t, **kw)
+
+    def time_together(
+        self, items: list[tuple[str, object, dict]], *, baseline: Row | None = None, **kw
+    ) -> list[Row]:
+        """Time ``items`` (operation, callable, extra keywords) round-robin, one row each.
+
+        Their calls take turns (:func:`best_times`), so their ratios hold on a machine whose
+        load drifts. The first row is the baseline of the others (its own is ``baseline``).
+        """
+        timings = best_times(
+            [f for _, f, _ in items], self.repeat, budget_s=self.budget_s * len(items)
+        )
+        rows: list[Row] = []
+        for (operation, f, extra), t in zip(items, timings, strict=True):
+            base = rows[0] if rows else baseline
+            rows.append(self._record(operation, f, t, **{**kw, "baseline": base, **extra}))
+        return rows
+
+    def _record(
+        self,
+        operation: str,
+        f,
+        t: Timing,
+        *,
+        size: str,
+        layout: str,
+        dtype: str,
+        baseline: Row | None = None,
+        scale: float = 1.0,
+        rss: bool = False,
+        tasks: int | None = None,
+        notes: str = "",
+    ) -> Row:
         row = Row(
             self.section,
             operation,
@@ -227,32 +265,38 @@ def _parallel_baselines():
     return parallel_copy, elementwise
 
 
-def _bench_baselines(bench: Bench, arr: np.ndarray, kw: dict, label: str = "arr") -> Row | None:
-    """Time the parallel copy and elementwise baselines on ``arr``; return the elementwise row."""
+def _baseline_items(arr: np.ndarray, label: str = "arr") -> list[tuple[str, object, dict]]:
+    """The parallel elementwise (and, for float32, copy) baselines of ``arr``, checked.
+
+    Items for :meth:`Bench.time_together`, the elementwise kernel first; none without numba.
+    """
     kernels = _parallel_baselines()
     if kernels is None:
-        return None
+        return []
     parallel_copy, elementwise = kernels
-    assert np.array_equal(parallel_copy(arr), arr)
     want = np.float32(2) * arr.astype(np.float32)
     assert np.array_equal(elementwise(arr), want), "elementwise baseline"
     del want
-    base = bench.time(
-        f"parallel `out = 2 * {label}` (numba `prange`)",
-        functools.partial(elementwise, arr),
-        **kw,
-        notes="baseline: one read and one write per value, every core, into a new "
-        "`np.empty` output (page faults included)",
-    )
-    if arr.dtype == np.float32:
-        bench.time(
-            f"parallel copy of `{label}` (numba `prange`)",
-            functools.partial(parallel_copy, arr),
-            **kw,
-            baseline=base,
-            notes="into a new `np.empty_like` output",
+    items = [
+        (
+            f"parallel `out = 2 * {label}` (numba `prange`)",
+            functools.partial(elementwise, arr),
+            {
+                "notes": "baseline: one read and one write per value on every core, into a "
+                "new `np.empty` output (page faults included)"
+            },
         )
-    return base
+    ]
+    if arr.dtype == np.float32:
+        assert np.array_equal(parallel_copy(arr), arr)
+        items.append(
+            (
+                f"parallel copy of `{label}` (numba `prange`)",
+                functools.partial(parallel_copy, arr),
+                {"notes": "into a new `np.empty_like` output"},
+            )
+        )
+    return items
 
 
 # ---------------------------------------------------------------------------------------------
@@ -274,21 +318,18 @@ def bench_in_memory(bench: Bench, arr: np.ndarray, m: np.ndarray, m4: np.ndarray
     _check_frames(out.values, lambda i: arr[i] @ m4[:3] + m4[3], n_frames, "affine apply")
     del out
 
-    elementwise = _bench_baselines(bench, arr, kw)
-    copy = bench.time(
-        "`arr.copy()`",
-        arr.copy,
-        **kw,
-        baseline=elementwise,
-        notes="NumPy copies on one thread",
-    )
-    base = elementwise or copy  # without numba, the single-threaded copy
-    apply = bench.time("`xccm.apply(img, m)` 3×3", lambda: xccm.apply(img, m), **kw, baseline=base)
-    apply4 = bench.time(
-        "`xccm.apply(img, m4)` affine 4×3", lambda: xccm.apply(img, m4), **kw, baseline=base
-    )
+    # Taking turns: the targets' ratios must not ride on a change of the machine's load.
+    items = _baseline_items(arr)
+    items += [
+        ("`arr.copy()`", arr.copy, {"notes": "NumPy copies on one thread"}),
+        ("`xccm.apply(img, m)` 3×3", lambda: xccm.apply(img, m), {}),
+        ("`xccm.apply(img, m4)` affine 4×3", lambda: xccm.apply(img, m4), {}),
+    ]
+    rows = bench.time_together(items, **kw)
+    *_, copy, apply, apply4 = rows
+    base = rows[0]  # without numba, the single-threaded copy
     for row in (apply, apply4):
-        if elementwise is not None:
+        if base is not copy:
             row.check("ratio ≤ 1.2", row.ratio <= 1.2)
             row.compare("`arr.copy()`", copy)
     # Root-polynomial degree 2 (Finlayson 2015): 6 terms, 3 square roots per pixel, expanded
@@ -357,21 +398,21 @@ def bench_in_memory(bench: Bench, arr: np.ndarray, m: np.ndarray, m4: np.ndarray
     )
     del out
     kw["layout"] = "channel-first"
-    elementwise_cf = _bench_baselines(bench, cf, kw, label="arr_cf")
-    copy_cf = bench.time(
-        "`arr_cf.copy()`", cf.copy, **kw, baseline=elementwise_cf, notes="NumPy, one thread"
-    )
-    base_cf = elementwise_cf or copy_cf
-    apply_cf = bench.time(
-        "`xccm.apply(img_cf, m)` 3×3",
-        lambda: xccm.apply(img_cf, m),
-        **kw,
-        baseline=base_cf,
-        notes="dims (channel, time, y, x)",
-    )
-    if elementwise_cf is not None:
+    items = _baseline_items(cf, label="arr_cf")
+    items += [
+        ("`arr_cf.copy()`", cf.copy, {"notes": "NumPy, one thread"}),
+        (
+            "`xccm.apply(img_cf, m)` 3×3",
+            lambda: xccm.apply(img_cf, m),
+            {"notes": "dims (channel, time, y, x)"},
+        ),
+    ]
+    rows = bench.time_together(items, **kw)
+    *_, copy_cf, apply_cf = rows
+    base_cf = rows[0]
+    if base_cf is not copy_cf:
         apply_cf.check("ratio ≤ 1.2", apply_cf.ratio <= 1.2)
-    apply_cf.compare("`arr_cf.copy()`", copy_cf)
+        apply_cf.compare("`arr_cf.copy()`", copy_cf)
     flat = cf.reshape(3, -1)
     bench.time(
         "`(m.T @ arr_cf.reshape(3, -1)).reshape(arr_cf.shape)`",
@@ -380,7 +421,7 @@ def bench_in_memory(bench: Bench, arr: np.ndarray, m: np.ndarray, m4: np.ndarray
         baseline=base_cf,
         notes="one (3×3)·(3×N) BLAS sgemm",
     )
-    return {"copy": copy, "apply": apply, "base": base}
+    return {"copy": copy, "apply": apply}
 
 
 def _bench_colour(bench: Bench, arr, m, base: Row, kw: dict) -> None:
@@ -423,27 +464,20 @@ def bench_uint8(bench: Bench, shape, m: np.ndarray, rng) -> None:
 
     size = f"{_mb(u8.nbytes)} → {_mb(4 * u8.nbytes)} ({_shape(shape)})"
     kw = {"size": size, "layout": "channel-last", "dtype": "uint8 → float32"}
-    elementwise = _bench_baselines(bench, u8, kw, label="arr_u8")
-    astype = bench.time(
-        "`arr_u8.astype(np.float32)`",
-        lambda: u8.astype(np.float32),
-        **kw,
-        baseline=elementwise,
-        notes="NumPy, one thread",
-    )
-    base = elementwise or astype
-    rows = [
-        bench.time("`xccm.apply(img_u8, m)`", lambda: xccm.apply(img, m), **kw, baseline=base),
-        bench.time(
+    items = _baseline_items(u8, label="arr_u8")
+    items += [
+        ("`arr_u8.astype(np.float32)`", lambda: u8.astype(np.float32), {"notes": "NumPy"}),
+        ("`xccm.apply(img_u8, m)`", lambda: xccm.apply(img, m), {}),
+        (
             "`xccm.apply(img_u8, m, scale=1/255)`",
             lambda: xccm.apply(img, m, scale=1 / 255),
-            **kw,
-            baseline=base,
-            notes="scale folded into the matrix",
+            {"notes": "scale folded into the matrix"},
         ),
     ]
-    for row in rows:
-        if elementwise is not None:
+    rows = bench.time_together(items, **kw)
+    base, astype = rows[0], rows[-3]
+    for row in rows[-2:]:
+        if base is not astype:
             row.check("ratio ≤ 1.2", row.ratio <= 1.2)
             row.compare("`arr_u8.astype(np.float32)`", astype)
     bench.time("`arr_u8 @ m`", lambda: u8 @ m, **kw, baseline=base)
@@ -475,21 +509,23 @@ def bench_dask(bench: Bench, arr: np.ndarray, m: np.ndarray, mem: dict) -> None:
             "dtype": "float32",
             "rss": True,
         }
-        floor_row = bench.time(
-            "Dask floor: `lazy.data.map_blocks(np.copy).compute()`",
-            lambda floor=floor: floor.compute(),
-            **kw,
+        floor_row, row = bench.time_together(
+            [
+                (
+                    "Dask floor: `lazy.data.map_blocks(np.copy).compute()`",
+                    floor.compute,
+                    {"tasks": _n_tasks(floor)},
+                ),
+                (
+                    "`xccm.apply(lazy, m).compute()`",
+                    lambda lazy=lazy: xccm.apply(lazy, m).compute(),
+                    {"tasks": _n_tasks(result)},
+                ),
+            ],
             baseline=mem["copy"],
-            tasks=_n_tasks(floor),
+            **kw,
         )
         floor_row.baseline += " (§1)"
-        row = bench.time(
-            "`xccm.apply(lazy, m).compute()`",
-            lambda lazy=lazy: xccm.apply(lazy, m).compute(),
-            **kw,
-            baseline=floor_row,
-            tasks=_n_tasks(result),
-        )
         if side == 1024:
             row.check("ratio ≤ 1.1", row.ratio <= 1.1)
         row.compare("in-memory apply (§1)", mem["apply"])

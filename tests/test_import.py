@@ -1,0 +1,42 @@
+"""What ``import xccm`` loads, and the names it serves lazily."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import xccm
+
+ROOT = Path(__file__).parents[1]
+
+
+def test_import_loads_neither_dask_array_nor_numba():
+    # A fresh interpreter: this one has imported everything the other tests need.
+    code = "import sys, xccm; print(sorted({'dask.array', 'numba'} & set(sys.modules)))"
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == "[]"
+
+
+def test_lazy_public_names_are_the_submodules_functions():
+    from xccm import images, raw
+
+    assert xccm.open_images is images.open_images
+    assert xccm.to_images is images.to_images
+    assert xccm.open_raw is raw.open_raw
+    assert xccm.camera_matrix is raw.camera_matrix
+    assert xccm.images is images
+    assert {"open_images", "open_raw", "to_images", "camera_matrix"} <= set(dir(xccm))
+    for name in xccm.__all__:
+        assert getattr(xccm, name) is not None, name
+
+
+def test_unknown_attribute_raises_attribute_error():
+    try:
+        xccm.no_such_name  # noqa: B018
+    except AttributeError as err:
+        assert "no_such_name" in str(err)
+    else:
+        raise AssertionError("xccm.no_such_name did not raise")
