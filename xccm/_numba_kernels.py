@@ -14,6 +14,7 @@ numba's fallback ``workqueue`` threading layer must not be entered from two thre
 
 from __future__ import annotations
 
+import os
 import threading
 import types
 from typing import Any
@@ -23,9 +24,25 @@ import numpy as np
 
 __all__ = ["NJIT_OPTIONS", "apply_rows", "compile_kernels", "gram_rows", "launch"]
 
+
+def _cache_enabled() -> bool:
+    """Whether numba's on-disk cache holds xccm's compiled kernels (``XCCM_NUMBA_CACHE``).
+
+    On by default: a process loads the kernels instead of compiling them (about 1-2 s) when
+    any earlier process has compiled them on this machine. ``XCCM_NUMBA_CACHE=0`` turns it
+    off, each process compiling what it uses. Where the cache lives is numba's rule:
+    ``NUMBA_CACHE_DIR`` if set, else ``__pycache__`` beside this file if writable, else a
+    per-user folder (docs/guide/performance.md, "The first call").
+    """
+    return os.environ.get("XCCM_NUMBA_CACHE", "1").strip().lower() not in _OFF
+
+
+_OFF = frozenset({"0", "false", "no", "off"})
+
+#: Options of every kernel (other kernel modules import them as ``NJIT_OPTIONS``).
 _OPTS: dict[str, Any] = {
     "nogil": True,
-    "cache": True,
+    "cache": _cache_enabled(),
     "fastmath": {"contract"},
     "error_model": "numpy",
 }
