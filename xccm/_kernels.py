@@ -576,41 +576,51 @@ def solve_gram(
     m, bad, needed, overflow, count = _solve_stats(
         g, n_in, model=model, init=init, min_samples=min_samples
     )
-    if bad.any():
-        n_bad, n_all = int(np.count_nonzero(bad)), bad.size
-        n_over = int(np.count_nonzero(overflow))
-        too_large = (
-            "the sums of squares of measured, reference and weights overflow float64 "
-            "(values or weights beyond ~1e150); scale them to about [0, 1]"
-        )
-        if n_bad == n_all:
-            raise ValueError(
-                f"cannot fit a {model} matrix with init={init!r}: "
+    report_unsolved(bad, overflow, count, needed, model=model, init=init)
+    return m
+
+
+def report_unsolved(bad, overflow, count, needed: int, *, model: str, init: str) -> None:
+    """Warn of the batch elements a solve left NaN (``bad``); raise if that is all of them.
+
+    ``overflow``: elements whose statistics overflowed; ``count``: their valid samples;
+    ``needed``: the fewest valid samples a fit needs.
+    """
+    if not bad.any():
+        return
+    n_bad, n_all = int(np.count_nonzero(bad)), bad.size
+    n_over = int(np.count_nonzero(overflow))
+    too_large = (
+        "the sums of squares of measured, reference and weights overflow float64 "
+        "(values or weights beyond ~1e150); scale them to about [0, 1]"
+    )
+    if n_bad == n_all:
+        raise ValueError(
+            f"cannot fit a {model} matrix with init={init!r}: "
+            + (
+                too_large
+                if n_over == n_all
+                else "there is no valid sample (every sample has a non-finite value, zero "
+                "weight or is masked)"
+                if not count.any()
+                else f"it needs at least {needed} valid samples spanning the input channels "
+                f"(a non-singular system); found {int(count.max())} valid samples at most"
                 + (
-                    too_large
-                    if n_over == n_all
-                    else "there is no valid sample (every sample has a non-finite value, zero "
-                    "weight or is masked)"
-                    if not count.any()
-                    else f"it needs at least {needed} valid samples spanning the input channels "
-                    f"(a non-singular system); found {int(count.max())} valid samples at most"
-                    + (
-                        ": enough samples, so the input channels are linearly dependent (one "
-                        "a multiple or sum of others) or the samples do not span them (e.g. "
-                        "all grey)"
-                        if count.max() >= needed and init != "white_balance"
-                        else ""
-                    )
+                    ": enough samples, so the input channels are linearly dependent (one "
+                    "a multiple or sum of others) or the samples do not span them (e.g. "
+                    "all grey)"
+                    if count.max() >= needed and init != "white_balance"
+                    else ""
                 )
             )
-        warnings.warn(
-            f"{n_bad} of {n_all} batch elements have fewer than {needed} valid samples or a "
-            f"singular system; their {model} matrices are NaN"
-            + (f" ({n_over} because {too_large})" if n_over else ""),
-            InsufficientSamplesWarning,
-            stacklevel=outside_xccm(),
         )
-    return m
+    warnings.warn(
+        f"{n_bad} of {n_all} batch elements have fewer than {needed} valid samples or a "
+        f"singular system; their {model} matrices are NaN"
+        + (f" ({n_over} because {too_large})" if n_over else ""),
+        InsufficientSamplesWarning,
+        stacklevel=outside_xccm(),
+    )
 
 
 def _solve_stats(g: np.ndarray, n_in: int, *, model: str, init: str, min_samples: int):
@@ -813,6 +823,7 @@ def irls(
     min_samples: int = 0,
     max_rounds: int = ROBUST_MAX_ROUNDS,
     tol: float = ROBUST_TOL,
+    solver=None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     r"""Robust weights of a least-squares fit per batch element, by iterative reweighting.
 
@@ -843,6 +854,11 @@ def irls(
     method : {"huber", "tukey"}
     tuning : float, optional
         The tuning constant (default :data:`ROBUST_TUNING`).
+    solver : callable, optional
+        ``solver(g, min_samples, idx) -> (m, bad, ...)`` solves statistics of :func:`gram`
+        of the batch elements ``idx`` (e.g.
+        with a ridge or a constraint, :func:`xccm._solve.solve_model_stats`); by default
+        the plain least squares of ``model`` and ``init``.
 
     Returns
     -------
@@ -875,7 +891,9 @@ def irls(
     with np.errstate(invalid="ignore", divide="ignore"):
         size = np.sqrt((d**2).sum((-1, -2)) / (count * d.shape[-1]))
     floor = _SCALE_FLOOR * np.where(np.isfinite(size), size, 0.0)
-    solve = functools.partial(_solve_stats, n_in=n_in, model=model, init=init, min_samples=0)
+    if solver is None:
+        solver = functools.partial(_solve_stats_of, n_in=n_in, model=model, init=init)
+    solve = functools.partial(solver, min_samples=0)
 
     weights = np.where(valid, 1.0, np.nan)
     scale = np.full(n_batch, np.nan)
@@ -897,12 +915,16 @@ def irls(
         done = change <= tol
         converged[idx[done]] = True
         g = gram(s[idx], d[idx], base[idx] * np.nan_to_num(new), parallel=False)
-        m, bad, *_ = _solve_stats(g, n_in, model=model, init=init, min_samples=min_samples)
+        m, bad, *_ = solver(g, min_samples=min_samples, idx=idx)
         rounds[idx] += 1
         keep = ~(done | bad | (rounds[idx] >= max_rounds))
         active = idx[keep]
         r = residuals(active, m[keep])
     return weights, scale, rounds, converged
+
+
+def _solve_stats_of(g, min_samples, idx=None, *, n_in, model, init):
+    return _solve_stats(g, n_in, model=model, init=init, min_samples=min_samples)
 
 
 def _robust_start(s, d, base, valid, active, k, solve):
@@ -914,6 +936,7 @@ def _robust_start(s, d, base, valid, active, k, solve):
     n = s.shape[1]
     s, d, base, valid = s[active], d[active], base[active], valid[active]
     idx = np.arange(len(active))
+    solve = functools.partial(solve, idx=active)
     plain, _, *_ = solve(gram(s, d, base, parallel=False))
     best = plain
     best_med = np.full(len(active), np.inf)

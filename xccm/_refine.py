@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ._kernels import ROBUST_MAX_ROUNDS, ROBUST_TOL, robust_weights
+from ._solve import null_space
 
 __all__ = ["RefineResult", "refine", "refine_robust", "sample_errors"]
 
@@ -70,8 +71,11 @@ def refine(
     *,
     max_iter: int | np.ndarray = 200,
     tol: float = 1e-10,
+    ridge: float | None = None,
+    ridge_target: np.ndarray | None = None,
+    white: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> RefineResult:
-    """Minimise the weighted RMS colour difference over ``M``, starting from ``m0``.
+    r"""Minimise the weighted RMS colour difference over ``M``, starting from ``m0``.
 
     Parameters
     ----------
@@ -91,10 +95,20 @@ def refine(
     tol : float
         Converged when the relative loss decrease of an accepted step, the relative step
         length, or the scaled gradient falls below ``tol``.
+    ridge : float, optional
+        Adds the Tikhonov penalty :math:`\lambda \sum_{jo} h_{jo} (M_{jo} - M_{0,jo})^2`
+        (as residuals :math:`\sqrt{\lambda h_{jo}}\,(M_{jo} - M_{0,jo})`) with
+        :math:`M_0` = ``ridge_target (B, k, 3)`` and :math:`h` the diagonal of
+        :math:`J^T J` of the colour residuals at ``m0`` (the loss's curvature along each
+        coefficient; for the ``"linear_rgb"`` loss the closed form's
+        :math:`A_{jj}`). ``loss`` and ``start_loss`` are the colour difference alone.
+    white : (t_w (B, k), d_w (B, 3)), optional
+        Keep ``t_w @ M == d_w`` (a white mapped exactly): ``M = M_p + N Z`` over the null
+        space of ``t_w`` (:func:`xccm._solve.null_space`), ``Z`` the parameters.
     """
     s, d, m0 = (np.asarray(a, dtype=np.float64) for a in (s, d, m0))
     n_batch, _, n_in = s.shape
-    k, n_out = m0.shape[-2:]
+    k = m0.shape[-2]
     affine = k == n_in + 1
     valid = np.isfinite(s).all(-1) & np.isfinite(d).all(-1)
     w = np.ones(s.shape[:2]) if w is None else np.where(np.isfinite(w), w, 0.0)
@@ -109,14 +123,25 @@ def refine(
     target = metric.transform(np.where(valid[..., None], d, 0.0))
     sqrt_w = np.sqrt(w)
 
-    def residuals(idx: np.ndarray, p: np.ndarray) -> np.ndarray:
-        """``sqrt(w) * distance`` for elements ``idx`` at parameters ``p (len(idx), k*n_out)``."""
-        pred = s[idx] @ p.reshape(-1, k, n_out)
+    def colour_residuals(idx: np.ndarray, m: np.ndarray) -> np.ndarray:
+        """``sqrt(w) * distance`` for elements ``idx`` at matrices ``m (len(idx), k, n_out)``."""
+        pred = s[idx] @ m
         r = sqrt_w[idx, :, None] * metric.components(metric.transform(pred), target[idx])
         return np.where(valid[idx, :, None], r, 0.0).reshape(len(idx), -1)
 
-    p = m0.reshape(n_batch, k * n_out).copy()
-    ok = np.isfinite(p).all(-1) & (n_used > 0)
+    to_m, p, ok = _parametrise(m0, white)
+    ok &= n_used > 0
+    penalty = _penalty(colour_residuals, m0, ok, ridge, ridge_target)
+
+    def residuals(idx: np.ndarray, p: np.ndarray) -> np.ndarray:
+        """Return the residuals of elements ``idx`` at parameters ``p (len(idx), n_par)``."""
+        m = to_m(idx, p)
+        r = colour_residuals(idx, m)
+        if penalty is None:
+            return r
+        h, m_target = penalty
+        return np.concatenate([r, (h[idx] * (m - m_target[idx])).reshape(len(idx), -1)], -1)
+
     cost = np.full(n_batch, np.nan)
     iterations = np.zeros(n_batch, dtype=np.int64)
     converged = ~ok
@@ -140,7 +165,7 @@ def refine(
             j_new = _jacobian(residuals, need, p[need], r0)
             if jac is None or grad is None:  # the first round: both
                 jac = np.zeros((n_batch, *j_new.shape[1:]))
-                grad = np.zeros((n_batch, k * n_out))
+                grad = np.zeros((n_batch, p.shape[-1]))
             jac[need] = j_new
             grad[need] = np.einsum("bnp,bn->bp", j_new, r0)
             iterations[need] += 1
@@ -180,13 +205,81 @@ def refine(
         stop = done | (iterations[idx] >= limit[idx]) | ~np.isfinite(mu[idx])
         active = idx[~stop]
     n = np.maximum(n_used, 1)
+    everything = np.arange(n_batch)
+    matrix = np.where(ok[:, None, None], to_m(everything, p), m0)
+    if penalty is not None or white is not None:  # the colour difference alone
+        with np.errstate(invalid="ignore", over="ignore"):
+            cost = _sumsq(colour_residuals(everything, matrix))
+            start = _sumsq(colour_residuals(everything, m0))
     return RefineResult(
-        matrix=p.reshape(n_batch, k, n_out),
+        matrix=matrix,
         loss=np.where(ok, np.sqrt(cost / n), np.nan),
         start_loss=np.where(ok, np.sqrt(start / n), np.nan),
         iterations=iterations,
         converged=converged & ok,
     )
+
+
+def _parametrise(m0: np.ndarray, white):
+    """``(to_m, p0, ok)``: matrices from parameters, the start's parameters, usable starts.
+
+    Without a constraint the parameters are ``M``'s entries; with ``white = (t_w, d_w)``
+    they are ``Z`` of ``M = M_p + N Z`` (:func:`xccm._solve.null_space`).
+    """
+    n_batch, k, n_out = m0.shape
+    if white is None:
+
+        def to_m(idx, p):
+            return p.reshape(-1, k, n_out)
+
+        p0 = m0.reshape(n_batch, k * n_out).copy()
+        return to_m, p0, np.isfinite(p0).all(-1)
+    t_w = np.broadcast_to(np.asarray(white[0], dtype=np.float64), (n_batch, k))
+    d_w = np.broadcast_to(np.asarray(white[1], dtype=np.float64), (n_batch, n_out))
+    basis, pinv = null_space(t_w)
+    mp = pinv[:, :, None] * d_w[:, None, :]
+
+    def to_m(idx, p):
+        return mp[idx] + basis[idx] @ p.reshape(-1, k - 1, n_out)
+
+    with np.errstate(invalid="ignore"):
+        p0 = (np.swapaxes(basis, -1, -2) @ (m0 - mp)).reshape(n_batch, (k - 1) * n_out)
+    ok = np.isfinite(p0).all(-1) & np.isfinite(mp).all((-1, -2))
+    return to_m, p0, ok
+
+
+def _penalty(colour_residuals, m0, ok, ridge, ridge_target):
+    """``(sqrt(λ h) (B, k, n_out), M_0)`` of the ridge penalty, or None without one.
+
+    ``h``: the diagonal of ``J^T J`` of the colour residuals over the entries of ``M`` at
+    ``m0`` (one forward-difference Jacobian), floored at 1e-12 of its largest entry.
+    """
+    if not ridge:
+        return None
+    n_batch, k, n_out = m0.shape
+    h = np.zeros((n_batch, k * n_out))
+    idx = np.flatnonzero(ok & np.isfinite(m0).all((-1, -2)))
+    if idx.size:
+
+        def flat(i, p):
+            return colour_residuals(i, p.reshape(-1, k, n_out))
+
+        p0 = m0[idx].reshape(len(idx), -1)
+        jac = _jacobian(flat, idx, p0, flat(idx, p0))
+        h[idx] = np.einsum("bnp,bnp->bp", jac, jac)
+    h = np.maximum(h, 1e-12 * h.max(-1, keepdims=True))
+    target = np.zeros(m0.shape) if ridge_target is None else np.asarray(ridge_target, float)
+    return np.sqrt(ridge * h).reshape(m0.shape), target
+
+
+def _select(constraints: dict, idx: np.ndarray) -> dict:
+    """``constraints`` of :func:`refine` for batch elements ``idx``."""
+    out = dict(constraints)
+    if out.get("ridge_target") is not None:
+        out["ridge_target"] = out["ridge_target"][idx]
+    if out.get("white") is not None:
+        out["white"] = tuple(a[idx] for a in out["white"])
+    return out
 
 
 def _sumsq(r: np.ndarray) -> np.ndarray:
@@ -250,6 +343,7 @@ def refine_robust(
     min_samples: int = 0,
     max_rounds: int = ROBUST_MAX_ROUNDS,
     tol: float = ROBUST_TOL,
+    **constraints,
 ) -> RobustResult:
     r""":func:`refine` with robust weights: an outer reweighting loop around the solver.
 
@@ -263,6 +357,8 @@ def refine_robust(
     the loss it compares steps on); elements that converged leave the batch. ``max_iter``
     bounds the solver's iterations over all rounds together (each round goes on from the
     last round's matrix), so a robust fit costs at most what a plain one may.
+
+    ``constraints`` (``ridge``, ``ridge_target``, ``white``) go to :func:`refine`.
 
     The matrix returned is the minimiser for the weights returned (those of the last solve).
     Elements whose weights leave fewer than ``max(k, min_samples)`` samples with a positive
@@ -296,6 +392,7 @@ def refine_robust(
             m[idx],
             metric,
             max_iter=max_iter - iterations[idx],
+            **_select(constraints, idx),
         )
         if first:
             start_loss[idx] = res.start_loss

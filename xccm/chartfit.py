@@ -275,7 +275,18 @@ def refine_matrix(
         if problem.weights is not None
         else xr.ones_like(s.isel({IN_DIM: 0}, drop=True))
     )
-    lazy = any(a.chunks is not None for a in (s, d, w, start))
+    extra, extra_core = [], []
+    if problem.ridge and not closed_form:
+        target = problem.ridge_matrix
+        if target is None:
+            target = xr.zeros_like(start)
+        extra.append(target)
+        extra_core.append([in_dim, dim])
+    if problem.white is not None and not closed_form:
+        t_w, d_w = problem.white
+        extra += [t_w.rename({IN_DIM: in_dim}), d_w.rename({OUT_DIM: dim})]
+        extra_core += [[in_dim], [dim]]
+    lazy = any(a.chunks is not None for a in (s, d, w, start, *extra))
     if lazy:
         # Whole samples per block, and blocks of ~_SAMPLES_PER_TASK samples: patch
         # colours are tiny, and a task per frame would cost far more than its fit.
@@ -283,21 +294,29 @@ def refine_matrix(
         batch = [x for x in s.dims if x not in (*samples, IN_DIM)]
         sizes = batch_chunks(s, batch, int(per_element))
         chunks = {x: -1 for x in (*samples, IN_DIM, OUT_DIM, in_dim, dim)} | sizes
-        s, d, w, start = (
-            a.chunk({k: v for k, v in chunks.items() if k in a.dims}) for a in (s, d, w, start)
+        s, d, w, start, *extra = (
+            a.chunk({k: v for k, v in chunks.items() if k in a.dims})
+            for a in (s, d, w, start, *extra)
         )
     max_iter, robust = problem.max_iter, problem.robust
     iterations = 0 if closed_form else max_iter
     robust = None if closed_form else robust
-    extra = [list(samples), [], [], []] if robust is not None else []
+    extra_outputs = [list(samples), [], [], []] if robust is not None else []
     outputs = xr.apply_ufunc(
         _refine_block,
         s,
         d,
         w,
         start,
-        input_core_dims=[[*samples, IN_DIM], [*samples, OUT_DIM], list(samples), [in_dim, dim]],
-        output_core_dims=[[in_dim, dim], [], [], [], [], *extra],
+        *extra,
+        input_core_dims=[
+            [*samples, IN_DIM],
+            [*samples, OUT_DIM],
+            list(samples),
+            [in_dim, dim],
+            *extra_core,
+        ],
+        output_core_dims=[[in_dim, dim], [], [], [], [], *extra_outputs],
         kwargs={
             "metric": measure,
             "max_iter": iterations,
@@ -306,6 +325,8 @@ def refine_matrix(
             "robust": robust,
             "robust_tuning": problem.robust_tuning,
             "min_samples": problem.min_samples,
+            "ridge": problem.ridge if problem.ridge and not closed_form else None,
+            "white": problem.white is not None and not closed_form,
         },
         dask="parallelized",
         output_dtypes=[np.float64, np.float64, np.float64, np.int64, bool]
@@ -328,10 +349,35 @@ def refine_matrix(
 
 
 def _refine_block(
-    s, d, w, m0, *, metric, max_iter, n_samples, closed_form, robust, robust_tuning, min_samples
+    s,
+    d,
+    w,
+    m0,
+    *extra,
+    metric,
+    max_iter,
+    n_samples,
+    closed_form,
+    robust,
+    robust_tuning,
+    min_samples,
+    ridge=None,
+    white=False,
 ):
     batch = s.shape[: s.ndim - 1 - n_samples]
     n = int(np.prod(s.shape[len(batch) : -1], dtype=np.int64))
+    rows = m0.shape[-2:]
+    constraints: dict = {}
+    if ridge:
+        target, *extra = extra
+        constraints["ridge"] = ridge
+        constraints["ridge_target"] = np.broadcast_to(target, m0.shape).reshape(-1, *rows)
+    if white:
+        t_w, d_w = extra
+        constraints["white"] = (
+            np.broadcast_to(t_w, (*batch, rows[0])).reshape(-1, rows[0]),
+            np.broadcast_to(d_w, (*batch, rows[1])).reshape(-1, rows[1]),
+        )
     args = (
         s.reshape(-1, n, s.shape[-1]),
         d.reshape(-1, n, d.shape[-1]),
@@ -340,7 +386,7 @@ def _refine_block(
         metric,
     )
     if robust is None:
-        result = _refine.refine(*args, max_iter=max_iter)
+        result = _refine.refine(*args, max_iter=max_iter, **constraints)
     else:
         result = _refine.refine_robust(
             *args,
@@ -348,6 +394,7 @@ def _refine_block(
             tuning=robust_tuning,
             max_iter=max_iter,
             min_samples=min_samples,
+            **constraints,
         )
     converged = np.isfinite(result.loss) if closed_form else result.converged
     out = (

@@ -17,7 +17,7 @@ from typing import Any, Literal, cast, overload
 import numpy as np
 import xarray as xr
 
-from . import _kernels, models
+from . import _kernels, _solve, models
 from ._labels import (
     align_by_label,
     asarray,
@@ -41,6 +41,8 @@ __all__ = [
     "FitProblem",
     "Init",
     "Model",
+    "Ridge",
+    "RidgeTarget",
     "Robust",
     "apply",
     "fit_problem",
@@ -49,9 +51,11 @@ __all__ = [
     "solve",
 ]
 
-Model = Literal["linear", "affine"]
+Model = Literal["linear", "affine", "root_polynomial", "polynomial"]
+RidgeTarget = Literal["linear", "identity"]
 Init = Literal["least_squares", "white_balance"]
 Robust = Literal["huber", "tukey"]
+Ridge = float | Literal["auto"] | None
 
 #: Dim names used inside apply_ufunc so that input and output channel dims (which may differ
 #: in size) never clash with each other or with the user's dims: a fit's measured colours have
@@ -90,6 +94,14 @@ class FitProblem:
     ``columns`` label the matrix (None: unlabelled); ``attrs`` go onto it. ``metric`` (a
     :class:`xccm.colorimetry.Metric`) and ``max_iter`` are the loss settings of a ΔE
     refinement; ``metric`` is None for a plain least-squares (or white-balance) fit.
+
+    ``spec`` is the model (:func:`xccm.models.resolve_model`); for a term-expanded model
+    (``root_polynomial``, ``polynomial``) ``measured`` holds the *expanded* samples, its
+    ``IN_DIM`` the terms, so every solve sees a linear problem in them. ``ridge`` and
+    ``ridge_target`` are the Tikhonov penalty (:mod:`xccm._solve`); ``white`` the colours
+    ``(t_w (*batch, IN_DIM), d_w (*batch, OUT_DIM))`` the fit must map exactly (None: no
+    constraint); ``ridge_matrix`` the ridge target :math:`M_0` once :func:`solve` has
+    computed it (the ΔE refinement's penalty pulls toward it too).
     """
 
     measured: xr.DataArray
@@ -108,6 +120,39 @@ class FitProblem:
     attrs: dict[str, Any] = dataclasses.field(default_factory=dict)
     metric: Any = None
     max_iter: int = 200
+    spec: models.ModelSpec | None = None
+    ridge: float | None = None
+    ridge_target: RidgeTarget = "linear"
+    white: tuple[xr.DataArray, xr.DataArray] | None = None
+    ridge_matrix: xr.DataArray | None = None
+
+    @property
+    def model_spec(self) -> models.ModelSpec:
+        """The model; a plain ``linear`` / ``affine`` problem has none stored."""
+        if self.spec is not None:
+            return self.spec
+        n_in = self.measured.sizes[IN_DIM]
+        return models.resolve_model(self.model, n_channels=n_in)
+
+    @property
+    def unknowns(self) -> int:
+        """Rows of the matrix (unknowns per column): the terms, plus the affine offset."""
+        return self.measured.sizes[IN_DIM] + (self.model == "affine")
+
+    @property
+    def linear_rows(self) -> list[int]:
+        """Rows of the channel terms (``R, G, B``) in the matrix."""
+        spec = self.model_spec
+        return [
+            j
+            for j, (e, r) in enumerate(zip(spec.exponents, spec.roots, strict=True))
+            if r == 1 and sum(e) == 1
+        ]
+
+    @property
+    def plain(self) -> bool:
+        """A linear or affine fit without ridge or constraint: :func:`_kernels.solve_gram`."""
+        return self.model in ("linear", "affine") and not self.ridge and self.white is None
 
     @property
     def arrays(self) -> list[xr.DataArray]:
@@ -149,6 +194,11 @@ def fit_problem(
         sizes = grouped(arrays[0], batch, samples).chunksizes
         arrays = [a.chunk({x: sizes[x] for x in batch if x in a.dims}) for a in arrays]
     rows = index_values(measured, dim)
+    spec = settings.get("spec")
+    if spec is not None and not spec.is_linear:
+        arrays[0] = _expand(arrays[0], spec)
+        if rows is not None:
+            rows = spec.labels(rows)
     if rows is not None and settings.get("model") == "affine":
         rows = [*rows, OFFSET]
     return FitProblem(
@@ -162,6 +212,111 @@ def fit_problem(
         columns=index_values(reference, dim),
         **settings,
     )
+
+
+_TERMS = "__xccm_terms__"
+
+
+def _expand(measured: xr.DataArray, spec: models.ModelSpec) -> xr.DataArray:
+    """Expand ``measured``'s colours into the model's terms along ``IN_DIM`` (float64, lazy).
+
+    Patch colours are small: the expanded copy is of the samples, never of an image.
+    """
+    out = xr.apply_ufunc(
+        lambda x: spec.expand(np.asarray(x, dtype=np.float64)),
+        measured,
+        input_core_dims=[[IN_DIM]],
+        output_core_dims=[[_TERMS]],
+        dask="parallelized",
+        output_dtypes=[np.float64],
+        dask_gufunc_kwargs={"output_sizes": {_TERMS: spec.n_terms}},
+        keep_attrs=True,
+    )
+    return out.rename({_TERMS: IN_DIM}).drop_vars(IN_DIM, errors="ignore")
+
+
+def white_colours(
+    problem: FitProblem, white_patch: Any = None
+) -> tuple[xr.DataArray, xr.DataArray]:
+    """Return the colours ``(t_w, d_w)`` a ``white_point="preserve"`` fit maps exactly.
+
+    ``white_patch`` names the sample: a label of the (single) sample dim, or a mapping
+    ``{sample_dim: label}`` (a position where a dim has no coords). Without it, per batch
+    element: the valid sample (finite, positive weight) whose reference is near neutral
+    (its channels within 20 % of their mean) with the highest mean (the brightest grey),
+    ties averaged; an element with none gets a NaN matrix. ``t_w`` is the measured colour
+    expanded into the model's terms (with the affine ``1``), ``d_w`` the reference.
+    """
+    s, d, w = problem.measured, problem.reference, problem.weights
+    samples = problem.sample_dims
+    if white_patch is None:
+        valid = np.isfinite(s).all(IN_DIM) & np.isfinite(d).all(OUT_DIM)
+        if w is not None:
+            valid = valid & (w.fillna(0) > 0)
+        mean = d.mean(OUT_DIM)
+        spread = d.max(OUT_DIM) - d.min(OUT_DIM)
+        neutral = valid & (mean > 0) & (spread <= 0.2 * mean)
+        score = xr.where(neutral, mean, -np.inf)
+        best = score.max(samples)
+        chosen = (score == best) & (best > -np.inf)
+    else:
+        chosen = _named_sample(s, samples, white_patch)
+    count = chosen.sum(samples)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        t_w = xr.where(chosen, s, 0.0).sum(samples) / count
+        d_w = xr.where(chosen, d, 0.0).sum(samples) / count
+    t_w = xr.where(count > 0, t_w, np.nan)
+    if problem.model == "affine":
+        ones = xr.ones_like(t_w.isel({IN_DIM: 0}, drop=True)).expand_dims(IN_DIM, -1)
+        t_w = xr.concat([t_w, ones], IN_DIM)
+    batch = [x for x in problem.batch_dims if x in t_w.dims]
+    t_w = t_w.transpose(*batch, IN_DIM)
+    d_w = d_w.transpose(*[x for x in problem.batch_dims if x in d_w.dims], OUT_DIM)
+    return t_w, d_w
+
+
+def _named_sample(s: xr.DataArray, samples, white_patch) -> xr.DataArray:
+    """Return a boolean over ``samples``: True at the sample ``white_patch`` names."""
+    if isinstance(white_patch, dict):
+        where = dict(white_patch)
+    elif len(samples) == 1:
+        where = {samples[0]: white_patch}
+    else:
+        raise ValueError(
+            f"white_patch={white_patch!r} must name one label per sample dim when there are "
+            f"several {samples}: pass a dict, e.g. white_patch={dict.fromkeys(samples, '...')}"
+        )
+    unknown = [x for x in where if x not in samples]
+    missing = [x for x in samples if x not in where]
+    if unknown or missing:
+        raise ValueError(
+            f"white_patch={white_patch!r} must name a label of each sample dim {samples}; "
+            + (f"{tuple(unknown)} are not sample dims" if unknown else f"it lacks {missing}")
+        )
+    chosen = None
+    for x, label in where.items():
+        values = index_values(s, x)
+        if values is None:
+            values = list(range(s.sizes[x]))
+        hits = [i for i, v in enumerate(values) if _same_label(v, label)]
+        if len(hits) != 1:
+            raise ValueError(
+                f"white_patch: sample dim {x!r} has "
+                + ("no" if not hits else f"{len(hits)}")
+                + f" sample labelled {label!r}; its labels are {some(np.asarray(values))}"
+                + ("" if index_values(s, x) is not None else " (no coords: positions)")
+            )
+        one = xr.DataArray(np.arange(s.sizes[x]) == hits[0], dims=x)
+        chosen = one if chosen is None else chosen & one
+    assert chosen is not None
+    return chosen
+
+
+def _same_label(value, label) -> bool:
+    try:
+        return bool(value == label)
+    except (TypeError, ValueError):
+        return False
 
 
 def solve(problem: FitProblem) -> tuple[xr.DataArray, FitProblem, xr.DataArray | None]:
@@ -190,25 +345,103 @@ def solve(problem: FitProblem) -> tuple[xr.DataArray, FitProblem, xr.DataArray |
         stats = stats.chunk(dict.fromkeys(batch, -1))
     in_dim = matrix_in_dim(p.dim)
     n_in, n_out = p.measured.sizes[IN_DIM], p.reference.sizes[OUT_DIM]
-    k = n_in + 1 if p.model == "affine" else n_in
-    matrix = xr.apply_ufunc(
-        _kernels.solve_gram,
-        stats,
-        input_core_dims=[[_STAT_ROWS, _STAT_COLS]],
-        output_core_dims=[[in_dim, OUT_DIM]],
-        kwargs={"n_in": n_in, "model": p.model, "init": p.init, "min_samples": p.min_samples},
-        dask="parallelized",
-        output_dtypes=[np.float64],
-        dask_gufunc_kwargs={"output_sizes": {in_dim: k, OUT_DIM: n_out}},
-    ).rename({OUT_DIM: p.dim})
+    k = p.unknowns
+    sizes = {in_dim: k, OUT_DIM: n_out}
+    if p.plain:
+        matrix = xr.apply_ufunc(
+            _kernels.solve_gram,
+            stats,
+            input_core_dims=[[_STAT_ROWS, _STAT_COLS]],
+            output_core_dims=[[in_dim, OUT_DIM]],
+            kwargs={"n_in": n_in, "model": p.model, "init": p.init, "min_samples": p.min_samples},
+            dask="parallelized",
+            output_dtypes=[np.float64],
+            dask_gufunc_kwargs={"output_sizes": sizes},
+        )
+    else:
+        white = [] if p.white is None else [_one_chunk(a, batch) for a in p.white]
+        matrix = xr.apply_ufunc(
+            _solve_block,
+            stats,
+            *white,
+            input_core_dims=[[_STAT_ROWS, _STAT_COLS]] + [[IN_DIM], [OUT_DIM]] * bool(white),
+            output_core_dims=[[in_dim, OUT_DIM]],
+            kwargs={"min_samples": p.min_samples, **_solve_kwargs(p)},
+            dask="parallelized",
+            output_dtypes=[np.float64],
+            dask_gufunc_kwargs={"output_sizes": sizes},
+        )
+        if p.ridge and p.init != "white_balance":
+            target = xr.apply_ufunc(
+                _ridge_target_block,
+                stats,
+                input_core_dims=[[_STAT_ROWS, _STAT_COLS]],
+                output_core_dims=[[in_dim, OUT_DIM]],
+                kwargs=_solve_kwargs(p, target=True),
+                dask="parallelized",
+                output_dtypes=[np.float64],
+                dask_gufunc_kwargs={"output_sizes": sizes},
+            ).rename({OUT_DIM: p.dim})
+            weighted = dataclasses.replace(weighted, ridge_matrix=target)
+    matrix = matrix.rename({OUT_DIM: p.dim})
     matrix = set_index(matrix, in_dim, p.rows)
     matrix = set_index(matrix, p.dim, p.columns)
     matrix.name = MATRIX_NAME
-    matrix.attrs = {"model": p.model, "init": p.init, **p.attrs}
+    spec_attrs = p.spec.attrs if p.spec is not None else {}
+    matrix.attrs = {"model": p.model, **spec_attrs, "init": p.init, **p.attrs}
+    if p.ridge:
+        matrix.attrs.update(ridge=float(p.ridge), ridge_target=p.ridge_target)
+    if p.white is not None:
+        matrix.attrs["white_point"] = "preserve"
     if p.robust is not None:
         matrix.attrs.update(robust=p.robust, robust_tuning=p.robust_tuning)
         matrix = matrix.assign_coords(robust_coords)
     return matrix, weighted, robust_weight
+
+
+def _one_chunk(a: xr.DataArray, batch) -> xr.DataArray:
+    """Return ``a`` in one chunk along every dim (the solve sees every batch element at once)."""
+    return a if a.chunks is None else a.chunk(dict.fromkeys(a.dims, -1))
+
+
+def _solve_kwargs(p: FitProblem, target: bool = False) -> dict[str, Any]:
+    """Return the settings of :func:`_solve.solve_model_gram` (``target``: of the ridge target)."""
+    out = {
+        "n_in": p.measured.sizes[IN_DIM],
+        "k": p.unknowns,
+        "linear_rows": p.linear_rows,
+    }
+    if target:
+        return {**out, "target": p.ridge_target}
+    return {
+        **out,
+        "init": p.init,
+        "ridge": p.ridge,
+        "target": p.ridge_target,
+        "model": p.model,
+    }
+
+
+def _solve_block(g, t_w=None, d_w=None, **kwargs):
+    return _solve.solve_model_gram(g, white_t=t_w, white_d=d_w, **kwargs)
+
+
+def _ridge_target_block(g, *, n_in, k, linear_rows, target):
+    p = g.shape[-1]
+    a, b = g[..., :k, :k], g[..., :k, n_in + 1 : p]
+    return _solve.ridge_target(a, b, linear_rows, target)
+
+
+def _robust_solver(kwargs: dict[str, Any], t_w=None, d_w=None):
+    """Return the closed form the robust reweighting refits with: ridge and constraint included."""
+    kwargs = {k: v for k, v in kwargs.items() if k != "model"}
+    return functools.partial(_solve_stats_block, t_w=t_w, d_w=d_w, **kwargs)
+
+
+def _solve_stats_block(g, min_samples, idx=None, *, t_w, d_w, **kwargs):
+    if t_w is not None and idx is not None:
+        t_w, d_w = t_w[idx], d_w[idx]
+    return _solve.solve_model_stats(g, min_samples=min_samples, white_t=t_w, white_d=d_w, **kwargs)
 
 
 #: Per-batch diagnostics of a robust fit, as coords of the matrix.
@@ -234,16 +467,27 @@ def _robust_weights(problem: FitProblem) -> tuple[xr.DataArray, dict[str, xr.Dat
             a.chunk({k: v for k, v in chunks.items() if k in a.dims}) for a in (s, d, *others)
         )
     core = [[*samples, IN_DIM], [*samples, OUT_DIM]] + [list(samples)] * len(others)
+    white = []
+    if problem.white is not None:
+        white = [problem.white[0].rename({IN_DIM: _ROWS}), problem.white[1]]
+        if s.chunks is not None:
+            white = [
+                a.chunk({x: v for x, v in (chunks | sizes).items() if x in a.dims}) for a in white
+            ]
+        core += [[_ROWS], [OUT_DIM]]
     outputs = xr.apply_ufunc(
         _robust_block,
         s,
         d,
         *others,
+        *white,
         input_core_dims=core,
         output_core_dims=[list(samples), [], [], []],
         kwargs={
             "n_samples": len(samples),
-            "model": problem.model,
+            "n_weights": len(others),
+            "solver": None if problem.plain else _solve_kwargs(problem),
+            "model": "affine" if problem.model == "affine" else "linear",
             "init": problem.init,
             "min_samples": problem.min_samples,
             "method": problem.robust,
@@ -259,14 +503,24 @@ def _robust_weights(problem: FitProblem) -> tuple[xr.DataArray, dict[str, xr.Dat
     return weight, dict(zip(ROBUST_DIAGNOSTICS, diagnostics, strict=True))
 
 
-def _robust_block(s, d, w=None, *, n_samples, **kwargs):
+def _robust_block(s, d, *rest, n_samples, n_weights, solver, **kwargs):
     batch = s.shape[: s.ndim - 1 - n_samples]
     lead = s.shape[: s.ndim - 1]
     n = int(np.prod(lead[len(batch) :], dtype=np.int64))
+    w = rest[0] if n_weights else None
+    if solver is not None:  # its model's closed form, ridge and constraint
+        white = rest[n_weights:]
+        t_w, d_w = (
+            (np.broadcast_to(a, (*batch, a.shape[-1])).reshape(-1, a.shape[-1]) for a in white)
+            if white
+            else (None, None)
+        )
+        solver = _robust_solver(solver, t_w, d_w)
     weights, scale, rounds, converged = _kernels.irls(
         s.reshape(-1, n, s.shape[-1]),
         d.reshape(-1, n, d.shape[-1]),
         None if w is None else w.reshape(-1, n),
+        solver=solver,
         **kwargs,
     )
     return (

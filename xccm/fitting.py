@@ -10,6 +10,7 @@ labelled and fitted the same way.
 
 from __future__ import annotations
 
+import dataclasses
 import numbers
 from collections.abc import Hashable, Iterable
 from typing import Any, Literal, get_args, overload
@@ -17,7 +18,7 @@ from typing import Any, Literal, get_args, overload
 import numpy as np
 import xarray as xr
 
-from . import _kernels, chartfit, core
+from . import _kernels, chartfit, core, models
 from ._labels import (
     as_dataarray,
     asarray,
@@ -29,7 +30,7 @@ from ._labels import (
     index_values,
     wrap,
 )
-from .core import Init, Model, Robust
+from .core import Init, Model, Ridge, RidgeTarget, Robust
 
 __all__ = ["fit"]
 
@@ -43,6 +44,8 @@ def fit(
     *,
     dim: Hashable = ...,
     model: Model = ...,
+    degree: int | None = ...,
+    terms: int | None = ...,
     init: Init = ...,
     weights: xr.DataArray | np.ndarray | None = ...,
     sample_dims: Hashable | Iterable[Hashable] | None = ...,
@@ -58,6 +61,10 @@ def fit(
     max_iter: int = ...,
     robust: Robust | None = ...,
     robust_tuning: float | None = ...,
+    ridge: Ridge = ...,
+    ridge_target: RidgeTarget = ...,
+    white_point: Literal["preserve"] | None = ...,
+    white_patch: Any = ...,
     return_weights: Literal[False] = ...,
 ) -> xr.DataArray: ...
 
@@ -69,6 +76,8 @@ def fit(
     *,
     dim: Hashable = ...,
     model: Model = ...,
+    degree: int | None = ...,
+    terms: int | None = ...,
     init: Init = ...,
     weights: xr.DataArray | np.ndarray | None = ...,
     sample_dims: Hashable | Iterable[Hashable] | None = ...,
@@ -84,6 +93,10 @@ def fit(
     max_iter: int = ...,
     robust: Robust | None = ...,
     robust_tuning: float | None = ...,
+    ridge: Ridge = ...,
+    ridge_target: RidgeTarget = ...,
+    white_point: Literal["preserve"] | None = ...,
+    white_patch: Any = ...,
     return_weights: Literal[True],
 ) -> tuple[xr.DataArray, xr.DataArray]: ...
 
@@ -95,6 +108,8 @@ def fit(
     *,
     dim: Hashable = ...,
     model: Model = ...,
+    degree: int | None = ...,
+    terms: int | None = ...,
     init: Init = ...,
     weights: xr.DataArray | np.ndarray | None = ...,
     sample_dims: Hashable | Iterable[Hashable] | None = ...,
@@ -110,6 +125,10 @@ def fit(
     max_iter: int = ...,
     robust: Robust | None = ...,
     robust_tuning: float | None = ...,
+    ridge: Ridge = ...,
+    ridge_target: RidgeTarget = ...,
+    white_point: Literal["preserve"] | None = ...,
+    white_patch: Any = ...,
     return_weights: Literal[False] = ...,
 ) -> np.ndarray: ...
 
@@ -121,6 +140,8 @@ def fit(
     *,
     dim: Hashable = ...,
     model: Model = ...,
+    degree: int | None = ...,
+    terms: int | None = ...,
     init: Init = ...,
     weights: xr.DataArray | np.ndarray | None = ...,
     sample_dims: Hashable | Iterable[Hashable] | None = ...,
@@ -136,6 +157,10 @@ def fit(
     max_iter: int = ...,
     robust: Robust | None = ...,
     robust_tuning: float | None = ...,
+    ridge: Ridge = ...,
+    ridge_target: RidgeTarget = ...,
+    white_point: Literal["preserve"] | None = ...,
+    white_patch: Any = ...,
     return_weights: Literal[True],
 ) -> tuple[np.ndarray, np.ndarray]: ...
 
@@ -146,6 +171,8 @@ def fit(
     *,
     dim: Hashable = "channel",
     model: Model = "linear",
+    degree: int | None = None,
+    terms: int | None = None,
     init: Init = "least_squares",
     weights: xr.DataArray | np.ndarray | None = None,
     sample_dims: Hashable | Iterable[Hashable] | None = None,
@@ -161,6 +188,10 @@ def fit(
     max_iter: int = 200,
     robust: Robust | None = None,
     robust_tuning: float | None = None,
+    ridge: Ridge = "auto",
+    ridge_target: RidgeTarget = "linear",
+    white_point: Literal["preserve"] | None = None,
+    white_patch: Any = None,
     return_weights: bool = False,
 ) -> Any:
     r"""Fit a colour-correction matrix mapping ``measured`` colours onto ``reference``.
@@ -171,6 +202,27 @@ def fit(
     :math:`(S^{+T} W S^+) M = S^{+T} W D`, which are accumulated chunk by chunk so that
     Dask-backed samples of any size reduce in bounded memory. ``init="white_balance"`` gives
     instead :math:`\mathrm{diag}(\bar D / \bar S)` (weighted means) with a zero offset row.
+
+    Every model of :mod:`xccm.models` is fitted the same way: a ``root_polynomial`` or
+    ``polynomial`` model expands the measured colours into its terms :math:`t(S)` (``R, G,
+    B, sqrt(R*G), ...``) first, and :math:`t(S)` takes the place of :math:`S^+` above (the
+    patch colours are expanded, never an image). With ``ridge=λ`` the least squares becomes
+    the Tikhonov problem
+
+    .. math:: \min_M \sum_i w_i \lVert t_i M - D_i \rVert^2
+              + λ \sum_{j,o} A_{jj} (M_{jo} - M_{0,jo})^2,
+              \qquad A = t(S)^T W t(S),
+
+    solved in closed form as :math:`(A + λ\,\mathrm{diag}(A)) M = B + λ\,\mathrm{diag}(A)
+    M_0`. Each row is penalised relative to its own term's weighted sum of squares, so ``λ``
+    is scale-free: it does not change with the number of patches, their weights, the
+    exposure or a term's units. :math:`M_0` (``ridge_target``) is the least-squares 3x3 of
+    the same samples in the ``R, G, B`` rows and zero elsewhere (``"linear"``: a large ``λ``
+    tends to the 3x3 fit, and a linear model is unchanged by it), or the identity in those
+    rows (``"identity"``: a large ``λ`` tends to no correction). ``white_point="preserve"``
+    adds the constraint :math:`t(s_w) M = d_w` (the white patch mapped exactly), solved in
+    its null space (equality-constrained least squares). A ``loss`` refines under the same
+    penalty and constraint (see ``ridge``, ``white_point``).
 
     Parameters
     ----------
@@ -186,11 +238,24 @@ def fit(
         ``measured``'s.
     dim : hashable, default "channel"
         The channel dim of ``measured`` and ``reference``.
-    model : {"linear", "affine"}
+    model : {"linear", "affine", "root_polynomial", "polynomial"}
         ``"linear"`` fits an ``(n_in, n_out)`` matrix; ``"affine"`` an ``(n_in + 1, n_out)``
-        matrix whose last row is an offset.
+        matrix whose last row is an offset. ``"root_polynomial"`` (Finlayson 2015, with
+        ``degree``; exposure-invariant) and ``"polynomial"`` (with ``degree``, or Cheung
+        2004's ``terms``) fit an ``(n_terms, n_out)`` matrix on 3 input channels, its rows
+        labelled by their terms (:func:`xccm.models.resolve_model` checks the options;
+        degree 1 and ``terms=3`` are ``"linear"``, ``terms=4`` is ``"affine"``).
+    degree : int, optional
+        1 to 4, for ``"root_polynomial"`` (required) and ``"polynomial"``.
+    terms : int, optional
+        A Cheung et al. (2004) term set for ``"polynomial"`` (3, 4, 5, 7, 8, 10, 11, 14,
+        16, 17, 19, 20, 22 or 35, as colour-science numbers them).
     init : {"least_squares", "white_balance"}
-        The closed-form solution to return (later refinements start from it).
+        The closed-form solution to return (later refinements start from it). White
+        balance is the diagonal gain in the linear ``R, G, B`` rows, zero in every other
+        row (an offset, a cross term): for any model the same map as the 3x3 white
+        balance. With ``white_point="preserve"`` the gains are the white patch's,
+        :math:`d_w / s_w`.
     weights : DataArray or ndarray, optional
         Non-negative weight per sample (applied as :math:`\sqrt{w}` row scaling), over the
         sample dims and optionally batch dims. A DataArray is paired with the samples by
@@ -256,6 +321,32 @@ def fit(
         ``attrs`` the method and ``robust_tuning``.
     robust_tuning : float, optional
         The tuning constant :math:`c`, in units of :math:`\hat\sigma` (smaller rejects more).
+    ridge : float, None or "auto", default "auto"
+        The Tikhonov weight :math:`λ \ge 0` above. ``"auto"``: :data:`DEFAULT_RIDGE` for a
+        ``root_polynomial`` or ``polynomial`` model (chosen by held-out error on 24-patch
+        charts, docs/guide/models.md) and None (no penalty) for ``linear`` and ``affine``.
+        With a ``loss``, the penalty is added to the loss's sum of squares as the residuals
+        :math:`\sqrt{λ h_{jo}}(M_{jo} - M_{0,jo})`, with :math:`h` the loss's own curvature
+        along each coefficient at the start (the diagonal of :math:`J^T J`, which for the
+        least squares is :math:`A_{jj}`): the same scale-free weighting. The ``loss`` coord
+        reports the colour difference alone. ``attrs`` record ``ridge`` and ``ridge_target``.
+    ridge_target : {"linear", "identity"}, default "linear"
+        :math:`M_0` of the penalty: the least-squares 3x3 (with the same weights) or the
+        identity, in the ``R, G, B`` rows, zero in the others.
+    white_point : {None, "preserve"}
+        ``"preserve"``: the fit maps the white patch's measured colour exactly onto its
+        reference (as Imatest and dcamprof offer), for the least squares (equality-
+        constrained, via the null space of the constraint) and for a ``loss`` (the
+        Levenberg–Marquardt moves in that null space, so the constraint holds at every
+        step). Costs some mean ΔE elsewhere (docs/guide/models.md gives the measured cost).
+    white_patch : label or dict, optional
+        The patch ``white_point`` keeps: a label of the sample dim (a position if it has no
+        coords), or ``{sample_dim: label}`` for several sample dims. Default: per batch
+        element, the valid sample whose reference is the most luminous of the near-neutral
+        ones (reference channels within 20 % of their mean, in the fit's output space,
+        i.e. linear RGB for a colour fit); a batch element with none gets a NaN matrix. A
+        named patch constrains the fit even where it is masked or saturated (it is then
+        left out of the sums only); a non-finite one gives a NaN matrix.
     return_weights : bool, default False
         Return ``(matrix, weights)``: the final robust weight of every sample, dims
         ``(*batch_dims, *sample_dims)``, named ``"robust_weight"``, in [0, 1], NaN for a sample
@@ -268,8 +359,9 @@ def fit(
     Returns
     -------
     DataArray or ndarray
-        The matrix, dims ``(*batch_dims, f"{dim}_in", dim)``, ``attrs["model"]`` and
-        ``attrs["init"]`` set. Its column coords are ``reference``'s ``dim`` coords and its
+        The matrix, dims ``(*batch_dims, f"{dim}_in", dim)``, ``attrs["model"]`` (and
+        ``degree`` or ``terms``) and ``attrs["init"]`` set, so :func:`xccm.apply` needs
+        nothing else. Its column coords are ``reference``'s ``dim`` coords and its
         row coords ``measured``'s (plus ``"offset"`` for an affine model). Dask-backed input
         gives a Dask-backed matrix; nothing is computed. Small chunks of ``measured`` along
         the batch dims (one frame of patch colours a chunk) are grouped into blocks of about
@@ -377,6 +469,12 @@ def fit(
             robust=robust,
             robust_tuning=robust_tuning,
             return_weights=return_weights,
+            degree=degree,
+            terms=terms,
+            ridge=ridge,
+            ridge_target=ridge_target,
+            white_point=white_point,
+            white_patch=white_patch,
         )
     problem = _problem(
         measured,
@@ -399,10 +497,17 @@ def fit(
         robust=robust,
         robust_tuning=robust_tuning,
         return_weights=return_weights,
+        degree=degree,
+        terms=terms,
+        ridge=ridge,
+        ridge_target=ridge_target,
+        white_point=white_point,
+        white_patch=white_patch,
     )
     matrix, weighted, weight = core.solve(problem)
     if problem.metric is not None:  # a loss: refine the closed form on it
         closed_form = problem.metric.method == "linear_rgb" and problem.init != "white_balance"
+        problem = dataclasses.replace(problem, ridge_matrix=weighted.ridge_matrix)
         matrix, refined = chartfit.refine_matrix(
             matrix, weighted if closed_form else problem, closed_form=closed_form
         )
@@ -436,13 +541,32 @@ def _problem(
     robust: Any,
     robust_tuning: Any,
     return_weights: Any,
+    degree: Any = None,
+    terms: Any = None,
+    ridge: Any = "auto",
+    ridge_target: Any = "linear",
+    white_point: Any = None,
+    white_patch: Any = None,
 ) -> core.FitProblem:
     """Check :func:`fit`'s arguments, prepare the colours and pair the inputs."""
-    check_choice("model", model, Model)
+    if not isinstance(model, models.ModelSpec):
+        check_choice("model", model, Model)
     robust_tuning = _check_robust(robust, robust_tuning, return_weights)
     check_choice("init", init, Init)
     min_samples = 0 if min_samples is None else check_integer(min_samples, "min_samples")
     check_data(measured, "measured", dim)
+    spec = models.resolve_model(model, degree=degree, terms=terms, n_channels=measured.sizes[dim])
+    ridge = _check_ridge(ridge, ridge_target, spec, init)
+    if white_point not in (None, "preserve"):
+        raise ValueError(
+            f"white_point must be None (no constraint) or 'preserve' (map the white patch "
+            f"exactly onto its reference); got {white_point!r}"
+        )
+    if white_patch is not None and white_point is None:
+        raise ValueError(
+            f"white_patch={white_patch!r} names the patch white_point='preserve' keeps; pass "
+            "white_point='preserve' too"
+        )
     reference = as_dataarray(reference, "reference", dim)
     other = [d for d in reference.dims if d not in measured.dims]
     if dim not in reference.dims and len(other) == 1:
@@ -452,6 +576,12 @@ def _problem(
             f"reference's coords): rename it, e.g. reference.rename({{{other[0]!r}: {dim!r}}})"
         )
     check_data(reference, "reference", dim)
+    if ridge_target == "identity" and ridge and reference.sizes[dim] != spec.n_channels:
+        raise ValueError(
+            f"ridge_target='identity' needs as many output as input channels along {dim!r}; "
+            f"got {spec.n_channels} in and {reference.sizes[dim]} out (use ridge_target="
+            "'linear', the least-squares 3x3)"
+        )
     _check_alpha(measured, reference, dim)
     max_iter = check_integer(max_iter, "max_iter")
     colour_attrs: dict[str, Any] = {}
@@ -496,13 +626,13 @@ def _problem(
             mask=mask,
             saturation=None if saturation == "auto" else saturation,
         )
-    return core.fit_problem(
+    problem = core.fit_problem(
         measured,
         reference,
         weights,
         dim=dim,
         sample_dims=samples,
-        model=model,
+        model=spec.name,
         init=init,
         min_samples=min_samples,
         robust=robust,
@@ -510,7 +640,47 @@ def _problem(
         attrs={**colour_attrs, **provenance},
         metric=measure if loss is not None else None,
         max_iter=max_iter,
+        spec=None if spec.is_linear else spec,
+        ridge=ridge,
+        ridge_target=ridge_target,
     )
+    if white_point == "preserve":
+        problem = dataclasses.replace(problem, white=core.white_colours(problem, white_patch))
+    return problem
+
+
+#: The default ``ridge`` of a ``root_polynomial`` or ``polynomial`` fit (``ridge="auto"``),
+#: chosen by held-out error (benchmarks/bench_models.py, docs/guide/models.md).
+DEFAULT_RIDGE = 1e-3
+
+
+def _check_ridge(ridge, target, spec: models.ModelSpec, init) -> float | None:
+    """Validate ``ridge=`` and ``ridge_target=``; return λ (None: no penalty)."""
+    if target not in ("linear", "identity"):
+        raise ValueError(
+            f"ridge_target must be 'linear' (the least-squares 3x3) or 'identity'; got {target!r}"
+        )
+    if isinstance(ridge, str) and ridge == "auto":
+        if spec.is_linear or init == "white_balance":
+            return None
+        return DEFAULT_RIDGE
+    if ridge is None:
+        return None
+    if (
+        isinstance(ridge, bool | np.bool_)
+        or not isinstance(ridge, numbers.Real)
+        or not (np.isfinite(float(ridge)) and float(ridge) >= 0)
+    ):
+        raise ValueError(
+            f"ridge must be a finite number >= 0 (the Tikhonov weight, relative to each "
+            f"term's sum of squares), None (no penalty) or 'auto'; got {ridge!r}"
+        )
+    if init == "white_balance" and float(ridge) > 0:
+        raise ValueError(
+            f"ridge={ridge!r} regularises the least squares; init='white_balance' has "
+            "nothing to regularise: pass ridge=None"
+        )
+    return float(ridge) or None
 
 
 def _check_robust(robust, tuning, return_weights) -> float | None:
@@ -596,6 +766,7 @@ def _fit_arrays(
     robust=None,
     robust_tuning=None,
     return_weights=False,
+    **model_kwargs,
 ):
     """Fit on plain arrays: ``(*batch, n_samples, n_channels)``, batch aligned from the right."""
     measured, reference = np.asarray(measured), np.asarray(reference)
@@ -627,6 +798,7 @@ def _fit_arrays(
         robust=robust,
         robust_tuning=robust_tuning,
         return_weights=return_weights,
+        **model_kwargs,
     )
     if return_weights:
         return result[0].data, result[1].data

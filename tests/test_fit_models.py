@@ -1,0 +1,378 @@
+"""fit of every model of the registry: closed forms, ridge, the white-point constraint."""
+
+from __future__ import annotations
+
+import dask.array as dsa
+import numpy as np
+import pytest
+import xarray as xr
+
+import xccm
+from conftest import raise_if_dask_computes
+from xccm import _refine, colorimetry, models
+
+colour = pytest.importorskip("colour")
+
+#: (model kwargs, colour-science method and kwargs) of the closed-form comparisons: design
+#: matrices with condition numbers up to ~600 on the 60 samples of ``_camera``, so the normal
+#: equations (which square it) keep 1e-10.
+CASES = [
+    ({"model": "root_polynomial", "degree": 2}, ("Finlayson 2015", {"degree": 2})),
+    ({"model": "polynomial", "degree": 2}, ("Finlayson 2015", {"degree": 2})),
+    ({"model": "polynomial", "degree": 3}, ("Finlayson 2015", {"degree": 3})),
+    ({"model": "polynomial", "terms": 10}, ("Cheung 2004", {"terms": 10})),
+    ({"model": "polynomial", "terms": 20}, ("Cheung 2004", {"terms": 20})),
+]
+MIX = np.array([[0.9, 0.1, 0.0], [0.05, 0.8, 0.1], [0.0, 0.1, 1.1]])
+ROOT2 = {"model": "root_polynomial", "degree": 2}
+WHITE = "white 9.5 (.05 D)"
+
+
+def _camera(n: int, seed: int = 0, frames: tuple[int, ...] = ()):
+    """``n`` well-spread colours and a mildly non-linear camera response to them."""
+    rng = np.random.default_rng(seed)
+    s = rng.uniform(0.05, 1.0, (*frames, n, 3))
+    d = (s @ MIX) ** 1.1 + 0.03 * np.sqrt(s[..., [0]] * s[..., [1]])
+    return s, d
+
+
+def _labelled(s, d, frames: bool = False):
+    dims = ("time", "patch", "channel") if frames else ("patch", "channel")
+    coords = {"patch": [f"p{i}" for i in range(s.shape[-2])], "channel": ["R", "G", "B"]}
+    return xr.DataArray(s, dims=dims, coords=coords), xr.DataArray(
+        d[0] if frames and d.ndim == 3 and d.shape != s.shape else d,
+        dims=dims[-2:] if d.ndim == 2 else dims,
+        coords=coords,
+    )
+
+
+def _chart_problem(n_frames: int = 0):
+    """ColorChecker-like: the built-in chart (Lab), a camera with crosstalk and a gamma."""
+    ref = xccm.chart()
+    rng = np.random.default_rng(3)
+    lin = (ref.values.clip(0, None) @ MIX.T) * 0.8 + 0.01
+    shape = (n_frames, *lin.shape) if n_frames else lin.shape
+    values = lin**1.08 + rng.normal(0, 0.002, shape)
+    dims = ("time", "patch", "channel") if n_frames else ("patch", "channel")
+    meas = xr.DataArray(values, dims=dims, coords={"patch": ref.patch, "channel": ["R", "G", "B"]})
+    return meas, ref
+
+
+# ---------------------------------------------------------------------------------------------
+# least squares
+
+
+@pytest.mark.parametrize(("kw", "method"), CASES, ids=[str(c[0]) for c in CASES])
+def test_least_squares_equals_colour_science(kw, method):
+    s, d = _camera(60)
+    name, ckw = method
+    if name == "Finlayson 2015":
+        ckw = {**ckw, "root_polynomial_expansion": kw["model"] == "root_polynomial"}
+    want = colour.matrix_colour_correction(s, d, method=name, **ckw).T
+    got = xccm.fit(s, d, ridge=None, **kw)
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize(("model", "degree"), [("root_polynomial", 3), ("polynomial", 4)])
+def test_ill_conditioned_models_equal_colour_science_to_the_normal_equations_bound(model, degree):
+    """Root-polynomial degree 3 and polynomial degree 4: design condition numbers ~1e3 even
+    on 400 samples spanning [0, 1]; the normal equations square it, so the agreement is
+    bounded by ``eps * cond(T)**2`` (here < 1e-7), not 1e-10."""
+    rng = np.random.default_rng(1)
+    s = rng.uniform(0.0, 1.0, (400, 3))
+    d = (s @ MIX) ** 1.1 + 0.03 * np.sqrt(s[..., [0]] * s[..., [1]])
+    want = colour.matrix_colour_correction(
+        s, d, method="Finlayson 2015", degree=degree,
+        root_polynomial_expansion=model == "root_polynomial",
+    ).T  # fmt: skip
+    got = xccm.fit(s, d, model=model, degree=degree, ridge=None)
+    bound = 1e-15 * np.linalg.cond(models.expand(s, model, degree=degree)) ** 2
+    assert bound < 1e-7
+    np.testing.assert_allclose(got, want, rtol=0, atol=bound * max(1, np.abs(want).max()))
+
+
+def test_weighted_least_squares_equals_lstsq_on_expanded_samples():
+    s, d = _camera(40, seed=2)
+    w = np.random.default_rng(4).uniform(0.0, 3.0, 40)
+    w[[3, 7]] = 0.0
+    for kw in ({"degree": 2}, {"terms": 11}):
+        model = "root_polynomial" if "degree" in kw else "polynomial"
+        t = models.expand(s, model, **kw)
+        root = np.sqrt(w)[:, None]
+        want = np.linalg.lstsq(t * root, d * root, rcond=None)[0]
+        got = xccm.fit(s, d, model=model, weights=w, ridge=None, **kw)
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-10)
+
+
+def test_labelled_matrix_applies_with_nothing_else():
+    s, d = _camera(30)
+    meas, ref = _labelled(s, d)
+    m = xccm.fit(meas, ref, model="root_polynomial", degree=2, ridge=None)
+    assert m.dims == ("channel_in", "channel")
+    assert m["channel_in"].values.tolist() == [
+        "R", "G", "B", "sqrt(R*G)", "sqrt(G*B)", "sqrt(R*B)",
+    ]  # fmt: skip
+    assert m.attrs["model"] == "root_polynomial" and m.attrs["degree"] == 2
+    cheung = xccm.fit(meas, ref, model="polynomial", terms=10)
+    assert cheung.attrs["terms"] == 10 and cheung.sizes["channel_in"] == 10
+    corrected = xccm.apply(meas, m)
+    want = models.expand(s, "root_polynomial", degree=2) @ m.values
+    np.testing.assert_allclose(corrected.values, want, rtol=0, atol=1e-12)
+
+
+def test_root_polynomial_fit_is_exposure_invariant():
+    s, d = _camera(30, seed=5)
+    for degree, ridge in ((2, None), (2, 0.1), (3, "auto")):
+        m = xccm.fit(s, d, model="root_polynomial", degree=degree, ridge=ridge)
+        scaled = xccm.fit(7.5 * s, 7.5 * d, model="root_polynomial", degree=degree, ridge=ridge)
+        np.testing.assert_allclose(scaled, m, rtol=0, atol=1e-10)
+    poly = xccm.fit(s, d, model="polynomial", degree=2, ridge=None)  # not invariant
+    assert not np.allclose(xccm.fit(2 * s, 2 * d, model="polynomial", degree=2), poly)
+
+
+def test_too_few_patches_is_nan_with_a_warning_and_min_samples_floor():
+    s, d = _camera(8, frames=(3,))
+    s[1, 3:] = np.nan  # frame 1 keeps 3 patches: fewer than the 6 terms
+    with pytest.warns(xccm.InsufficientSamplesWarning, match="fewer than 6"):
+        m = xccm.fit(s, d, model="root_polynomial", degree=2, ridge=None)
+    assert np.isnan(m[1]).all() and np.isfinite(m[[0, 2]]).all()
+    with pytest.warns(xccm.InsufficientSamplesWarning, match="fewer than 6"):  # floor: 6, not 2
+        m = xccm.fit(s, d, model="root_polynomial", degree=2, min_samples=2)
+    assert np.isnan(m[1]).all()
+    with pytest.raises(ValueError, match="at least 6 valid samples"):
+        xccm.fit(s[1], d[1], model="root_polynomial", degree=2)
+
+
+def test_nan_mask_and_saturation_leave_samples_out():
+    s, d = _camera(30, seed=6)
+    mask = np.ones(30, bool)
+    mask[[2, 5]] = False
+    s_nan = s.copy()
+    s_nan[9] = np.nan
+    s_sat = s_nan.copy()
+    s_sat[11] = 1.5
+    keep = mask.copy()
+    keep[[9, 11]] = False
+    want = xccm.fit(s[keep], d[keep], **ROOT2)
+    got = xccm.fit(s_sat, d, mask=mask, saturation=(0.0, 1.2), **ROOT2)
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-12)
+
+
+def test_batch_equals_loop_over_frames_and_dask_is_lazy():
+    s, d = _camera(24, seed=7, frames=(4,))
+    meas = xr.DataArray(s, dims=("time", "patch", "channel"))
+    ref = xr.DataArray(d, dims=("time", "patch", "channel"))
+    batch = xccm.fit(meas, ref, **ROOT2, sample_dims="patch")
+    assert batch.dims == ("time", "channel_in", "channel")
+    for t in range(4):
+        one = xccm.fit(meas.isel(time=t), ref.isel(time=t), **ROOT2)
+        np.testing.assert_allclose(batch.isel(time=t), one, rtol=0, atol=1e-12)
+    with raise_if_dask_computes():
+        lazy = xccm.fit(meas.chunk(time=1), ref.chunk(time=2), **ROOT2, sample_dims="patch")
+    assert isinstance(lazy.data, dsa.Array)
+    xr.testing.assert_allclose(lazy.compute(), batch, rtol=0, atol=1e-12)
+
+
+# ---------------------------------------------------------------------------------------------
+# ΔE fits
+
+
+def test_ciede2000_fit_of_a_model_lowers_its_start_batched_and_lazily():
+    meas, ref = _chart_problem(n_frames=2)
+    kw = {**ROOT2, "loss": "ciede2000", "white_point": "preserve", "max_iter": 40}
+    m = xccm.fit(meas, ref, **kw)
+    assert (m.loss < m.start_loss).all() and m.attrs["loss"] == "ciede2000"
+    one = xccm.fit(meas.isel(time=1), ref, **kw)
+    np.testing.assert_allclose(m.isel(time=1), one, rtol=0, atol=1e-12)
+    with raise_if_dask_computes():
+        lazy = xccm.fit(meas.chunk(time=1), ref, **kw)
+    np.testing.assert_allclose(lazy.values, m.values, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(lazy.loss.values, m.loss.values, rtol=0, atol=1e-12)
+
+
+def test_robust_fit_of_a_model_rejects_a_glint():
+    meas, ref = _chart_problem()
+    glare = meas.copy()
+    glare[5] = 0.97
+    _, w = xccm.fit(glare, ref, **ROOT2, robust="tukey", return_weights=True)
+    assert float(w[5]) == 0.0 and int((w > 0.5).sum()) >= 21
+
+
+def test_fitted_degree_two_matrix_round_trips():
+    meas, ref = _chart_problem()
+    m = xccm.fit(meas, ref, **ROOT2)
+    rng = np.random.default_rng(8)
+    img = xr.DataArray(
+        rng.uniform(0.05, 0.9, (6, 5, 3)),
+        dims=("y", "x", "channel"),
+        coords={"channel": ["R", "G", "B"]},
+    )
+    back = xccm.inverse(xccm.apply(img, m), m)
+    xr.testing.assert_allclose(back, img, rtol=0, atol=1e-8)
+
+
+# ---------------------------------------------------------------------------------------------
+# ridge
+
+
+def _ridge_by_augmented_rows(t, d, w, lam, target):
+    """Tikhonov by lstsq on the samples and sqrt(lam * A_jj) rows toward ``target``."""
+    a_diag = (w[:, None] * t * t).sum(0)
+    rows = np.diag(np.sqrt(lam * a_diag))
+    root = np.sqrt(w)[:, None]
+    big_t = np.concatenate([t * root, rows])
+    big_d = np.concatenate([d * root, rows @ target])
+    return np.linalg.lstsq(big_t, big_d, rcond=None)[0]
+
+
+@pytest.mark.parametrize("target", ["linear", "identity"])
+def test_ridge_closed_form_equals_augmented_lstsq(target):
+    s, d = _camera(24, seed=9)
+    w = np.random.default_rng(10).uniform(0.5, 2.0, 24)
+    t = models.expand(s, "root_polynomial", degree=3)
+    m0 = np.zeros((13, 3))
+    if target == "linear":
+        root = np.sqrt(w)[:, None]
+        m0[:3] = np.linalg.lstsq(s * root, d * root, rcond=None)[0]
+    else:
+        m0[:3] = np.eye(3)
+    for lam in (1e-3, 0.5):
+        want = _ridge_by_augmented_rows(t, d, w, lam, m0)
+        got = xccm.fit(
+            s, d, model="root_polynomial", degree=3, weights=w, ridge=lam, ridge_target=target
+        )
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-10)
+    big = xccm.fit(
+        s, d, model="root_polynomial", degree=3, weights=w, ridge=1e9, ridge_target=target
+    )
+    np.testing.assert_allclose(big, m0, rtol=0, atol=1e-6)  # a huge ridge: the target
+
+
+def test_ridge_does_not_depend_on_patch_count_or_weight_scale():
+    s, d = _camera(24, seed=11)
+    m = xccm.fit(s, d, **ROOT2, ridge=0.05)
+    twice = xccm.fit(np.concatenate([s, s]), np.concatenate([d, d]), **ROOT2, ridge=0.05)
+    heavy = xccm.fit(s, d, **ROOT2, ridge=0.05, weights=np.full(24, 9.0))
+    np.testing.assert_allclose(twice, m, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(heavy, m, rtol=0, atol=1e-12)
+    assert not np.allclose(m, xccm.fit(s, d, **ROOT2, ridge=None), atol=1e-6)
+
+
+def test_ridge_rescues_an_underdetermined_degree_four_fit():
+    meas, ref = _chart_problem()  # 22 terms, 24 patches: numerically singular
+    with pytest.raises(ValueError, match="at least 22"):
+        xccm.fit(meas, ref, model="root_polynomial", degree=4, ridge=None)
+    m = xccm.fit(meas, ref, model="root_polynomial", degree=4)  # the default ridge
+    assert np.isfinite(m).all() and m.attrs["ridge"] > 0
+
+
+def test_linear_ridge_toward_the_least_squares_is_the_least_squares():
+    s, d = _camera(24, seed=13)
+    np.testing.assert_allclose(
+        xccm.fit(s, d, ridge=0.3), xccm.fit(s, d), rtol=0, atol=1e-12
+    )  # the penalty's minimum is the least squares itself
+
+
+def test_refine_penalty_residuals_minimise_the_ridge_objective():
+    """On the "linear_rgb" loss the LM with the penalty residuals finds the closed form."""
+    s, d = _camera(24, seed=14)
+    t = models.expand(s, "root_polynomial", degree=2)
+    metric = colorimetry.metric("linear_rgb", "sRGB")
+    m0 = np.zeros((6, 3))
+    m0[:3] = np.linalg.lstsq(s, d, rcond=None)[0]
+    start = np.linalg.lstsq(t, d, rcond=None)[0]
+    res = _refine.refine(
+        t[None], d[None], None, start[None], metric, ridge=0.2, ridge_target=m0[None]
+    )
+    want = _ridge_by_augmented_rows(t, d, np.ones(24), 0.2, m0)
+    np.testing.assert_allclose(res.matrix[0], want, rtol=0, atol=1e-7)
+    assert res.loss[0] > res.start_loss[0]  # loss: the colour error alone, which ridge raises
+
+
+# ---------------------------------------------------------------------------------------------
+# white point
+
+
+def _kkt(t, d, c, dw):
+    """Equality-constrained least squares ``min |T M - D|^2, c M = dw`` by its KKT system."""
+    k = t.shape[1]
+    kkt = np.zeros((k + 1, k + 1))
+    kkt[:k, :k] = t.T @ t
+    kkt[:k, k] = kkt[k, :k] = c
+    rhs = np.concatenate([t.T @ d, dw[None]])
+    return np.linalg.solve(kkt, rhs)[:k]
+
+
+@pytest.mark.parametrize(
+    "kw", [{"model": "linear"}, {"model": "affine"}, ROOT2], ids=["linear", "affine", "root2"]
+)
+def test_white_point_is_mapped_exactly_and_equals_kkt(kw):
+    s, d = _camera(24, seed=15)
+    d[17] = [0.9, 0.9, 0.9]  # the brightest neutral reference
+    d[4] = [0.5, 0.5, 0.52]
+    m = xccm.fit(s, d, ridge=None, white_point="preserve", **kw)
+    t = models.expand(s, kw["model"], **{k: v for k, v in kw.items() if k != "model"})
+    np.testing.assert_allclose(t[17] @ m, d[17], rtol=0, atol=1e-10)
+    np.testing.assert_allclose(m, _kkt(t, d, t[17], d[17]), rtol=0, atol=1e-10)
+    named = xccm.fit(s, d, ridge=None, white_point="preserve", white_patch=4, **kw)
+    np.testing.assert_allclose(t[4] @ named, d[4], rtol=0, atol=1e-10)
+
+
+def test_white_point_kept_by_the_delta_e_fit_and_named_patch():
+    meas, ref = _chart_problem()
+    m = xccm.fit(meas, ref, **ROOT2, loss="ciede2000", white_point="preserve", white_patch=WHITE)
+    assert m.attrs["white_point"] == "preserve" and bool(m.loss < m.start_loss)
+    rgb = colorimetry.convert(ref, "srgb-linear", dim="channel")
+    got = xccm.apply(meas.sel(patch=WHITE), m)
+    np.testing.assert_allclose(got, rgb.sel(patch=WHITE), rtol=0, atol=1e-10)
+    neutral = xccm.fit(meas, ref, **ROOT2, white_point="preserve")  # the default: the same
+    np.testing.assert_allclose(
+        xccm.apply(meas.sel(patch=WHITE), neutral), rgb.sel(patch=WHITE), rtol=0, atol=1e-10
+    )
+    with pytest.raises(ValueError, match="no sample labelled 'snow'"):
+        xccm.fit(meas, ref, **ROOT2, white_point="preserve", white_patch="snow")
+
+
+def test_white_balance_with_white_point_is_the_white_gains():
+    s, d = _camera(24, seed=16)
+    d[17] = [0.9, 0.9, 0.9]
+    m = xccm.fit(s, d, **ROOT2, init="white_balance", white_point="preserve")
+    want = np.zeros((6, 3))
+    want[[0, 1, 2], [0, 1, 2]] = d[17] / s[17]
+    np.testing.assert_allclose(m, want, rtol=0, atol=1e-12)
+
+
+# ---------------------------------------------------------------------------------------------
+# bad input
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"model": "cubic"}, ValueError, "model"),
+        ({"model": "root_polynomial"}, ValueError, "degree"),
+        ({"model": "root_polynomial", "degree": 5}, ValueError, "degree=5"),
+        ({"model": "polynomial", "terms": 6}, ValueError, "terms=6"),
+        ({"model": "linear", "degree": 2}, ValueError, "linear"),
+        ({"model": "root_polynomial", "degree": 2.0}, TypeError, "integer"),
+        ({"ridge": -1.0}, ValueError, "ridge must be a finite number >= 0"),
+        ({"ridge": "big"}, ValueError, "ridge must be"),
+        ({"ridge_target": "zero"}, ValueError, "ridge_target must be"),
+        ({"white_point": "keep"}, ValueError, "white_point must be"),
+        ({"white_patch": 3}, ValueError, "white_point='preserve' too"),
+        ({"init": "white_balance", "ridge": 0.1}, ValueError, "nothing to regularise"),
+    ],
+)
+def test_bad_input(kwargs, error, match):
+    s, d = _camera(30)
+    with pytest.raises(error, match=match):
+        xccm.fit(s, d, **kwargs)
+
+
+def test_nonlinear_model_needs_three_channels_and_identity_target_square():
+    s, d = _camera(30)
+    four = np.concatenate([s, s[:, :1]], axis=-1)
+    with pytest.raises(ValueError, match="3"):
+        xccm.fit(four, d, **ROOT2)
+    with pytest.raises(ValueError, match="ridge_target='identity' needs"):
+        xccm.fit(s, d[:, :2], **ROOT2, ridge=0.1, ridge_target="identity")
