@@ -18,9 +18,13 @@ A second table shows what the chunking of the patch colours costs: the same CIED
 frames, and from one-frame chunks (what :func:`xccm.extract_patches` returns for a stack
 chunked per frame), lazily built and computed (threaded scheduler), with the number of tasks
 in each graph and the ratio of its time to the in-memory fit's; and the same for the
-least-squares fit (no loss). Writes ``benchmarks/results_chartfit.json``.
+least-squares fit (no loss). A third table times the models: the per-frame CIEDE2000 fit of
+``--model-frames`` frames (1000 by default; 0 skips it) with a root-polynomial of degree 2 (6x3,
+with its default ridge, and without) and degree 3, against the 3x3 in the same run. Writes
+``benchmarks/results_chartfit.json``.
 
-Run: ``python benchmarks/bench_chartfit.py [--frames 1 10 100 1000 5000] [--chunked-frames N]``
+Run: ``python benchmarks/bench_chartfit.py [--frames 1 10 100 1000 5000] [--chunked-frames N]
+[--model-frames N]``
 """
 
 from __future__ import annotations
@@ -148,6 +152,39 @@ def chunking_rows(n: int, repeat: int) -> list[dict]:
     return rows
 
 
+#: The models of the third table: (label, fit keywords).
+MODEL_ROWS = [
+    ("linear (3x3)", {"model": "linear"}),
+    ("root-polynomial 2 (6x3), default ridge", {"model": "root_polynomial", "degree": 2}),
+    ("root-polynomial 2 (6x3), no ridge", {"model": "root_polynomial", "degree": 2, "ridge": None}),
+    ("root-polynomial 3 (13x3), default ridge", {"model": "root_polynomial", "degree": 3}),
+]
+
+
+def model_rows(n: int, repeat: int) -> list[dict]:
+    """The per-frame CIEDE2000 fit of ``n`` frames for each of :data:`MODEL_ROWS`."""
+    ref = xccm.chart()
+    frames = frames_of(n, seed=5)
+    kw = {"loss": "ciede2000", "saturation": None}
+    rows = []
+    for label, model in MODEL_ROWS:
+        t = best(lambda m=model: xccm.fit(frames, ref, **kw, **m), repeat)
+        fitted = xccm.fit(frames, ref, **kw, **model)
+        rows.append(
+            {
+                "model": label,
+                "frames": n,
+                "seconds": t,
+                "mean_iterations": float(fitted.iterations.mean()),
+                "mean_loss": float(fitted.loss.mean()),
+            }
+        )
+    for r in rows:
+        r["ratio_to_3x3"] = r["seconds"] / rows[0]["seconds"]
+        print(f"  {r['model']}: {r['seconds']:.2f} s ({r['ratio_to_3x3']:.2f}x the 3x3)")
+    return rows
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, nargs="+", default=[1, 10, 100, 1000, 5000])
@@ -155,7 +192,9 @@ def main(argv=None) -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--chunked-frames", type=int, default=10_000)
     parser.add_argument("--single-repeat", type=int, default=30)
+    parser.add_argument("--model-frames", type=int, default=1000)
     args = parser.parse_args(argv)
+    by_model = model_rows(args.model_frames, args.repeat) if args.model_frames else []
     single = single_frame_row(args.single_repeat)
     print("| one frame, 24x3, CIEDE2000 | xccm.fit ms | cv2.ccm ms | xccm / cv2.ccm |")
     print("|---|---|---|---|")
@@ -214,8 +253,20 @@ def main(argv=None) -> None:
                 f"| {r['frames']:,} | {r['fit']} | {r['input']} | {r['tasks']:,} | "
                 f"{r['seconds']:.2f} | {r['ratio_to_in_memory']:.2f} |"
             )
+    if by_model:
+        print()
+        print(
+            f"| model, {args.model_frames} frames, CIEDE2000 per frame | seconds | / 3x3 "
+            "| mean iterations | mean loss |"
+        )
+        print("|---|---|---|---|---|")
+        for r in by_model:
+            print(
+                f"| {r['model']} | {r['seconds']:.2f} | {r['ratio_to_3x3']:.2f}x | "
+                f"{r['mean_iterations']:.1f} | {r['mean_loss']:.3f} |"
+            )
     out = Path(__file__).with_name("results_chartfit.json")
-    results = {"single_frame": single, "per_frame": rows, "chunking": chunked}
+    results = {"single_frame": single, "per_frame": rows, "chunking": chunked, "models": by_model}
     out.write_text(json.dumps(results, indent=2))
 
 

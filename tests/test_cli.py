@@ -106,6 +106,59 @@ def test_fit_pools_the_frames_by_default(demo, tmp_path, capsys):
     np.testing.assert_allclose(m.values, np.linalg.lstsq(s, d, rcond=None)[0], atol=1e-10)
 
 
+def _fit_cli(demo, tmp_path, capsys, *options):
+    target = tmp_path / "ccm.nc"
+    args = ["fit", demo / "frames", "--boxes", demo / "boxes.json", "--per-frame"]
+    code, _, err = xccm_cli(capsys, *args, "--loss", "none", *options, "-o", target, "--overwrite")
+    assert code == 0, err
+    return xccm.load_matrix(target)
+
+
+def test_fit_degree(demo, tmp_path, capsys):
+    m = _fit_cli(demo, tmp_path, capsys, "--model", "root_polynomial", "--degree", 2)
+    expected = python_fit(demo, model="root_polynomial", degree=2)
+    assert m.attrs["model"] == "root_polynomial" and m.attrs["degree"] == 2
+    assert m.channel_in.values.tolist()[3:] == ["sqrt(R*G)", "sqrt(G*B)", "sqrt(R*B)"]
+    np.testing.assert_allclose(m.values, expected.values, rtol=0, atol=1e-12)
+
+
+def test_fit_terms(demo, tmp_path, capsys):
+    m = _fit_cli(demo, tmp_path, capsys, "--model", "polynomial", "--terms", 10)
+    expected = python_fit(demo, model="polynomial", terms=10)
+    assert m.attrs["terms"] == 10 and m.sizes["channel_in"] == 10
+    np.testing.assert_allclose(m.values, expected.values, rtol=0, atol=1e-12)
+
+
+def test_fit_ridge(demo, tmp_path, capsys):
+    options = ("--model", "root_polynomial", "--degree", 3, "--ridge")
+    m = _fit_cli(demo, tmp_path, capsys, *options, "0.01")
+    expected = python_fit(demo, model="root_polynomial", degree=3, ridge=0.01)
+    assert m.attrs["ridge"] == 0.01
+    np.testing.assert_allclose(m.values, expected.values, rtol=0, atol=1e-12)
+    none = _fit_cli(
+        demo, tmp_path, capsys, "--model", "root_polynomial", "--degree", 2, "--ridge", "none"
+    )
+    assert "ridge" not in none.attrs
+    code, _, err = xccm_cli(
+        capsys, "fit", demo / "frames", "--boxes", demo / "boxes.json", "--ridge", "lots",
+        "-o", tmp_path / "x.nc",
+    )  # fmt: skip
+    assert code == 2 and "--ridge" in err
+
+
+def test_run_white_point(demo, tmp_path, capsys):
+    matrices = tmp_path / "m.nc"
+    args = ["run", demo / "frames", "--boxes", demo / "boxes.json", "-o", tmp_path / "out.zarr"]
+    options = ("--model", "root_polynomial", "--degree", 2, "--white-point", "preserve")
+    code, _, err = xccm_cli(capsys, *args, *options, "--loss", "none", "--matrix-output", matrices)
+    assert code == 0, err
+    m = xccm.load_matrix(matrices)
+    assert m.attrs["white_point"] == "preserve"
+    expected = python_fit(demo, model="root_polynomial", degree=2, white_point="preserve")
+    kept = [t for t in range(N_FRAMES) if t != OCCLUDED]  # no frame is rejected without
+    np.testing.assert_allclose(m[kept], expected[kept], rtol=0, atol=1e-12)  # --max-error
+
+
 def test_run_corrects_into_a_complete_store_and_fills_rejected_frames(demo, tmp_path, capsys):
     store, matrices = tmp_path / "corrected.zarr", tmp_path / "m.nc"
     args = ["run", demo / "frames", "--boxes", demo / "boxes.json", "-o", store]

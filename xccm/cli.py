@@ -43,7 +43,7 @@ Refused = click.UsageError
 
 _METHODS = ("ciede2000", "cie94", "cie76", "cmc", "rgb", "linear_rgb")
 _LOSSES = (*_METHODS, "none")
-_MODELS = ("linear", "affine")
+_MODELS = ("linear", "affine", "root_polynomial", "polynomial")
 _LINEARIZE = ("auto", "srgb", "gamma", "identity")
 
 
@@ -219,9 +219,20 @@ def fit_matrices(
     per_frame: bool,
     min_samples: int | None,
     robust: str | None = None,
+    degree: int | None = None,
+    terms: int | None = None,
+    ridge: str | float | None = "auto",
+    white_point: str | None = None,
 ) -> tuple[xr.DataArray, int, xr.DataArray | None]:
     """Fit (per frame, or pooled over the frames): the matrix, rejected count, robust weights."""
-    kwargs: dict[str, Any] = {"model": model, "min_samples": min_samples}
+    kwargs: dict[str, Any] = {
+        "model": model,
+        "min_samples": min_samples,
+        "degree": degree,
+        "terms": terms,
+        "ridge": _ridge_value(ridge),
+        "white_point": None if white_point in (None, "none") else white_point,
+    }
     if loss != "none":
         kwargs["loss"] = loss
     if robust is not None:
@@ -243,6 +254,20 @@ def fit_matrices(
         int(m.isnull().any(("channel_in", "channel")).sum()) if batch else int(m.isnull().any())
     )
     return m, rejected, weights
+
+
+def _ridge_value(ridge: str | float | None) -> str | float | None:
+    """``--ridge``: ``auto``, ``none`` or a number."""
+    if ridge is None or not isinstance(ridge, str):
+        return ridge
+    if ridge.strip().lower() in ("auto", "none"):
+        return None if ridge.strip().lower() == "none" else "auto"
+    try:
+        return float(ridge)
+    except ValueError:
+        raise click.BadParameter(
+            f"expected a number >= 0, 'none' or 'auto'; got {ridge!r}", param_hint="--ridge"
+        ) from None
 
 
 def fill_rejected(m: xr.DataArray) -> xr.DataArray:
@@ -532,6 +557,33 @@ def _fit_options(f: Callable) -> Callable:
                 "--model", type=click.Choice(_MODELS), default="linear", show_default=True
             ),
             click.option(
+                "--degree",
+                type=click.IntRange(1, 4),
+                default=None,
+                help="Degree of a root_polynomial or polynomial model (1 to 4).",
+            ),
+            click.option(
+                "--terms",
+                type=int,
+                default=None,
+                help="A Cheung 2004 term set of a polynomial model (e.g. 10), instead of --degree.",
+            ),
+            click.option(
+                "--ridge",
+                default="auto",
+                show_default=True,
+                help="Tikhonov weight toward the least-squares 3x3 (scale-free, >= 0), 'none', "
+                "or 'auto' (xccm's measured default for polynomial models, none for "
+                "linear/affine).",
+            ),
+            click.option(
+                "--white-point",
+                type=click.Choice(["none", "preserve"]),
+                default="none",
+                show_default=True,
+                help="'preserve': map the chart's white patch exactly onto its reference.",
+            ),
+            click.option(
                 "--loss",
                 type=click.Choice(_LOSSES),
                 default="ciede2000",
@@ -591,6 +643,10 @@ def fit_cmd(
     boxes,
     detect,
     model,
+    degree,
+    terms,
+    ridge,
+    white_point,
     loss,
     min_samples,
     robust,
@@ -612,6 +668,10 @@ def fit_cmd(
         per_frame=per_frame,
         min_samples=min_samples,
         robust=robust,
+        degree=degree,
+        terms=terms,
+        ridge=ridge,
+        white_point=white_point,
     )
     save_matrix(m, target, overwrite=overwrite)
     print_frames(summary(measured, reference, m, loss, weights), click.echo)
@@ -710,6 +770,10 @@ def run_cmd(
     boxes,
     detect,
     model,
+    degree,
+    terms,
+    ridge,
+    white_point,
     loss,
     min_samples,
     robust,
@@ -751,6 +815,10 @@ def run_cmd(
         per_frame=True,
         min_samples=min_samples,
         robust=robust,
+        degree=degree,
+        terms=terms,
+        ridge=ridge,
+        white_point=white_point,
     )
     fitted = summary(measured, reference, m, loss, weights)
     notes = rejections(m, fitted, max_error)

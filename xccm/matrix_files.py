@@ -23,6 +23,7 @@ from typing import Any, Literal, cast
 import numpy as np
 import xarray as xr
 
+from . import models
 from .core import MATRIX_NAME, OFFSET, matrix_in_dim
 
 __all__ = ["from_opencv", "load_matrix", "save_matrix", "to_opencv"]
@@ -323,8 +324,16 @@ def _check_model(matrix: xr.DataArray, where: str) -> None:
     model = matrix.attrs.get("model")
     if model is None:
         return
+    if model in models.MODELS and model not in ("linear", "affine"):
+        try:  # a term-expanded model: its degree or terms must give the rows
+            models.model_of(matrix, dim=dim)
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"{where}: {err}") from None
+        return
     if model not in ("linear", "affine"):
-        raise ValueError(f"{where}: attrs['model'] must be 'linear' or 'affine'; got {model!r}")
+        raise ValueError(
+            f"{where}: attrs['model'] must be one of {tuple(models.MODELS)}; got {model!r}"
+        )
     rows = list(matrix[in_dim].values) if in_dim in matrix.coords else None
     if model == "affine" and (matrix.sizes[in_dim] < 2 or (rows and rows[-1] != OFFSET)):
         raise ValueError(
