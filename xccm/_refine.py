@@ -229,11 +229,11 @@ def _parametrise(m0: np.ndarray, white):
     n_batch, k, n_out = m0.shape
     if white is None:
 
-        def to_m(idx, p):
+        def entries(idx, p):
             return p.reshape(-1, k, n_out)
 
         p0 = m0.reshape(n_batch, k * n_out).copy()
-        return to_m, p0, np.isfinite(p0).all(-1)
+        return entries, p0, np.isfinite(p0).all(-1)
     t_w = np.broadcast_to(np.asarray(white[0], dtype=np.float64), (n_batch, k))
     d_w = np.broadcast_to(np.asarray(white[1], dtype=np.float64), (n_batch, n_out))
     basis, pinv = null_space(t_w)

@@ -250,7 +250,8 @@ def white_colours(
     s, d, w = problem.measured, problem.reference, problem.weights
     samples = problem.sample_dims
     if white_patch is None:
-        valid = np.isfinite(s).all(IN_DIM) & np.isfinite(d).all(OUT_DIM)
+        finite_s, finite_d = cast(xr.DataArray, np.isfinite(s)), cast(xr.DataArray, np.isfinite(d))
+        valid = finite_s.all(IN_DIM) & finite_d.all(OUT_DIM)
         if w is not None:
             valid = valid & (w.fillna(0) > 0)
         mean = d.mean(OUT_DIM)
