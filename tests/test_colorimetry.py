@@ -66,6 +66,22 @@ def test_rgb_to_xyz_and_lab_match_colour(rgb, rgb_space, illuminant):
     assert list(lab.channel.values) == ["L", "a", "b"]
 
 
+@pytest.mark.parametrize("illuminant", ["D50", "D65", "A", "E"])
+def test_xyz_to_lab_closed_form_matches_colour(rng, illuminant):
+    # both sides of the cube-root threshold, 0, negative values (the linear segment), NaN
+    white = colour.CCS_ILLUMINANTS["CIE 1931 2 Degree Standard Observer"][illuminant]
+    xyz = rng.uniform(-0.1, 1.2, (4, 50, 3))
+    xyz[0, :4] = [[0, 0, 0], [1e-4, 2e-3, 5e-3], [0.008856, 0.008856, 0.008856], [1, 1, 1]]
+    xyz[0, 4, 1] = np.nan
+    tiny = (24 / 116) ** 3 * np.array([0.5, 1.0, 2.0])
+    xyz[1, :3] = tiny[:, None] * np.asarray(colour.xy_to_XYZ(white))
+    got = colorimetry.xyz_to_lab(xyz, np.asarray(white))
+    expected = colour.XYZ_to_Lab(xyz, white)
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-12)
+    assert np.array_equal(np.isnan(got), np.isnan(expected))
+    assert got.shape == xyz.shape and got.dtype == np.float64
+
+
 @pytest.mark.parametrize("target", ["sRGB", "Adobe RGB (1998)", "display-p3", "prophoto"])
 def test_lab_to_rgb_matches_colour(target):
     lab = xccm.chart(space="lab-d50")

@@ -367,7 +367,6 @@ def _to_xyz(values: np.ndarray, space: Space, white_xy: np.ndarray, adaptation: 
 
 def _from_xyz(xyz: np.ndarray, space: Space, white_xy: np.ndarray, adaptation: str):
     """Inverse of :func:`_to_xyz`: XYZ under ``white_xy`` into ``space``."""
-    colour = _colour()
     if space.kind == "rgb":
         # The exact inverse of the RGB -> XYZ path, so that conversions round-trip exactly
         # and a fit's target is the reference itself. (colour.XYZ_to_RGB uses the space's
@@ -376,7 +375,7 @@ def _from_xyz(xyz: np.ndarray, space: Space, white_xy: np.ndarray, adaptation: s
         return xyz @ np.linalg.inv(to_xyz_matrix(space.rgb_space, white_xy, adaptation)).T
     own = space.white
     xyz = xyz @ _adaptation(white_xy, own, adaptation).T
-    return colour.XYZ_to_Lab(xyz, own) if space.kind == "lab" else xyz
+    return xyz_to_lab(xyz, own) if space.kind == "lab" else xyz
 
 
 def convert_array(values, source: Space, target: Space, adaptation: str = "Bradford"):
@@ -396,9 +395,25 @@ def _same_space(a: Space, b: Space) -> bool:
     return bool(np.array_equal(a.white, b.white))
 
 
+#: CIE 1976 L*a*b*: the cube root applies above :math:`(24/116)^3`, a line below.
+_LAB_EPSILON = (24 / 116) ** 3
+
+
 def xyz_to_lab(xyz: np.ndarray, white_xy: np.ndarray) -> np.ndarray:
-    """CIE L*a*b* of ``xyz (..., 3)`` (relative, Y = 1 white) under ``white_xy``."""
-    return _colour().XYZ_to_Lab(xyz, white_xy)
+    """CIE L*a*b* of ``xyz (..., 3)`` (relative, Y = 1 white) under ``white_xy``.
+
+    The CIE formula in closed form, as colour-science's ``XYZ_to_Lab`` computes it (the same
+    operations, so the same values): a fit evaluates it at every step, where colour-science's
+    argument handling would cost more than the arithmetic on a 24-patch chart.
+    """
+    xyz = np.asarray(xyz, dtype=np.float64)
+    x, y = float(white_xy[0]), float(white_xy[1])
+    white = np.array([x * (1 / y), 1.0, (1 - (x + y)) * (1 / y)])
+    t = xyz / white
+    with np.errstate(invalid="ignore"):  # the cube root of a value below the threshold
+        f = np.where(t > _LAB_EPSILON, np.abs(t) ** (1 / 3), (841 / 108) * t + 16 / 116)
+    f_x, f_y, f_z = f[..., 0], f[..., 1], f[..., 2]
+    return np.stack([116 * f_y - 16, 500 * (f_x - f_y), 200 * (f_y - f_z)], axis=-1)
 
 
 def lab_delta_e(lab: np.ndarray, lab_reference: np.ndarray, method: str) -> np.ndarray:
