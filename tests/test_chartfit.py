@@ -349,6 +349,26 @@ def test_fit_with_loss_is_lazy_and_chunked_by_frame():
     np.testing.assert_allclose(rep["loss"].values, eager.loss.values, rtol=1e-9)
 
 
+@pytest.mark.parametrize("model", ["linear", "affine"])
+def test_in_memory_fit_is_the_lazy_fit_computed(model):
+    # NumPy-backed input skips apply_ufunc (chartfit._refine_in_memory): the same numbers,
+    # dims, coords (batch coords, scalar and non-index ones too), name and attrs.
+    rng = np.random.default_rng(3)
+    frames = camera(seed=3, frames=6).expand_dims(cam=["a", "b"], axis=1).copy()
+    frames = frames * rng.uniform(0.9, 1.1, (1, 2, 1, 1))
+    frames = frames.assign_coords(
+        time=np.arange(6), exposure=("time", rng.uniform(1, 2, 6)), site="roof"
+    ).assign_attrs(note="kept out")
+    weights = xr.DataArray(rng.uniform(0.5, 2, (6, 24)), dims=("time", "patch"))
+    kw = {"loss": "ciede2000", "model": model, "weights": weights}
+    eager = xccm.fit(frames, xccm.chart(space="lab-d50"), **kw)
+    lazy = xccm.fit(frames.chunk({"time": 2}), xccm.chart(space="lab-d50"), **kw)
+    assert lazy.chunks is not None and eager.chunks is None
+    xr.testing.assert_identical(lazy.compute(), eager)
+    assert eager.dims == ("time", "cam", "channel_in", "channel")
+    assert {"exposure", "site", "loss", "iterations"} <= set(eager.coords)
+
+
 # ---------------------------------------------------------------------------------------------
 # report
 

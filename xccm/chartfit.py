@@ -290,23 +290,36 @@ def refine_matrix(
     iterations = 0 if closed_form else max_iter
     robust = None if closed_form else robust
     extra = [list(samples), [], [], []] if robust is not None else []
+    core_dims = [[*samples, IN_DIM], [*samples, OUT_DIM], list(samples), [in_dim, dim]]
+    kwargs = {
+        "metric": measure,
+        "max_iter": iterations,
+        "n_samples": len(samples),
+        "closed_form": closed_form,
+        "robust": robust,
+        "robust_tuning": problem.robust_tuning,
+        "min_samples": problem.min_samples,
+    }
+    batch = [x for x in s.dims if x not in (*samples, IN_DIM)]
+    if (
+        not lazy
+        and robust is None
+        and start.dims == (*batch, in_dim, dim)
+        and all(
+            [x for x in a.dims if x not in core] == batch
+            for a, core in zip((d, w), core_dims[1:3], strict=True)
+        )
+    ):
+        return _refine_in_memory(start, (s, d, w), core_dims, batch, kwargs), None
     outputs = xr.apply_ufunc(
         _refine_block,
         s,
         d,
         w,
         start,
-        input_core_dims=[[*samples, IN_DIM], [*samples, OUT_DIM], list(samples), [in_dim, dim]],
+        input_core_dims=core_dims,
         output_core_dims=[[in_dim, dim], [], [], [], [], *extra],
-        kwargs={
-            "metric": measure,
-            "max_iter": iterations,
-            "n_samples": len(samples),
-            "closed_form": closed_form,
-            "robust": robust,
-            "robust_tuning": problem.robust_tuning,
-            "min_samples": problem.min_samples,
-        },
+        kwargs=kwargs,
         dask="parallelized",
         output_dtypes=[np.float64, np.float64, np.float64, np.int64, bool]
         + ([np.float64, np.float64, np.int64, bool] if robust is not None else []),
@@ -325,6 +338,33 @@ def refine_matrix(
     matrix.attrs = dict(start.attrs)
     matrix.name = start.name
     return matrix, weight
+
+
+def _refine_in_memory(
+    start: xr.DataArray,
+    arrays: tuple[xr.DataArray, ...],
+    core_dims: list[list[Hashable]],
+    batch: list[Hashable],
+    kwargs: dict[str, Any],
+) -> xr.DataArray:
+    """:func:`refine_matrix` on NumPy-backed inputs that share their batch dims, not robust.
+
+    The same numbers and the same labelled result as through ``xr.apply_ufunc``, without
+    its alignment and coordinate merging, which cost more than the fit of a frame or a few:
+    the result takes ``start``'s dims and coords, which already hold every batch coord of
+    the inputs (:func:`xccm.core.solve` collects them), as :func:`refine_matrix`'s
+    ``assign_coords(start.coords)`` makes them win.
+    """
+    values = [
+        a.transpose(*batch, *core).values
+        for a, core in zip((*arrays, start), core_dims, strict=True)
+    ]
+    out = _refine_block(*values, **kwargs)
+    coords: dict[Hashable, Any] = dict(start.coords)
+    coords.update({k: (batch, v) for k, v in zip(DIAGNOSTICS, out[1:5], strict=True)})
+    return xr.DataArray(
+        out[0], dims=start.dims, coords=coords, name=start.name, attrs=dict(start.attrs)
+    )
 
 
 def _refine_block(
