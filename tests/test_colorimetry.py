@@ -127,6 +127,18 @@ def test_illuminant_as_chromaticity_and_space_strings(rgb):
     )
 
 
+@pytest.mark.parametrize("to", ["lab", "xyz-d50", "display-p3-linear"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_convert_in_memory_is_the_lazy_convert_computed(rgb, to, dtype):
+    # NumPy-backed input is converted without apply_ufunc: the same result, labels and all
+    x = rgb.astype(dtype).transpose("channel", "time", "patch")
+    x = x.assign_coords(gain=("channel", [1.0, 2.0, 3.0]), site="roof").rename("frames")
+    got = xccm.convert(x, to)
+    xr.testing.assert_identical(got, xccm.convert(x.chunk({"time": 2}), to).compute())
+    assert got.dtype == dtype and got.dims == x.dims and got.name == "frames"
+    assert list(got.attrs) == list(xccm.convert(x.chunk(), to).attrs)
+
+
 def test_convert_keeps_float32_dims_and_is_lazy(rgb):
     x = rgb.astype(np.float32).transpose("channel", "time", "patch").chunk({"time": 2})
     with raise_if_dask_computes():
