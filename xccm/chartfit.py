@@ -269,27 +269,11 @@ def refine_matrix(
     """
     samples, dim, measure = problem.sample_dims, problem.dim, problem.metric
     in_dim = matrix_in_dim(dim)
-    s, d = problem.measured, problem.reference
-    w = (
-        problem.weights
-        if problem.weights is not None
-        else xr.ones_like(s.isel({IN_DIM: 0}, drop=True))
-    )
-    lazy = any(a.chunks is not None for a in (s, d, w, start))
-    if lazy:
-        # Whole samples per block, and blocks of ~_SAMPLES_PER_TASK samples: patch
-        # colours are tiny, and a task per frame would cost far more than its fit.
-        per_element = np.prod([s.sizes[x] for x in samples], dtype=np.int64)
-        batch = [x for x in s.dims if x not in (*samples, IN_DIM)]
-        sizes = batch_chunks(s, batch, int(per_element))
-        chunks = {x: -1 for x in (*samples, IN_DIM, OUT_DIM, in_dim, dim)} | sizes
-        s, d, w, start = (
-            a.chunk({k: v for k, v in chunks.items() if k in a.dims}) for a in (s, d, w, start)
-        )
+    s, d, w = problem.measured, problem.reference, problem.weights
+    lazy = any(a is not None and a.chunks is not None for a in (s, d, w, start))
     max_iter, robust = problem.max_iter, problem.robust
     iterations = 0 if closed_form else max_iter
     robust = None if closed_form else robust
-    extra = [list(samples), [], [], []] if robust is not None else []
     core_dims = [[*samples, IN_DIM], [*samples, OUT_DIM], list(samples), [in_dim, dim]]
     kwargs = {
         "metric": measure,
@@ -306,11 +290,23 @@ def refine_matrix(
         and robust is None
         and start.dims == (*batch, in_dim, dim)
         and all(
-            [x for x in a.dims if x not in core] == batch
+            a is None or [x for x in a.dims if x not in core] == batch
             for a, core in zip((d, w), core_dims[1:3], strict=True)
         )
     ):
         return _refine_in_memory(start, (s, d, w), core_dims, batch, kwargs), None
+    if w is None:
+        w = xr.ones_like(s.isel({IN_DIM: 0}, drop=True))
+    if lazy:
+        # Whole samples per block, and blocks of ~_SAMPLES_PER_TASK samples: patch
+        # colours are tiny, and a task per frame would cost far more than its fit.
+        per_element = np.prod([s.sizes[x] for x in samples], dtype=np.int64)
+        sizes = batch_chunks(s, batch, int(per_element))
+        chunks = {x: -1 for x in (*samples, IN_DIM, OUT_DIM, in_dim, dim)} | sizes
+        s, d, w, start = (
+            a.chunk({k: v for k, v in chunks.items() if k in a.dims}) for a in (s, d, w, start)
+        )
+    extra = [list(samples), [], [], []] if robust is not None else []
     outputs = xr.apply_ufunc(
         _refine_block,
         s,
@@ -342,7 +338,7 @@ def refine_matrix(
 
 def _refine_in_memory(
     start: xr.DataArray,
-    arrays: tuple[xr.DataArray, ...],
+    arrays: tuple[xr.DataArray | None, ...],
     core_dims: list[list[Hashable]],
     batch: list[Hashable],
     kwargs: dict[str, Any],
@@ -353,12 +349,14 @@ def _refine_in_memory(
     its alignment and coordinate merging, which cost more than the fit of a frame or a few:
     the result takes ``start``'s dims and coords, which already hold every batch coord of
     the inputs (:func:`xccm.core.solve` collects them), as :func:`refine_matrix`'s
-    ``assign_coords(start.coords)`` makes them win.
+    ``assign_coords(start.coords)`` makes them win. No weights (None) weigh 1.
     """
     values = [
-        a.transpose(*batch, *core).values
+        None if a is None else a.variable.transpose(*batch, *core).values
         for a, core in zip((*arrays, start), core_dims, strict=True)
     ]
+    if values[2] is None:
+        values[2] = np.ones(values[0].shape[:-1])
     out = _refine_block(*values, **kwargs)
     coords: dict[Hashable, Any] = dict(start.coords)
     coords.update({k: (batch, v) for k, v in zip(DIAGNOSTICS, out[1:5], strict=True)})
