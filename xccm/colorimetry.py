@@ -124,15 +124,28 @@ def rgb_colourspace(name):
         raise TypeError(f"rgb_space must be a str, got {type(name).__name__}")
     key = name.strip().lower()
     key = RGB_SPACES.get(key.replace("_", "-").replace(" ", "-"), key)
-    for candidate, space in colour.RGB_COLOURSPACES.items():
-        if candidate.lower() == key.lower():
-            return space
+    space = _named_rgb_colourspace(key.lower(), len(colour.RGB_COLOURSPACES))
+    if space is not None:
+        return space
     if key.lower() in _CUSTOM_RGB_SPACES:
         return _CUSTOM_RGB_SPACES[key.lower()]
     raise ValueError(
         f"unknown rgb_space {name!r}; use one of {list(RGB_SPACES)} or a colour-science name "
         "(colour.RGB_COLOURSPACES), e.g. 'Display P3'"
     )
+
+
+@functools.lru_cache(maxsize=64)
+def _named_rgb_colourspace(key: str, _n_spaces: int):
+    """colour-science's RGB space whose lower-case name is ``key``, or None.
+
+    Cached (a fit looks its space up several times); ``_n_spaces``, the number of spaces
+    colour-science knows, keys the cache so that a space registered later is found.
+    """
+    for candidate, space in _colour().RGB_COLOURSPACES.items():
+        if candidate.lower() == key:
+            return space
+    return None
 
 
 def illuminant_xy(illuminant: str | Sequence[float] | None) -> np.ndarray:
