@@ -423,8 +423,7 @@ def xyz_to_lab(xyz: np.ndarray, white_xy: np.ndarray) -> np.ndarray:
     x, y = float(white_xy[0]), float(white_xy[1])
     white = np.array([x * (1 / y), 1.0, (1 - (x + y)) * (1 / y)])
     t = xyz / white
-    with np.errstate(invalid="ignore"):  # the cube root of a value below the threshold
-        f = np.where(t > _LAB_EPSILON, np.abs(t) ** (1 / 3), (841 / 108) * t + 16 / 116)
+    f = np.where(t > _LAB_EPSILON, np.abs(t) ** (1 / 3), (841 / 108) * t + 16 / 116)
     f_x, f_y, f_z = f[..., 0], f[..., 1], f[..., 2]
     return np.stack([116 * f_y - 16, 500 * (f_x - f_y), 200 * (f_y - f_z)], axis=-1)
 
@@ -466,8 +465,8 @@ def ciede2000(lab_1: np.ndarray, lab_2: np.ndarray) -> np.ndarray:
 
 def _ciede2000_terms(lab_1: np.ndarray, lab_2: np.ndarray):
     """``ΔL'/S_L, ΔC'/S_C, ΔH'/S_H`` and ``R_T`` of CIEDE2000 (signs: 2 minus 1)."""
-    l_1, a_1, b_1 = np.moveaxis(lab_1, -1, 0)
-    l_2, a_2, b_2 = np.moveaxis(lab_2, -1, 0)
+    l_1, a_1, b_1 = lab_1[..., 0], lab_1[..., 1], lab_1[..., 2]
+    l_2, a_2, b_2 = lab_2[..., 0], lab_2[..., 1], lab_2[..., 2]
     c_bar_7 = ((np.hypot(a_1, b_1) + np.hypot(a_2, b_2)) / 2) ** 7
     g = 0.5 * (1 - np.sqrt(c_bar_7 / (c_bar_7 + 25**7)))
     a_p_1, a_p_2 = (1 + g) * a_1, (1 + g) * a_2
