@@ -131,15 +131,17 @@ def refine(
     # the Jacobian and gradient there once computed (``ready``: computed ahead, with the
     # residuals of the same point in one call, see _evaluate).
     n_res, n_par = s.shape[1] * n_out, k * n_out
+    moving = limit[active] > 0  # the others: the start is evaluated, no step taken
+    n_jac = n_batch if moving.any() else 0  # no Jacobians to store when none moves
     res = np.zeros((n_batch, n_res))
-    jac = np.zeros((n_batch, n_res, n_par))
-    grad = np.zeros((n_batch, n_par))
+    jac = np.zeros((n_jac, n_res, n_par))
+    grad = np.zeros((n_jac, n_par))
     ready = np.zeros(n_batch, dtype=bool)
     if active.size:  # the start, and its Jacobian where there will be a step
-        moving = limit[active] > 0
         res[active], j_new, g_new = _evaluate(residuals, active, p[active], moving)
         cost[active] = _sumsq(res[active])
-        jac[active[moving]], grad[active[moving]], ready[active[moving]] = j_new, g_new, True
+        if j_new is not None:
+            jac[active[moving]], grad[active[moving]], ready[active[moving]] = j_new, g_new, 1
     start = cost.copy()
     mu = np.full(n_batch, np.nan)
     nu = np.full(n_batch, 2.0)
