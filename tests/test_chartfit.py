@@ -126,6 +126,29 @@ def test_batch_elements_are_independent_of_their_batch():
     assert float(together.loss[4]) == float(alone.loss)
 
 
+@pytest.mark.parametrize("affine", [False, True])
+def test_refine_kernel_element_alone_is_bit_for_bit_its_batch_result(affine):
+    # A lone frame takes each trial point's Jacobian in the trial's call (computed ahead),
+    # a batch computes it after the step is accepted: the same values either way.
+    frames = camera(seed=5, frames=12)
+    metric = colorimetry.metric("ciede2000")
+    s = frames.values
+    d = np.broadcast_to(xccm.chart().values, s.shape)
+    m0 = np.stack([lstsq(x, y) for x, y in zip(s, d, strict=True)])
+    if affine:
+        m0 = np.concatenate([m0, np.zeros((12, 1, 3))], axis=1)
+    limit = np.array([200] * 10 + [0, 3])
+    batch = _refine.refine(s, d, None, m0, metric, max_iter=limit)
+    assert batch.iterations[10] == 0 and batch.iterations[11] == 3
+    assert batch.iterations[:10].min() > 3
+    for b in range(12):
+        alone = _refine.refine(
+            s[b : b + 1], d[b : b + 1], None, m0[b : b + 1], metric, max_iter=limit[b]
+        )
+        for field in ("matrix", "loss", "start_loss", "iterations", "converged"):
+            np.testing.assert_array_equal(getattr(alone, field)[0], getattr(batch, field)[b])
+
+
 def test_refine_kernel_nan_start_and_masked_samples():
     measured, ref = camera(), xccm.chart()
     metric = colorimetry.metric("cie76")
