@@ -126,6 +126,29 @@ def test_batch_elements_are_independent_of_their_batch():
     assert float(together.loss[4]) == float(alone.loss)
 
 
+@pytest.mark.parametrize("affine", [False, True])
+def test_refine_kernel_element_alone_is_bit_for_bit_its_batch_result(affine):
+    # A lone frame takes each trial point's Jacobian in the trial's call (computed ahead),
+    # a batch computes it after the step is accepted: the same values either way.
+    frames = camera(seed=5, frames=12)
+    metric = colorimetry.metric("ciede2000")
+    s = frames.values
+    d = np.broadcast_to(xccm.chart().values, s.shape)
+    m0 = np.stack([lstsq(x, y) for x, y in zip(s, d, strict=True)])
+    if affine:
+        m0 = np.concatenate([m0, np.zeros((12, 1, 3))], axis=1)
+    limit = np.array([200] * 10 + [0, 3])
+    batch = _refine.refine(s, d, None, m0, metric, max_iter=limit)
+    assert batch.iterations[10] == 0 and batch.iterations[11] == 3
+    assert batch.iterations[:10].min() > 3
+    for b in range(12):
+        alone = _refine.refine(
+            s[b : b + 1], d[b : b + 1], None, m0[b : b + 1], metric, max_iter=limit[b]
+        )
+        for field in ("matrix", "loss", "start_loss", "iterations", "converged"):
+            np.testing.assert_array_equal(getattr(alone, field)[0], getattr(batch, field)[b])
+
+
 def test_refine_kernel_nan_start_and_masked_samples():
     measured, ref = camera(), xccm.chart()
     metric = colorimetry.metric("cie76")
@@ -347,6 +370,26 @@ def test_fit_with_loss_is_lazy_and_chunked_by_frame():
     eager = xccm.fit(frames, ref, loss="ciede2000")
     xr.testing.assert_allclose(m.compute(), eager, rtol=0, atol=1e-12)
     np.testing.assert_allclose(rep["loss"].values, eager.loss.values, rtol=1e-9)
+
+
+@pytest.mark.parametrize("model", ["linear", "affine"])
+def test_in_memory_fit_is_the_lazy_fit_computed(model):
+    # NumPy-backed input skips apply_ufunc (chartfit._refine_in_memory): the same numbers,
+    # dims, coords (batch coords, scalar and non-index ones too), name and attrs.
+    rng = np.random.default_rng(3)
+    frames = camera(seed=3, frames=6).expand_dims(cam=["a", "b"], axis=1).copy()
+    frames = frames * rng.uniform(0.9, 1.1, (1, 2, 1, 1))
+    frames = frames.assign_coords(
+        time=np.arange(6), exposure=("time", rng.uniform(1, 2, 6)), site="roof"
+    ).assign_attrs(note="kept out")
+    weights = xr.DataArray(rng.uniform(0.5, 2, (6, 24)), dims=("time", "patch"))
+    kw = {"loss": "ciede2000", "model": model, "weights": weights}
+    eager = xccm.fit(frames, xccm.chart(space="lab-d50"), **kw)
+    lazy = xccm.fit(frames.chunk({"time": 2}), xccm.chart(space="lab-d50"), **kw)
+    assert lazy.chunks is not None and eager.chunks is None
+    xr.testing.assert_identical(lazy.compute(), eager)
+    assert eager.dims == ("time", "cam", "channel_in", "channel")
+    assert {"exposure", "site", "loss", "iterations"} <= set(eager.coords)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -66,6 +66,22 @@ def test_rgb_to_xyz_and_lab_match_colour(rgb, rgb_space, illuminant):
     assert list(lab.channel.values) == ["L", "a", "b"]
 
 
+@pytest.mark.parametrize("illuminant", ["D50", "D65", "A", "E"])
+def test_xyz_to_lab_closed_form_matches_colour(rng, illuminant):
+    # both sides of the cube-root threshold, 0, negative values (the linear segment), NaN
+    white = colour.CCS_ILLUMINANTS["CIE 1931 2 Degree Standard Observer"][illuminant]
+    xyz = rng.uniform(-0.1, 1.2, (4, 50, 3))
+    xyz[0, :4] = [[0, 0, 0], [1e-4, 2e-3, 5e-3], [0.008856, 0.008856, 0.008856], [1, 1, 1]]
+    xyz[0, 4, 1] = np.nan
+    tiny = (24 / 116) ** 3 * np.array([0.5, 1.0, 2.0])
+    xyz[1, :3] = tiny[:, None] * np.asarray(colour.xy_to_XYZ(white))
+    got = colorimetry.xyz_to_lab(xyz, np.asarray(white))
+    expected = colour.XYZ_to_Lab(xyz, white)
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-12)
+    assert np.array_equal(np.isnan(got), np.isnan(expected))
+    assert got.shape == xyz.shape and got.dtype == np.float64
+
+
 @pytest.mark.parametrize("target", ["sRGB", "Adobe RGB (1998)", "display-p3", "prophoto"])
 def test_lab_to_rgb_matches_colour(target):
     lab = xccm.chart(space="lab-d50")
@@ -109,6 +125,18 @@ def test_illuminant_as_chromaticity_and_space_strings(rgb):
     np.testing.assert_allclose(
         again.values, xccm.convert(rgb, "xyz", illuminant="D50").values, atol=1e-12
     )
+
+
+@pytest.mark.parametrize("to", ["lab", "xyz-d50", "display-p3-linear"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_convert_in_memory_is_the_lazy_convert_computed(rgb, to, dtype):
+    # NumPy-backed input is converted without apply_ufunc: the same result, labels and all
+    x = rgb.astype(dtype).transpose("channel", "time", "patch")
+    x = x.assign_coords(gain=("channel", [1.0, 2.0, 3.0]), site="roof").rename("frames")
+    got = xccm.convert(x, to)
+    xr.testing.assert_identical(got, xccm.convert(x.chunk({"time": 2}), to).compute())
+    assert got.dtype == dtype and got.dims == x.dims and got.name == "frames"
+    assert list(got.attrs) == list(xccm.convert(x.chunk(), to).attrs)
 
 
 def test_convert_keeps_float32_dims_and_is_lazy(rgb):

@@ -34,6 +34,11 @@ from ._solve import null_space
 
 __all__ = ["RefineResult", "refine", "refine_robust", "sample_errors"]
 
+#: Largest ``elements x residuals x (parameters + 1)`` whose Jacobian is computed ahead, at
+#: each trial point (see :func:`refine`): a single frame's, not a batch's, whose rejected
+#: steps would waste the work.
+_AHEAD_SIZE = 4096
+
 
 @dataclass
 class RefineResult:
@@ -108,7 +113,7 @@ def refine(
     """
     s, d, m0 = (np.asarray(a, dtype=np.float64) for a in (s, d, m0))
     n_batch, _, n_in = s.shape
-    k = m0.shape[-2]
+    k, n_out = m0.shape[-2:]
     affine = k == n_in + 1
     valid = np.isfinite(s).all(-1) & np.isfinite(d).all(-1)
     w = np.ones(s.shape[:2]) if w is None else np.where(np.isfinite(w), w, 0.0)
@@ -146,31 +151,39 @@ def refine(
     iterations = np.zeros(n_batch, dtype=np.int64)
     converged = ~ok
     active = np.flatnonzero(ok)
-    if active.size:
-        cost[active] = _sumsq(residuals(active, p[active]))
+    limit = np.broadcast_to(np.asarray(max_iter), (n_batch,))
+    # Per element: the residuals at its parameters (its next Jacobian's base point), and
+    # the Jacobian and gradient there once computed (``ready``: computed ahead, with the
+    # residuals of the same point in one call, see _evaluate).
+    n_par = p.shape[-1]  # M's entries, or the null-space parameters of a white point
+    n_res = s.shape[1] * n_out + (0 if penalty is None else k * n_out)
+    moving = limit[active] > 0  # the others: the start is evaluated, no step taken
+    n_jac = n_batch if moving.any() else 0  # no Jacobians to store when none moves
+    res = np.zeros((n_batch, n_res))
+    jac = np.zeros((n_jac, n_res, n_par))
+    grad = np.zeros((n_jac, n_par))
+    ready = np.zeros(n_batch, dtype=bool)
+    if active.size:  # the start, and its Jacobian where there will be a step
+        res[active], j_new, g_new = _evaluate(residuals, active, p[active], moving)
+        cost[active] = _sumsq(res[active])
+        if j_new is not None:
+            jac[active[moving]], grad[active[moving]], ready[active[moving]] = j_new, g_new, 1
     start = cost.copy()
     mu = np.full(n_batch, np.nan)
     nu = np.full(n_batch, 2.0)
-    jac: np.ndarray | None = None
-    grad: np.ndarray | None = None
     fresh = np.ones(n_batch, dtype=bool)  # needs a new Jacobian (after an accepted step)
-    limit = np.broadcast_to(np.asarray(max_iter), (n_batch,))
     active = active[limit[active] > 0]  # else evaluate the start only
     while active.size:
         idx = active
         # Jacobian and gradient for the elements whose parameters moved.
         need = idx[fresh[idx]]
         if need.size:
-            r0 = residuals(need, p[need])
-            j_new = _jacobian(residuals, need, p[need], r0)
-            if jac is None or grad is None:  # the first round: both
-                jac = np.zeros((n_batch, *j_new.shape[1:]))
-                grad = np.zeros((n_batch, p.shape[-1]))
-            jac[need] = j_new
-            grad[need] = np.einsum("bnp,bn->bp", j_new, r0)
+            late = need[~ready[need]]
+            if late.size:
+                jac[late], grad[late] = _jacobian(residuals, late, p[late], res[late])
             iterations[need] += 1
             fresh[need] = False
-        assert jac is not None and grad is not None  # the first round computes them all
+            ready[need] = False
         a = np.einsum("bnp,bnq->bpq", jac[idx], jac[idx])
         diag = np.maximum(np.diagonal(a, axis1=1, axis2=2), 1e-12 * _max_diag(a))
         first = np.isnan(mu[idx])
@@ -182,7 +195,11 @@ def refine(
             -1
         )
         trial = p[idx] + step
-        new_cost = _sumsq(residuals(idx, trial))
+        # A small batch gets the Jacobian at the trial point in the same call, used if the
+        # step is accepted: a call costs more than the arithmetic of its few colours.
+        ahead = len(idx) * n_res * (n_par + 1) <= _AHEAD_SIZE
+        r_trial, j_trial, g_trial = _evaluate(residuals, idx, trial, ahead)
+        new_cost = _sumsq(r_trial)
         predicted = 0.5 * np.einsum("bp,bp->b", step, mu[idx, None] * diag * step - g)
         with np.errstate(invalid="ignore", divide="ignore"):
             rho = (cost[idx] - new_cost) / (2 * predicted)
@@ -199,6 +216,9 @@ def refine(
         rel_step = np.linalg.norm(step, axis=-1) / (np.linalg.norm(p[idx], axis=-1) + tol)
         p[acc] = trial[better]
         cost[acc] = new_cost[better]
+        res[acc] = r_trial[better]
+        if ahead:
+            jac[acc], grad[acc], ready[acc] = j_trial[better], g_trial[better], True
         fresh[acc] = True
         done = small_grad | (better & (rel_drop <= tol)) | (rel_step <= tol) | (cost[idx] == 0)
         converged[idx[done]] = True
@@ -265,7 +285,7 @@ def _penalty(colour_residuals, m0, ok, ridge, ridge_target):
             return colour_residuals(i, p.reshape(-1, k, n_out))
 
         p0 = m0[idx].reshape(len(idx), -1)
-        jac = _jacobian(flat, idx, p0, flat(idx, p0))
+        jac, _ = _jacobian(flat, idx, p0, flat(idx, p0))
         h[idx] = np.einsum("bnp,bnp->bp", jac, jac)
     h = np.maximum(h, 1e-12 * h.max(-1, keepdims=True))
     target = np.zeros(m0.shape) if ridge_target is None else np.asarray(ridge_target, float)
@@ -297,23 +317,63 @@ def _diag_matrix(v: np.ndarray) -> np.ndarray:
     return out
 
 
-def _jacobian(residuals, idx: np.ndarray, p: np.ndarray, r0: np.ndarray) -> np.ndarray:
-    """Forward-difference Jacobian ``(len(idx), N, P)``.
+def _shifted(p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Forward-difference points ``q (P, B, P)`` and steps ``h (P, B)`` around ``p (B, P)``.
+
+    ``q[j]`` is ``p`` with parameter ``j`` shifted; ``h`` the steps actually taken, after
+    rounding.
+    """
+    eps = np.sqrt(np.finfo(np.float64).eps)
+    n_p = p.shape[-1]
+    h = eps * np.maximum(np.abs(p), 1.0)  # (B, P): element b's step in parameter j
+    q = np.broadcast_to(p, (n_p, *p.shape)).copy()
+    cols = np.arange(n_p)
+    q[cols, :, cols] += h.T
+    return q, q[cols, :, cols] - p.T
+
+
+def _difference(r: np.ndarray, r0: np.ndarray, h: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Jacobian ``(B, N, P)`` and gradient ``(B, P)`` from residuals at the shifted points.
+
+    ``r (P, B, N)`` at the points of :func:`_shifted`, ``r0 (B, N)`` at the base point.
+    """
+    # C order, as the products with it downstream round differently on a strided view
+    jac = np.ascontiguousarray(np.moveaxis((r - r0) / h[:, :, None], 0, -1))
+    return jac, np.einsum("bnp,bn->bp", jac, r0)
+
+
+def _jacobian(
+    residuals, idx: np.ndarray, p: np.ndarray, r0: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Forward-difference Jacobian ``(len(idx), N, P)`` and gradient at ``p``.
 
     The ``P`` shifted parameter sets of every element are evaluated in one call of
     ``residuals`` (a batch ``P`` times as long), not ``P`` calls: for one frame the per-call
     overhead of the colour maths, not the arithmetic, is the cost.
     """
-    eps = np.sqrt(np.finfo(np.float64).eps)
+    q, h = _shifted(p)
     n_p = p.shape[-1]
-    h = eps * np.maximum(np.abs(p), 1.0)  # (B, P): element b's step in parameter j
-    q = np.broadcast_to(p, (n_p, *p.shape)).copy()  # q[j] is p with parameter j shifted
-    cols = np.arange(n_p)
-    q[cols, :, cols] += h.T
-    h = q[cols, :, cols] - p.T  # (P, B): the steps actually taken, after rounding
     r = residuals(np.tile(idx, n_p), q.reshape(-1, n_p)).reshape(n_p, *r0.shape)
-    # C order, as the products with it downstream round differently on a strided view
-    return np.ascontiguousarray(np.moveaxis((r - r0) / h[:, :, None], 0, -1))
+    return _difference(r, r0, h)
+
+
+def _evaluate(residuals, idx: np.ndarray, p: np.ndarray, jacobian: bool | np.ndarray):
+    """Residuals at ``p`` and, for the elements ``jacobian`` selects, the Jacobian and gradient.
+
+    All in one call of ``residuals``: the values are those of :func:`_jacobian` after a call
+    for the residuals alone (each element is evaluated on its own), in one call fewer.
+    Without any element selected the Jacobian and gradient are None.
+    """
+    sel = np.flatnonzero(np.broadcast_to(jacobian, idx.shape))
+    if not sel.size:
+        return residuals(idx, p), None, None
+    q, h = _shifted(p[sel])
+    n_p = p.shape[-1]
+    both = residuals(
+        np.concatenate([idx, np.tile(idx[sel], n_p)]), np.concatenate([p, q.reshape(-1, n_p)])
+    )
+    r0 = both[: len(idx)]
+    return (r0, *_difference(both[len(idx) :].reshape(n_p, len(sel), -1), r0[sel], h))
 
 
 def sample_errors(s: np.ndarray, d: np.ndarray, m: np.ndarray, metric) -> np.ndarray:

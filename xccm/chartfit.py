@@ -269,12 +269,7 @@ def refine_matrix(
     """
     samples, dim, measure = problem.sample_dims, problem.dim, problem.metric
     in_dim = matrix_in_dim(dim)
-    s, d = problem.measured, problem.reference
-    w = (
-        problem.weights
-        if problem.weights is not None
-        else xr.ones_like(s.isel({IN_DIM: 0}, drop=True))
-    )
+    s, d, w = problem.measured, problem.reference, problem.weights
     extra, extra_core = [], []
     if problem.ridge and not closed_form:
         target = problem.ridge_matrix
@@ -286,21 +281,46 @@ def refine_matrix(
         t_w, d_w = problem.white
         extra += [t_w.rename({IN_DIM: in_dim}), d_w.rename({OUT_DIM: dim})]
         extra_core += [[in_dim], [dim]]
-    lazy = any(a.chunks is not None for a in (s, d, w, start, *extra))
+    lazy = any(a is not None and a.chunks is not None for a in (s, d, w, start, *extra))
+    max_iter, robust = problem.max_iter, problem.robust
+    iterations = 0 if closed_form else max_iter
+    robust = None if closed_form else robust
+    core_dims = [[*samples, IN_DIM], [*samples, OUT_DIM], list(samples), [in_dim, dim]]
+    kwargs = {
+        "metric": measure,
+        "max_iter": iterations,
+        "n_samples": len(samples),
+        "closed_form": closed_form,
+        "robust": robust,
+        "robust_tuning": problem.robust_tuning,
+        "min_samples": problem.min_samples,
+        "ridge": problem.ridge if problem.ridge and not closed_form else None,
+        "white": problem.white is not None and not closed_form,
+    }
+    batch = [x for x in s.dims if x not in (*samples, IN_DIM)]
+    if (
+        not lazy
+        and not extra
+        and robust is None
+        and start.dims == (*batch, in_dim, dim)
+        and all(
+            a is None or [x for x in a.dims if x not in core] == batch
+            for a, core in zip((d, w), core_dims[1:3], strict=True)
+        )
+    ):
+        return _refine_in_memory(start, (s, d, w), core_dims, batch, kwargs), None
+    if w is None:
+        w = xr.ones_like(s.isel({IN_DIM: 0}, drop=True))
     if lazy:
         # Whole samples per block, and blocks of ~_SAMPLES_PER_TASK samples: patch
         # colours are tiny, and a task per frame would cost far more than its fit.
         per_element = np.prod([s.sizes[x] for x in samples], dtype=np.int64)
-        batch = [x for x in s.dims if x not in (*samples, IN_DIM)]
         sizes = batch_chunks(s, batch, int(per_element))
         chunks = {x: -1 for x in (*samples, IN_DIM, OUT_DIM, in_dim, dim)} | sizes
         s, d, w, start, *extra = (
             a.chunk({k: v for k, v in chunks.items() if k in a.dims})
             for a in (s, d, w, start, *extra)
         )
-    max_iter, robust = problem.max_iter, problem.robust
-    iterations = 0 if closed_form else max_iter
-    robust = None if closed_form else robust
     extra_outputs = [list(samples), [], [], []] if robust is not None else []
     outputs = xr.apply_ufunc(
         _refine_block,
@@ -309,25 +329,9 @@ def refine_matrix(
         w,
         start,
         *extra,
-        input_core_dims=[
-            [*samples, IN_DIM],
-            [*samples, OUT_DIM],
-            list(samples),
-            [in_dim, dim],
-            *extra_core,
-        ],
+        input_core_dims=[*core_dims, *extra_core],
         output_core_dims=[[in_dim, dim], [], [], [], [], *extra_outputs],
-        kwargs={
-            "metric": measure,
-            "max_iter": iterations,
-            "n_samples": len(samples),
-            "closed_form": closed_form,
-            "robust": robust,
-            "robust_tuning": problem.robust_tuning,
-            "min_samples": problem.min_samples,
-            "ridge": problem.ridge if problem.ridge and not closed_form else None,
-            "white": problem.white is not None and not closed_form,
-        },
+        kwargs=kwargs,
         dask="parallelized",
         output_dtypes=[np.float64, np.float64, np.float64, np.int64, bool]
         + ([np.float64, np.float64, np.int64, bool] if robust is not None else []),
@@ -346,6 +350,35 @@ def refine_matrix(
     matrix.attrs = dict(start.attrs)
     matrix.name = start.name
     return matrix, weight
+
+
+def _refine_in_memory(
+    start: xr.DataArray,
+    arrays: tuple[xr.DataArray | None, ...],
+    core_dims: list[list[Hashable]],
+    batch: list[Hashable],
+    kwargs: dict[str, Any],
+) -> xr.DataArray:
+    """:func:`refine_matrix` on NumPy-backed inputs that share their batch dims, not robust.
+
+    The same numbers and the same labelled result as through ``xr.apply_ufunc``, without
+    its alignment and coordinate merging, which cost more than the fit of a frame or a few:
+    the result takes ``start``'s dims and coords, which already hold every batch coord of
+    the inputs (:func:`xccm.core.solve` collects them), as :func:`refine_matrix`'s
+    ``assign_coords(start.coords)`` makes them win. No weights (None) weigh 1.
+    """
+    values = [
+        None if a is None else a.variable.transpose(*batch, *core).values
+        for a, core in zip((*arrays, start), core_dims, strict=True)
+    ]
+    if values[2] is None:
+        values[2] = np.ones(values[0].shape[:-1])
+    out = _refine_block(*values, **kwargs)
+    coords: dict[Hashable, Any] = dict(start.coords)
+    coords.update({k: (batch, v) for k, v in zip(DIAGNOSTICS, out[1:5], strict=True)})
+    return xr.DataArray(
+        out[0], dims=start.dims, coords=coords, name=start.name, attrs=dict(start.attrs)
+    )
 
 
 def _refine_block(

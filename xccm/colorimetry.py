@@ -124,15 +124,28 @@ def rgb_colourspace(name):
         raise TypeError(f"rgb_space must be a str, got {type(name).__name__}")
     key = name.strip().lower()
     key = RGB_SPACES.get(key.replace("_", "-").replace(" ", "-"), key)
-    for candidate, space in colour.RGB_COLOURSPACES.items():
-        if candidate.lower() == key.lower():
-            return space
+    space = _named_rgb_colourspace(key.lower(), len(colour.RGB_COLOURSPACES))
+    if space is not None:
+        return space
     if key.lower() in _CUSTOM_RGB_SPACES:
         return _CUSTOM_RGB_SPACES[key.lower()]
     raise ValueError(
         f"unknown rgb_space {name!r}; use one of {list(RGB_SPACES)} or a colour-science name "
         "(colour.RGB_COLOURSPACES), e.g. 'Display P3'"
     )
+
+
+@functools.lru_cache(maxsize=64)
+def _named_rgb_colourspace(key: str, _n_spaces: int):
+    """colour-science's RGB space whose lower-case name is ``key``, or None.
+
+    Cached (a fit looks its space up several times); ``_n_spaces``, the number of spaces
+    colour-science knows, keys the cache so that a space registered later is found.
+    """
+    for candidate, space in _colour().RGB_COLOURSPACES.items():
+        if candidate.lower() == key:
+            return space
+    return None
 
 
 def illuminant_xy(illuminant: str | Sequence[float] | None) -> np.ndarray:
@@ -367,7 +380,6 @@ def _to_xyz(values: np.ndarray, space: Space, white_xy: np.ndarray, adaptation: 
 
 def _from_xyz(xyz: np.ndarray, space: Space, white_xy: np.ndarray, adaptation: str):
     """Inverse of :func:`_to_xyz`: XYZ under ``white_xy`` into ``space``."""
-    colour = _colour()
     if space.kind == "rgb":
         # The exact inverse of the RGB -> XYZ path, so that conversions round-trip exactly
         # and a fit's target is the reference itself. (colour.XYZ_to_RGB uses the space's
@@ -376,7 +388,7 @@ def _from_xyz(xyz: np.ndarray, space: Space, white_xy: np.ndarray, adaptation: s
         return xyz @ np.linalg.inv(to_xyz_matrix(space.rgb_space, white_xy, adaptation)).T
     own = space.white
     xyz = xyz @ _adaptation(white_xy, own, adaptation).T
-    return colour.XYZ_to_Lab(xyz, own) if space.kind == "lab" else xyz
+    return xyz_to_lab(xyz, own) if space.kind == "lab" else xyz
 
 
 def convert_array(values, source: Space, target: Space, adaptation: str = "Bradford"):
@@ -396,9 +408,24 @@ def _same_space(a: Space, b: Space) -> bool:
     return bool(np.array_equal(a.white, b.white))
 
 
+#: CIE 1976 L*a*b*: the cube root applies above :math:`(24/116)^3`, a line below.
+_LAB_EPSILON = (24 / 116) ** 3
+
+
 def xyz_to_lab(xyz: np.ndarray, white_xy: np.ndarray) -> np.ndarray:
-    """CIE L*a*b* of ``xyz (..., 3)`` (relative, Y = 1 white) under ``white_xy``."""
-    return _colour().XYZ_to_Lab(xyz, white_xy)
+    """CIE L*a*b* of ``xyz (..., 3)`` (relative, Y = 1 white) under ``white_xy``.
+
+    The CIE formula in closed form, as colour-science's ``XYZ_to_Lab`` computes it (the same
+    operations, so the same values): a fit evaluates it at every step, where colour-science's
+    argument handling would cost more than the arithmetic on a 24-patch chart.
+    """
+    xyz = np.asarray(xyz, dtype=np.float64)
+    x, y = float(white_xy[0]), float(white_xy[1])
+    white = np.array([x * (1 / y), 1.0, (1 - (x + y)) * (1 / y)])
+    t = xyz / white
+    f = np.where(t > _LAB_EPSILON, np.abs(t) ** (1 / 3), (841 / 108) * t + 16 / 116)
+    f_x, f_y, f_z = f[..., 0], f[..., 1], f[..., 2]
+    return np.stack([116 * f_y - 16, 500 * (f_x - f_y), 200 * (f_y - f_z)], axis=-1)
 
 
 def lab_delta_e(lab: np.ndarray, lab_reference: np.ndarray, method: str) -> np.ndarray:
@@ -438,8 +465,8 @@ def ciede2000(lab_1: np.ndarray, lab_2: np.ndarray) -> np.ndarray:
 
 def _ciede2000_terms(lab_1: np.ndarray, lab_2: np.ndarray):
     """``ΔL'/S_L, ΔC'/S_C, ΔH'/S_H`` and ``R_T`` of CIEDE2000 (signs: 2 minus 1)."""
-    l_1, a_1, b_1 = np.moveaxis(lab_1, -1, 0)
-    l_2, a_2, b_2 = np.moveaxis(lab_2, -1, 0)
+    l_1, a_1, b_1 = lab_1[..., 0], lab_1[..., 1], lab_1[..., 2]
+    l_2, a_2, b_2 = lab_2[..., 0], lab_2[..., 1], lab_2[..., 2]
     c_bar_7 = ((np.hypot(a_1, b_1) + np.hypot(a_2, b_2)) / 2) ** 7
     g = 0.5 * (1 - np.sqrt(c_bar_7 / (c_bar_7 + 25**7)))
     a_p_1, a_p_2 = (1 + g) * a_1, (1 + g) * a_2
@@ -679,17 +706,24 @@ def convert(
     target = _target_space(to, src, illuminant, rgb_space)
     _check_three(obj, dim, "obj")
     dtype = obj.dtype if obj.dtype == np.float32 else np.dtype(np.float64)
-    out = xr.apply_ufunc(
-        lambda v: convert_array(v, src, target, adaptation).astype(dtype, copy=False),
-        obj.rename({dim: _C}),
-        input_core_dims=[[_C]],
-        output_core_dims=[[_C]],
-        dask="parallelized",
-        output_dtypes=[dtype],
-        keep_attrs=True,
-    )
-    out = out.rename({_C: dim}).transpose(*obj.dims)
-    out = out.assign_coords({dim: list(_CHANNELS[target.kind])})
+    if isinstance(obj.data, np.ndarray):  # at once, without apply_ufunc's cost (a chart's)
+        axis = obj.get_axis_num(dim)
+        values = convert_array(np.moveaxis(obj.data, axis, -1), src, target, adaptation)
+        coords = dict(obj.coords) | {dim: list(_CHANNELS[target.kind])}
+        data = np.moveaxis(values.astype(dtype, copy=False), -1, axis)
+        out = xr.DataArray(data, dims=obj.dims, coords=coords, name=obj.name, attrs=obj.attrs)
+    else:
+        out = xr.apply_ufunc(
+            lambda v: convert_array(v, src, target, adaptation).astype(dtype, copy=False),
+            obj.rename({dim: _C}),
+            input_core_dims=[[_C]],
+            output_core_dims=[[_C]],
+            dask="parallelized",
+            output_dtypes=[dtype],
+            keep_attrs=True,
+        )
+        out = out.rename({_C: dim}).transpose(*obj.dims)
+        out = out.assign_coords({dim: list(_CHANNELS[target.kind])})
     for key in ("space", "illuminant", "rgb_space"):
         out.attrs.pop(key, None)
     out.attrs.update(target.attrs())
