@@ -367,12 +367,12 @@ def _refine_in_memory(
     the inputs (:func:`xccm.core.solve` collects them), as :func:`refine_matrix`'s
     ``assign_coords(start.coords)`` makes them win. No weights (None) weigh 1.
     """
-    values = [
+    s, d, w, m0 = (
         None if a is None else a.variable.transpose(*batch, *core).values
         for a, core in zip((*arrays, start), core_dims, strict=True)
-    ]
-    if values[2] is None:
-        values[2] = np.ones(values[0].shape[:-1])
+    )
+    assert s is not None and d is not None and m0 is not None
+    values = [s, d, np.ones(s.shape[:-1]) if w is None else w, m0]
     out = _refine_block(*values, **kwargs)
     coords: dict[Hashable, Any] = dict(start.coords)
     coords.update({k: (batch, v) for k, v in zip(DIAGNOSTICS, out[1:5], strict=True)})
