@@ -281,6 +281,7 @@ def to_zarr(
     sources: list[Any] = []
     targets: list[Any] = []  # _ChunkWriter: written to as arrays are
     regions: list[Any] = []
+    layouts = _layouts(store, [p for k in lazy for p in (str(k), f"{PROGRESS}/{k}")])
     for name, var in lazy.items():
         grid = _grid(var)
         if fresh:
@@ -289,7 +290,10 @@ def to_zarr(
             done, records = _verified(group, store, str(name), var.chunks, verify)
             if then["variables"].get(str(name)) != tokens["variables"][str(name)]:
                 _check_samples(store, str(name), var, records)
-        writer = _ChunkWriter(store, str(name), chunks[name], grid, token)
+        writer = _ChunkWriter(
+            store, str(name), chunks[name], grid, token,
+            (layouts[str(name)], layouts[f"{PROGRESS}/{name}"]),
+        )  # fmt: skip
         if fresh:  # every chunk: the variable whole, as xarray stores it
             sources.append(var.data)
             targets.append(writer)
@@ -445,6 +449,7 @@ def _append(ds, store, group, lazy, chunks, tokens, dim, attrs, encoding, verify
             arr[region] = values
     group = zarr.open_group(store, mode="r", use_consolidated=False)
     sources, targets, regions = [], [], []
+    layouts = _layouts(store, [p for k in lazy for p in (str(k), f"{PROGRESS}/{k}")])
     for name, var in lazy.items():
         arr = group[str(name)]
         c = arr.chunks[0]
@@ -460,8 +465,9 @@ def _append(ds, store, group, lazy, chunks, tokens, dim, attrs, encoding, verify
         ].get(str(name)):
             _check_samples(store, str(name), var, records)
         writer = _ChunkWriter(
-            store, str(name), tuple(arr.chunks), tuple(len(k) for k in store_chunks), token
-        )
+            store, str(name), tuple(arr.chunks), tuple(len(k) for k in store_chunks), token,
+            (layouts[str(name)], layouts[f"{PROGRESS}/{name}"]),
+        )  # fmt: skip
         for region, blocks in _missing_runs(done, var.chunks):
             sources.append(var.data.blocks[blocks])
             targets.append(writer)
@@ -607,9 +613,11 @@ def _small_coords_in_memory(ds: xr.Dataset) -> xr.Dataset:
 class _ChunkWriter:
     """A Dask store target: writes a block into the zarr array, then records it as written.
 
-    Holds only the store path, so it pickles small; the zarr arrays are opened once per
-    process. The record is written after the data, so a recorded chunk is a written chunk;
-    it holds the CRC-32 of the block's values (see :func:`_record`).
+    Holds only the store path and, for arrays whose chunk files xccm writes itself (a local
+    store, uncompressed: :func:`_raw_local`), their :class:`_Layout`s, so it pickles small and
+    a write opens nothing; other arrays are opened with zarr once per process. The record is
+    written after the data, so a recorded chunk is a written chunk; it holds the CRC-32 of the
+    block's values (see :func:`_record`).
     """
 
     def __init__(
@@ -619,14 +627,18 @@ class _ChunkWriter:
         chunks: tuple[int, ...],
         grid: tuple[int, ...],
         token: str,
+        layouts: tuple[_Layout | None, _Layout | None] = (None, None),
     ) -> None:
         self.store, self.name, self.chunks, self.grid = store, name, chunks, grid
         self.token = token
+        self.layout, self.records = layouts
 
     def __setitem__(self, index: tuple[slice, ...], block: np.ndarray) -> None:
-        arr = _open_array(self.store, self.name, self.token)
         chunk = tuple((s.start or 0) // c for s, c in zip(index, self.chunks, strict=True))
         block = np.asarray(block)
+        arr = self.layout
+        if arr is None or not (block.shape == self.chunks and block.dtype == arr.dtype):
+            arr = _open_array(self.store, self.name, self.token)
         empty = not arr.config.write_empty_chunks and _all_fill(block, arr.fill_value)
         record = _record(block, arr.dtype, empty)
         whole = block.shape == self.chunks
@@ -634,9 +646,72 @@ class _ChunkWriter:
             _write_chunk_file(arr, chunk, np.ascontiguousarray(block))
         else:
             arr[index] = block
-        progress = _open_array(self.store, f"{PROGRESS}/{self.name}", self.token)
+        progress = self.records
+        if progress is None:
+            progress = _open_array(self.store, f"{PROGRESS}/{self.name}", self.token)
         flat = int(np.ravel_multi_index(chunk, self.grid)) if chunk else 0
         _write_record(progress, flat, record)
+
+
+@dataclasses.dataclass(frozen=True)
+class _ArrayConfig:
+    write_empty_chunks: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class _Layout:
+    """What xccm needs to write the chunk files of a :func:`_raw_local` array without zarr.
+
+    Quacks like the zarr array for :func:`_write_chunk_file` and :func:`_write_record`
+    (``metadata``, ``store``, ``path``, ``dtype``, ``fill_value``, ``config``), read from its
+    ``zarr.json`` with no zarr event loop: one per array, built in the process that builds the
+    write, so a chunk write opens nothing.
+    """
+
+    store: Any  # a zarr LocalStore (pickles as its root)
+    path: str
+    metadata: Any
+    config: _ArrayConfig
+
+    @property
+    def dtype(self) -> np.dtype:
+        return np.dtype(self.metadata.dtype.to_native_dtype())
+
+    @property
+    def fill_value(self) -> Any:
+        return self.metadata.fill_value
+
+
+def _layouts(store: str, paths) -> dict[str, _Layout | None]:
+    """Return the :class:`_Layout` of each array ``paths`` of a local store (None: use zarr).
+
+    Reads each ``zarr.json`` as JSON; arrays with the same metadata but their shape share one
+    parsed zarr metadata object, so 2000 similar arrays cost 2000 small reads and a few parses.
+    """
+    local = _local_path(store)
+    if local is None:
+        return dict.fromkeys(paths)
+    from zarr.core.metadata.v3 import ArrayV3Metadata
+
+    root = zarr.storage.LocalStore(str(local))
+    config = _ArrayConfig(bool(zarr.config.get("array.write_empty_chunks")))
+    parsed: dict[str, Any] = {}
+    out: dict[str, _Layout | None] = {}
+    for path in paths:
+        try:
+            meta = json.loads(Path(local, *path.split("/"), "zarr.json").read_bytes())
+            if meta.get("zarr_format") != 3 or meta.get("node_type") != "array":
+                raise ValueError
+            signature = json.dumps({k: v for k, v in meta.items() if k != "shape"}, sort_keys=True)
+            if signature not in parsed:
+                parsed[signature] = ArrayV3Metadata.from_dict(meta)
+            metadata = dataclasses.replace(parsed[signature], shape=tuple(meta["shape"]))
+        except (OSError, ValueError, TypeError, KeyError):  # left to zarr, which says why
+            out[path] = None
+            continue
+        layout = _Layout(root, path, metadata, config)
+        out[path] = layout if _raw_local(layout) else None
+    return out
 
 
 #: A record's state (its high 32 bits): the chunk was written and its object is in the store,
@@ -760,24 +835,23 @@ def _equal(x: np.ndarray, fill) -> np.ndarray:
     return eq
 
 
-_arrays: dict[tuple[str, str, str], Any] = {}
+#: The zarr arrays opened by this process: (store, path) -> (token, array).
+_arrays: dict[tuple[str, str], tuple[str, Any]] = {}
 _arrays_lock = threading.Lock()
 
 
 def _open_array(store: str, path: str, token: str):
     """Open a zarr array once per process and computation.
 
-    The key includes the token of the computation that created the store, so a long-lived
+    Each is kept with the token of the computation that created the store, so a long-lived
     worker never writes through an array opened for an earlier store at the same path (one
     overwritten with ``mode="w"`` or deleted and written anew with another layout).
     """
-    key = (store, path, token)
     with _arrays_lock:
-        if key not in _arrays:
-            for old in [k for k in _arrays if k[:2] == key[:2]]:
-                del _arrays[old]
-            _arrays[key] = zarr.open_array(store, path=path, mode="r+")
-        return _arrays[key]
+        held = _arrays.get((store, path))
+        if held is None or held[0] != token:
+            held = _arrays[store, path] = (token, zarr.open_array(store, path=path, mode="r+"))
+        return held[1]
 
 
 def _create(ds, store, chunks, tokens, token, attrs, encoding, *, replace: bool) -> None:
@@ -832,8 +906,29 @@ def _create_at(ds, store, chunks, tokens, token, attrs, encoding, *, overwrite: 
 _ONE_CHUNK_BYTES = 64 * 2**20
 
 
+#: Variable attributes that xarray's encoding reads or writes (CF conventions, coordinates,
+#: masking, scaling, times). Dask-backed variables whose attrs differ only outside these are
+#: encoded alike: xarray writes the metadata of one of them, the others are copies of it.
+_ENCODED_ATTRS = frozenset(
+    {
+        "_FillValue", "missing_value", "scale_factor", "add_offset", "units", "calendar",
+        "dtype", "_Unsigned", "_Encoding", "coordinates", "compression", "bounds",
+        "grid_mapping", "climatology", "geometry", "node_coordinates", "node_count",
+        "part_node_count", "interior_ring", "cell_measures", "formula_terms",
+        "ancillary_variables", "flag_values", "flag_masks", "valid_range", "valid_min",
+        "valid_max", "_ARRAY_DIMENSIONS",
+    }
+)  # fmt: skip
+
+
 def _fill(ds, store, chunks, tokens, token, attrs, encoding) -> None:
-    """Write the variables' metadata, the in-memory variables and the progress arrays."""
+    """Write the variables' metadata, the in-memory variables and the progress arrays.
+
+    xarray writes the in-memory variables and the metadata of one Dask-backed variable of
+    each kind (:func:`_kinds`); the metadata of the other Dask-backed variables, and of the
+    progress arrays, are copies with their own shapes, chunks and attrs (:func:`_copies`),
+    written in one pass, without xarray's writer or zarr's event loop per array.
+    """
     ds = ds.copy(deep=False)
     for var in ds.variables.values():
         var.encoding = {}
@@ -853,59 +948,150 @@ def _fill(ds, store, chunks, tokens, token, attrs, encoding) -> None:
         # chunks, which may split the channel dim that xccm needs whole.
         if name not in chunks and var.size and var.nbytes <= _ONE_CHUNK_BYTES:
             enc.setdefault(name, {}).setdefault("chunks", var.shape)
+    grids = {k: _grid(ds.variables[k]) for k in chunks}
+    kinds = _kinds(ds, chunks, enc)
+    templates = set(kinds.values())
+    copies = [k for k in chunks if k not in templates]
     # xarray builds a write of each Dask-backed variable that we never compute (to_zarr writes
     # the chunks itself): give it one-chunk placeholders of the same shape, dtype and attrs,
     # not the real graphs, so building that write costs one task per variable.
-    grids = {k: _grid(ds.variables[k]) for k in chunks}
     placeholders: dict[tuple, da.Array] = {}  # one per shape and dtype: da.empty tokenizes
-    for k in chunks:
+    for k in templates:
         v = ds.variables[k]
         key = (v.shape, v.dtype.str)
         if key not in placeholders:
             placeholders[key] = da.empty(v.shape, dtype=v.dtype, chunks=v.shape or ())
     blank = {
         k: ds.variables[k].copy(data=placeholders[ds.variables[k].shape, ds.variables[k].dtype.str])
-        for k in chunks
+        for k in templates
     }
     ds = ds.assign_coords({k: v for k, v in blank.items() if k in ds.coords})
     ds = ds.assign({k: v for k, v in blank.items() if k in ds.data_vars})
+    written = ds.drop_vars(copies) if copies else ds
     # The group exists (_create made it, with only the xccm attrs): add the variables to it.
-    ds.to_zarr(store, mode="a", compute=False, consolidated=False, encoding=enc)
+    written.to_zarr(
+        store, mode="a", compute=False, consolidated=False,
+        encoding={k: e for k, e in enc.items() if k in written.variables},
+    )  # fmt: skip
     root = zarr.open_group(store, mode="r+", use_consolidated=False)
     progress = root.require_group(PROGRESS)
+    metadata: dict[str, dict] = {}
     first = None
-    for name in ds.variables:
-        if name not in chunks:
-            continue
+    for name in chunks:
         # One uint64 record per chunk (state and CRC-32), flat in C order over the chunk grid:
         # one small file per chunk, no nested folders.
         shape = (math.prod(grids[name]),)
-        if first is not None and _raw_local(first):  # the same metadata, another shape
-            _write_metadata(first, f"{PROGRESS}/{name}", shape)
-        else:
+        if first is None:
             first = progress.create_array(
                 str(name), shape=shape, chunks=(1,), dtype=np.uint64, fill_value=0,
                 compressors=None,
             )  # fmt: skip
+            like = _read_metadata(store, f"{PROGRESS}/{name}")
+        else:
+            metadata[f"{PROGRESS}/{name}"] = {**like, "shape": list(shape)}
+    if copies:
+        read = {k: _read_metadata(store, str(k)) for k in templates}
+        for name in copies:
+            template = kinds[name]
+            metadata[str(name)] = _copy_metadata(
+                read[template], ds.variables[template], ds.variables[name], chunks[name]
+            )
+    _write_metadata(store, metadata)
     root.attrs[_CREATED] = 1
 
 
-def _write_metadata(like, path: str, shape: tuple[int, ...]) -> None:
-    """Create the array ``path`` with ``like``'s metadata but ``shape``, in a local store.
+def _kinds(ds: xr.Dataset, chunks, enc) -> dict[Hashable, Hashable]:
+    """Map each Dask-backed variable to the first of its kind: those xarray encodes alike.
 
-    Writes the ``zarr.json`` zarr would write (zarr serializes it), without going through
-    zarr's event loop once per array: the progress arrays of 2000 variables take a fraction
-    of the time.
+    Alike: both data variables or both coords, the same dims, dtype and encoding (but the
+    chunks) and the same attributes that xarray's encoding reads (:data:`_ENCODED_ATTRS`).
+    A variable with a ``serializer`` (e.g. sharding, whose metadata depends on the chunks)
+    is its own kind.
     """
-    from zarr.core.buffer import default_buffer_prototype
+    first: dict[str, Hashable] = {}
+    kinds = {}
+    for name in chunks:
+        var = ds.variables[name]
+        e = {k: v for k, v in enc.get(name, {}).items() if k != "chunks"}
+        if "serializer" in e:
+            kinds[name] = name
+            continue
+        encoded = {k: v for k, v in var.attrs.items() if k in _ENCODED_ATTRS}
+        kind = dask.base.tokenize(
+            name in ds.coords, var.dims, var.dtype.str, len(var.chunks), e, encoded
+        )
+        kinds[name] = first.setdefault(kind, name)
+    return kinds
 
-    meta = dataclasses.replace(like.metadata, shape=shape)
-    folder = Path(like.store.root, *path.split("/"))
-    folder.mkdir(parents=True, exist_ok=True)
-    (buffer,) = meta.to_buffer_dict(default_buffer_prototype()).values()
-    tmp = folder / f"zarr.json.{uuid.uuid4().hex}{_TMP}"
-    tmp.write_bytes(buffer.to_bytes())
-    os.replace(tmp, folder / "zarr.json")
+
+def _copy_metadata(template: dict, like: xr.Variable, var: xr.Variable, chunks) -> dict:
+    """Return the ``zarr.json`` of ``var``: ``template`` (that of ``like``, of its kind) with
+    ``var``'s shape, chunks and own attributes, encoded as xarray encodes them."""
+    # The template's attributes but its own plain ones (those that xarray's encoding added or
+    # read are the same for the whole kind), then var's own, as xarray's zarr backend encodes.
+    kept = {
+        k: v
+        for k, v in template.get("attributes", {}).items()
+        if k not in like.attrs or k in _ENCODED_ATTRS
+    }
+    own = {
+        k: v.tolist() if isinstance(v, np.ndarray | np.generic) else v
+        for k, v in var.attrs.items()
+        if k not in _ENCODED_ATTRS
+    }
+    return {
+        **template,
+        "shape": list(var.shape),
+        "chunk_grid": {"name": "regular", "configuration": {"chunk_shape": list(chunks)}},
+        "attributes": {**own, **kept},
+    }
+
+
+def _read_metadata(store: str, path: str) -> dict:
+    """Return the ``zarr.json`` of the array ``path`` in ``store``, as a dict."""
+    local = _local_path(store)
+    if local is not None:
+        return json.loads(Path(local, *path.split("/"), "zarr.json").read_bytes())
+    return zarr.open_array(store, path=path, mode="r").metadata.to_dict()
+
+
+def _write_metadata(store: str, metadata: Mapping[str, dict]) -> None:
+    """Write the ``zarr.json`` of each array path in ``metadata``, as zarr writes it.
+
+    In a local store each is written as a file (through a temporary file renamed into
+    place); elsewhere through the store, all at once, not once per array on zarr's event
+    loop.
+    """
+    if not metadata:
+        return
+    indent = zarr.config.get("json_indent")
+    blobs = {
+        path: json.dumps(meta, allow_nan=True, indent=indent).encode()
+        for path, meta in metadata.items()
+    }
+    local = _local_path(store)
+    if local is not None:
+        for path, blob in blobs.items():
+            folder = Path(local, *path.split("/"))
+            folder.mkdir(parents=True, exist_ok=True)
+            tmp = folder / f"zarr.json.{uuid.uuid4().hex}{_TMP}"
+            tmp.write_bytes(blob)
+            os.replace(tmp, folder / "zarr.json")
+        return
+    import asyncio
+
+    from zarr.core.buffer import default_buffer_prototype
+    from zarr.core.sync import sync
+
+    target = zarr.open_group(store, mode="r+", use_consolidated=False).store
+    buffer = default_buffer_prototype().buffer
+
+    async def put():
+        await asyncio.gather(
+            *(target.set(f"{p}/zarr.json", buffer.from_bytes(b)) for p, b in blobs.items())
+        )
+
+    sync(put())
 
 
 def _grid(var) -> tuple[int, ...]:
