@@ -10,8 +10,9 @@ itself:
 - ``rename:N``: after xccm wrote the N-th chunk file's temporary file, before renaming it;
 - ``zarr-partial``: while zarr writes the first compressed chunk, once its ``.partial`` file
   is written (zarr's own atomic write, cut short);
-- ``consolidate``: while consolidating, once the root ``zarr.json``'s ``.partial`` is written;
-- ``mark``: after consolidating, before the store is marked complete;
+- ``consolidate``: while the consolidated, marked root ``zarr.json`` is written, once its
+  ``.partial`` is written;
+- ``mark``: once every chunk is checked, before the consolidated, marked root is written;
 - ``create``: after the root group is created, before any variable.
 
 FSIZE, if given, is an ``RLIMIT_FSIZE`` in bytes (SIGXFSZ ignored, so a write past it fails
@@ -114,21 +115,15 @@ def _install(fault: str) -> None:
 
         local._atomic_write = killing_atomic
         if kind == "consolidate":
-            consolidate = xccm.io.zarr.consolidate_metadata
+            write_root = xccm.io._write_root
 
-            def armed_consolidate(*args, **kwargs):
+            def armed_write_root(*args, **kwargs):
                 armed["on"] = True
-                return consolidate(*args, **kwargs)
+                return write_root(*args, **kwargs)
 
-            xccm.io.zarr.consolidate_metadata = armed_consolidate
+            xccm.io._write_root = armed_write_root
     elif kind == "mark":
-        consolidate = xccm.io.zarr.consolidate_metadata
-
-        def killing_consolidate(*args, **kwargs):
-            consolidate(*args, **kwargs)
-            _die()
-
-        xccm.io.zarr.consolidate_metadata = killing_consolidate
+        xccm.io._write_root = lambda *args, **kwargs: _die()
     elif kind == "create":
         xr.Dataset.to_zarr = lambda *args, **kwargs: _die()
     elif kind != "none":

@@ -685,33 +685,56 @@ class _Layout:
 def _layouts(store: str, paths) -> dict[str, _Layout | None]:
     """Return the :class:`_Layout` of each array ``paths`` of a local store (None: use zarr).
 
-    Reads each ``zarr.json`` as JSON; arrays with the same metadata but their shape share one
-    parsed zarr metadata object, so 2000 similar arrays cost 2000 small reads and a few parses.
+    Reads each ``zarr.json`` as JSON; arrays whose metadata differ only in their shape and
+    attributes share one parsed zarr metadata object, so 2000 similar arrays cost 2000 small
+    reads and a few parses.
     """
     local = _local_path(store)
     if local is None:
         return dict.fromkeys(paths)
-    from zarr.core.metadata.v3 import ArrayV3Metadata
-
-    root = zarr.storage.LocalStore(str(local))
-    config = _ArrayConfig(bool(zarr.config.get("array.write_empty_chunks")))
-    parsed: dict[str, Any] = {}
-    out: dict[str, _Layout | None] = {}
+    reader = _Reader(local)
+    out = {}
     for path in paths:
         try:
             meta = json.loads(Path(local, *path.split("/"), "zarr.json").read_bytes())
-            if meta.get("zarr_format") != 3 or meta.get("node_type") != "array":
-                raise ValueError
-            signature = json.dumps({k: v for k, v in meta.items() if k != "shape"}, sort_keys=True)
-            if signature not in parsed:
-                parsed[signature] = ArrayV3Metadata.from_dict(meta)
-            metadata = dataclasses.replace(parsed[signature], shape=tuple(meta["shape"]))
-        except (OSError, ValueError, TypeError, KeyError):  # left to zarr, which says why
+        except (OSError, ValueError):  # left to zarr, which says why
             out[path] = None
             continue
-        layout = _Layout(root, path, metadata, config)
-        out[path] = layout if _raw_local(layout) else None
+        out[path] = reader.layout(path, meta)
     return out
+
+
+class _Reader:
+    """Parses the ``zarr.json`` dicts of a local store's arrays into :class:`_Layout` s."""
+
+    def __init__(self, local: Path) -> None:
+        self.root = zarr.storage.LocalStore(str(local))
+        self.config = _ArrayConfig(bool(zarr.config.get("array.write_empty_chunks")))
+        self.parsed: dict[str, Any] = {}
+
+    def metadata(self, meta: dict):
+        """The zarr metadata of ``meta`` but for its shape and attributes (None: not v3)."""
+        from zarr.core.metadata.v3 import ArrayV3Metadata
+
+        if meta.get("zarr_format") != 3 or meta.get("node_type") != "array":
+            return None
+        common = {k: v for k, v in meta.items() if k not in ("shape", "attributes")}
+        signature = json.dumps(common, sort_keys=True)
+        if signature not in self.parsed:
+            try:
+                parsed = ArrayV3Metadata.from_dict({**common, "shape": meta.get("shape", [])})
+            except (ValueError, TypeError, KeyError):
+                parsed = None
+            self.parsed[signature] = parsed
+        return self.parsed[signature]
+
+    def layout(self, path: str, meta: dict) -> _Layout | None:
+        """The :class:`_Layout` of the array ``path``, or None if zarr must write it."""
+        metadata = self.metadata(meta)
+        if metadata is None:
+            return None
+        layout = _Layout(self.root, path, metadata, self.config)
+        return layout if _raw_local(layout) else None
 
 
 #: A record's state (its high 32 bits): the chunk was written and its object is in the store,
@@ -1058,8 +1081,7 @@ def _read_metadata(store: str, path: str) -> dict:
 def _write_metadata(store: str, metadata: Mapping[str, dict]) -> None:
     """Write the ``zarr.json`` of each array path in ``metadata``, as zarr writes it.
 
-    In a local store each is written as a file (through a temporary file renamed into
-    place); elsewhere through the store, all at once, not once per array on zarr's event
+    In a local store each is written as a file; elsewhere through the store, all at once, not once per array on zarr's event
     loop.
     """
     if not metadata:
@@ -1071,12 +1093,10 @@ def _write_metadata(store: str, metadata: Mapping[str, dict]) -> None:
     }
     local = _local_path(store)
     if local is not None:
-        for path, blob in blobs.items():
+        for path, blob in blobs.items():  # a creation cut short is made again: no renames
             folder = Path(local, *path.split("/"))
             folder.mkdir(parents=True, exist_ok=True)
-            tmp = folder / f"zarr.json.{uuid.uuid4().hex}{_TMP}"
-            tmp.write_bytes(blob)
-            os.replace(tmp, folder / "zarr.json")
+            (folder / "zarr.json").write_bytes(blob)
         return
     import asyncio
 
@@ -1206,22 +1226,8 @@ def _read_records(group, store: str, name: str, grid) -> tuple[np.ndarray, list[
         )
     damaged: list[str] = []
     if _raw_local(progress):  # read the few files there are, not one lookup per chunk
-        records = np.zeros(progress.shape, np.uint64)
         folder = _folder(progress)
-        for key in _local_keys(folder):
-            parts = key.split("/")
-            path = os.path.join(folder, *parts)
-            try:
-                chunk = tuple(int(p) for p in parts[1:])
-                data = Path(path).read_bytes()
-                value = int(np.frombuffer(data, np.uint64)[0]) if len(data) == 8 else -1
-                records[chunk] = value if (value >> 32) in (_WRITTEN, _EMPTY) else 0
-                if (value >> 32) not in (_WRITTEN, _EMPTY):
-                    damaged.append(f"{PROGRESS}/{name}/{key}")
-            except (ValueError, IndexError):  # a file that is no chunk of this array
-                continue
-            except FileNotFoundError:  # removed meanwhile
-                continue
+        records, damaged = _local_records(folder, _local_keys(folder), progress.shape, name)
         return records.reshape(grid), damaged
     try:
         records = np.asarray(progress[...])
@@ -1239,6 +1245,27 @@ def _read_records(group, store: str, name: str, grid) -> tuple[np.ndarray, list[
     for chunk in zip(*np.nonzero(bad), strict=True):
         damaged.append(f"{PROGRESS}/{name}/c/{'/'.join(map(str, chunk))}")
     return np.where(bad, np.uint64(0), records).reshape(grid), damaged
+
+
+def _local_records(folder, keys, shape, name: str) -> tuple[np.ndarray, list[str]]:
+    """Read the records of ``name`` from the files ``keys`` (``c/<i>``) of its local folder."""
+    records = np.zeros(shape, np.uint64)
+    damaged: list[str] = []
+    for key in keys:
+        parts = key.split("/")
+        path = os.path.join(folder, *parts)
+        try:
+            chunk = tuple(int(p) for p in parts[1:])
+            data = Path(path).read_bytes()
+            value = int(np.frombuffer(data, np.uint64)[0]) if len(data) == 8 else -1
+            records[chunk] = value if (value >> 32) in (_WRITTEN, _EMPTY) else 0
+            if (value >> 32) not in (_WRITTEN, _EMPTY):
+                damaged.append(f"{PROGRESS}/{name}/{key}")
+        except (ValueError, IndexError):  # a file that is no chunk of this array
+            continue
+        except FileNotFoundError:  # removed meanwhile
+            continue
+    return records, damaged
 
 
 def _local_keys(folder) -> list[str]:
@@ -1295,7 +1322,158 @@ def _mark_complete(store: str, expected: dict, verify, _stored: Any) -> None:
     an array of the expected shape and chunks, that every chunk is recorded and passes
     ``verify``; a chunk that fails loses its record (so a resume writes it again) and the
     store is not marked. The marker lists the arrays it vouches for.
+
+    In a local store (unless ``verify="checksum"``, which reads every chunk through zarr)
+    this is one pass over the store's folders: one listing finds the stray files, the
+    metadata, the records and the chunk files; the consolidated metadata and the marker are
+    then written in one atomic write of the root ``zarr.json`` (:func:`_write_root`).
     """
+    local = _local_path(store)
+    if local is None or verify == "checksum":
+        _mark_complete_zarr(store, expected, verify)
+        return
+    folders = _list_clean(local)
+    metas = {}
+    for folder, files in folders.items():
+        if "zarr.json" in files:
+            try:
+                metas[folder] = json.loads(Path(local, folder, "zarr.json").read_bytes())
+            except FileNotFoundError:
+                continue
+            except ValueError as e:
+                raise _damaged(store, e) from e
+    reader = _Reader(local)
+    problems = []
+    for name, (shape, chunks) in expected.items():
+        meta = metas.get(name)
+        metadata = reader.metadata(meta) if meta is not None else None
+        if metadata is None:
+            problems.append(f"variable {name!r} is missing")
+            continue
+        now = (tuple(meta["shape"]), tuple(metadata.chunks))
+        if now[0] != tuple(shape) or (chunks is not None and now[1] != tuple(chunks)):
+            problems.append(f"variable {name!r} has shape {now[0]} and chunks {now[1]}")
+            continue
+        if chunks is None:
+            continue
+        grid = tuple(-(-s // c) for s, c in zip(shape, chunks, strict=True)) or (1,)
+        path = f"{PROGRESS}/{name}"
+        progress = reader.layout(path, metas[path]) if path in metas else None
+        if progress is None or _progress_keys(progress) is None:  # not as xccm makes them
+            _mark_complete_zarr(store, expected, verify)
+            return
+        n = math.prod(grid)
+        if math.prod(metas[path]["shape"]) != n:
+            raise ValueError(
+                f"store {store!r}: the progress records of {name!r} are for "
+                f"{math.prod(metas[path]['shape'])} chunks, but the variable has {n}; use "
+                "mode='w' to start over"
+            )
+        keys = [f"c/{f}" for f in folders.get(f"{path}/c", ())]
+        records, _ = _local_records(_folder(progress), keys, (n,), name)
+        records = records.reshape(grid)
+        unwritten = int(((records >> np.uint64(32)) == 0).sum())
+        if unwritten:
+            problems.append(f"{unwritten} chunk(s) of {name!r} are not recorded as written")
+        if verify:
+            encode = metadata.chunk_key_encoding.encode_chunk_key
+            bad = []
+            for chunk in np.argwhere((records >> np.uint64(32)) == _WRITTEN):
+                chunk = tuple(int(i) for i in chunk)
+                folder, _, file = f"{name}/{encode(chunk[: len(shape)])}".rpartition("/")
+                if file not in folders.get(folder, ()):
+                    bad.append(chunk)
+            for chunk in bad:  # not written, as far as a resume is concerned: no record
+                flat = int(np.ravel_multi_index(chunk, grid))
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(os.path.join(_folder(progress), "c", str(flat)))
+            if bad:
+                problems.append(f"chunks {[list(c) for c in bad[:5]]} of {name!r} are missing")
+    if problems:
+        raise IncompleteStoreError(
+            f"store {store!r} was not marked complete: {'; '.join(problems)}. Run the same "
+            "write with mode='resume' to write what is missing."
+        )
+    _write_root(local, metas)
+
+
+def _progress_keys(layout: _Layout) -> str | None:
+    """``"c"`` if the records' files are ``c/<i>`` (as xccm creates them), else None."""
+    try:
+        key = layout.metadata.chunk_key_encoding.encode_chunk_key((7,))
+    except Exception:
+        return None
+    return "c" if key == "c/7" else None
+
+
+def _list_clean(local: Path) -> dict[str, set[str]]:
+    """List a local store's files by folder (``""``: the root), removing the stray ones."""
+    folders: dict[str, set[str]] = {}
+    for folder, _, files in os.walk(local):
+        rel = os.path.relpath(folder, local).replace(os.sep, "/")
+        kept = set()
+        for f in files:
+            if _STRAY.search(f):
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(os.path.join(folder, f))
+            else:
+                kept.add(f)
+        folders["" if rel == "." else rel] = kept
+    return folders
+
+
+def _write_root(local: Path, metas: dict[str, dict]) -> None:
+    """Consolidate the metadata ``metas`` (path -> ``zarr.json``) and mark the store complete.
+
+    Writes the root ``zarr.json`` zarr's ``consolidate_metadata`` writes (the same members,
+    order and layout), with ``xccm_complete`` 1 and the list of arrays vouched for, in one
+    atomic write through zarr's local store.
+    """
+    import unicodedata
+
+    from zarr.core.buffer import default_buffer_prototype
+    from zarr.core.sync import sync
+
+    root = metas[""]
+    members = {}
+    order = sorted(
+        (p for p in metas if p),
+        key=lambda p: (p.count("/"), unicodedata.normalize("NFKC", p).casefold()),
+    )
+    empty = {"kind": "inline", "must_understand": False, "metadata": {}}
+    for path in order:
+        meta = metas[path]
+        if meta.get("node_type") == "group":
+            meta = {
+                "attributes": meta.get("attributes", {}),
+                "zarr_format": meta.get("zarr_format", 3),
+                "consolidated_metadata": empty,
+                "node_type": "group",
+            }
+        members[path] = meta
+    described = {
+        path: {
+            "shape": list(meta["shape"]),
+            "chunks": list(meta["chunk_grid"]["configuration"]["chunk_shape"]),
+            "data_type": meta["data_type"],
+        }
+        for path, meta in sorted(members.items())
+        if "/" not in path and meta.get("node_type") == "array"
+    }
+    attributes = {k: v for k, v in root.get("attributes", {}).items() if k != _APPEND}
+    marked = {
+        "attributes": {**attributes, COMPLETE: 1, _ARRAYS: json.dumps(described)},
+        "zarr_format": 3,
+        "consolidated_metadata": {**empty, "metadata": members},
+        "node_type": "group",
+    }
+    blob = json.dumps(marked, allow_nan=True, indent=zarr.config.get("json_indent")).encode()
+    store = zarr.storage.LocalStore(str(local))
+    sync(store.set("zarr.json", default_buffer_prototype().buffer.from_bytes(blob)))
+
+
+def _mark_complete_zarr(store: str, expected: dict, verify) -> None:
+    """:func:`_mark_complete` through zarr: remote stores, ``verify="checksum"``."""
     _clean_strays(store)
     group = zarr.open_group(store, mode="r+", use_consolidated=False)
     problems = []
