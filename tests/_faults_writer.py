@@ -57,6 +57,27 @@ def dataset() -> xr.Dataset:
 
 ENCODING = {"image": {"compressors": None}}
 
+#: The many-variable dataset: its Dask-backed variables in a few kinds (see ``xccm.io._kinds``),
+#: so most of their metadata are copies of one xarray wrote.
+N_MANY = 24
+
+
+def many() -> xr.Dataset:
+    rng = np.random.default_rng(11)
+    data = {
+        f"v{i}": (
+            ("time", "y", "channel"),
+            rng.random((2, 4, 3), dtype=np.float32 if i % 3 else np.float64),
+            {"index": i, "scale": np.float32(i / 2)} if i % 2 else {"units": "1"},
+        )
+        for i in range(N_MANY)
+    }
+    ds = xr.Dataset(data, coords={"time": [0.0, 60.0]}, attrs={"site": "many"})
+    return ds.chunk(time=1)
+
+
+MANY_ENCODING = {f"v{i}": {"compressors": None} for i in range(0, N_MANY, 2)}
+
 
 def _die() -> None:
     os.kill(os.getpid(), signal.SIGKILL)
@@ -130,15 +151,21 @@ def _install(fault: str) -> None:
         raise ValueError(f"unknown fault {fault!r}")
 
 
-def run(store: str, mode: str, fault: str = "none", fsize: int | None = None) -> None:
-    """Write :func:`dataset` to ``store`` in this (child) process, with ``fault`` installed."""
+def run(
+    store: str, mode: str, fault: str = "none", fsize: int | None = None, which: str = "one"
+) -> None:
+    """Write :func:`dataset` (or, ``which="many"``, :func:`many`) to ``store`` in this (child)
+    process, with ``fault`` installed."""
     if fsize is not None:
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, resource.RLIM_INFINITY))
     _install(fault)
     try:
         with dask.config.set(scheduler="threads", num_workers=2):
-            xccm.io.to_zarr(dataset(), store, mode=mode, encoding=ENCODING)
+            if which == "many":
+                xccm.io.to_zarr(many(), store, mode=mode, encoding=MANY_ENCODING)
+            else:
+                xccm.io.to_zarr(dataset(), store, mode=mode, encoding=ENCODING)
     except Exception as e:
         if fsize is not None:  # room to report it
             resource.setrlimit(resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY,) * 2)  # soft

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
+import shutil
 import signal
 import time
+import warnings
 import zlib
 from pathlib import Path
 
@@ -1112,3 +1115,96 @@ def test_a_stored_per_frame_fit_with_diagnostics_reopens_usable(tmp_path):
     back = done.image.ccm.inverse(done["ccm"]).compute()
     np.testing.assert_allclose(back.values, image.values, atol=1e-4)
     np.testing.assert_array_equal(done["loss"].values, m["loss"].values)
+
+
+def _many_kinds() -> xr.Dataset:
+    """Dask-backed variables of several kinds: dtypes, dims, attrs (plain and encoded), a
+    Dask-backed coord and a non-dim coord that xarray lists in each variable's attributes."""
+    rng = np.random.default_rng(5)
+    dims = ("time", "y", "channel")
+    data = {}
+    for i in range(7):
+        attrs = {"index": i, "weights": np.arange(3.0) * i, "gain": np.float32(i / 4)}
+        if i == 3:
+            attrs = {"units": "1", "long_name": "three"}
+        dtype = np.int16 if i == 5 else np.float32
+        values = (rng.random((4, 5, 3)) * 100).astype(dtype)
+        data[f"v{i}"] = (dims if i != 6 else ("time", "y", "c")), values, attrs
+    ds = xr.Dataset(
+        data,
+        coords={
+            "time": np.arange(4.0),
+            "loss": ("time", rng.random(4)),
+            "lazy_loss": ("time", rng.random(4), {"note": "lazy"}),
+        },
+        attrs={"site": "kinds"},
+    )
+    return ds.chunk(time=2)
+
+
+def test_metadata_of_many_variables_equals_xarrays(tmp_path):
+    # Most Dask-backed variables' zarr.json are copies of the first of their kind: each must
+    # equal what xarray writes for that variable itself.
+    ds = _many_kinds()
+    enc = {"v1": {"compressors": None}, "v2": {"compressors": None}}
+    ours, theirs = tmp_path / "ours.zarr", tmp_path / "theirs.zarr"
+    to_zarr(ds, ours, encoding=enc)
+    ds.to_zarr(theirs, encoding=enc, consolidated=False)
+    for name in ds.variables:
+        mine = json.loads((ours / str(name) / "zarr.json").read_bytes())
+        xarrays = json.loads((theirs / str(name) / "zarr.json").read_bytes())
+        assert mine == xarrays, name
+    mine = xr.open_zarr(ours).compute()  # plain xarray reads it, consolidated
+    mine.attrs = {k: v for k, v in mine.attrs.items() if not k.startswith("xccm_")}
+    xr.testing.assert_identical(mine, xr.open_zarr(theirs, consolidated=False).compute())
+
+
+def test_consolidated_metadata_equals_zarrs(tmp_path):
+    # Completion consolidates the metadata itself, in one write with the marker: it must be
+    # what zarr's consolidate_metadata writes, members, order and all.
+    path, again = tmp_path / "s.zarr", tmp_path / "again.zarr"
+    to_zarr(_many_kinds(), path, encoding={"v1": {"compressors": None}})
+    shutil.copytree(path, again)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        zarr.consolidate_metadata(str(again))
+    mine = json.loads((path / "zarr.json").read_bytes())
+    zarrs = json.loads((again / "zarr.json").read_bytes())
+    assert list(mine["consolidated_metadata"]["metadata"]) == list(
+        zarrs["consolidated_metadata"]["metadata"]
+    )
+    assert mine["consolidated_metadata"] == zarrs["consolidated_metadata"]
+    assert mine["attributes"] == zarrs["attributes"]
+    assert mine["attributes"][COMPLETE] == 1
+    assert is_complete(path, verify="checksum")
+
+
+def test_many_variables_resume_after_a_failed_write(tmp_path, monkeypatch):
+    # A write of 7 variables cut short after a few chunks resumes to the files of an
+    # uninterrupted write; what was written is not written again.
+    ds = _many_kinds()
+    reference, out = tmp_path / "reference.zarr", tmp_path / "out.zarr"
+    to_zarr(ds, reference)
+    setitem = xccm.io._ChunkWriter.__setitem__
+    count = {"n": 0}
+
+    def failing(self, index, block):
+        count["n"] += 1
+        if count["n"] > 5:
+            raise OSError("disk gone")
+        setitem(self, index, block)
+
+    monkeypatch.setattr(xccm.io._ChunkWriter, "__setitem__", failing)
+    with dask.config.set(scheduler="sync"), pytest.raises(OSError, match="disk gone"):
+        to_zarr(ds, out)
+    assert not is_complete(out)
+    rewritten = []
+
+    def counted(self, index, block):
+        rewritten.append((self.name, index))
+        setitem(self, index, block)
+
+    monkeypatch.setattr(xccm.io._ChunkWriter, "__setitem__", counted)
+    to_zarr(ds, out, mode="resume")
+    assert len(rewritten) == 9 * 2 - 5  # 7 variables and 2 coords, 2 chunks each
+    assert _files(out) == _files(reference)

@@ -168,8 +168,9 @@ def to_zarr(
     verify : {"exists", "checksum", False}, default "exists"
         What is checked before the store is marked complete, and which recorded chunks of an
         earlier run ``mode="resume"`` trusts. Each chunk's record holds the CRC-32 of its
-        values. ``"exists"``: every recorded chunk's object is in the store (one listing
-        per variable); a missing one is written again on resume, and stops the marking.
+        values. ``"exists"``: every recorded chunk's object is in the store (at completion,
+        one listing of a local store; on resume, and in a remote store, one per variable);
+        a missing one is written again on resume, and stops the marking.
         ``"checksum"``: also read every chunk back and compare it with its record (a chunk
         that differs is written again on resume); this reads the whole store once more.
         ``False``: trust the records.
@@ -1049,23 +1050,22 @@ def _fill(ds, store, chunks, tokens, token, attrs, encoding) -> None:
 def _kinds(ds: xr.Dataset, chunks, enc) -> dict[Hashable, Hashable]:
     """Map each Dask-backed variable to the first of its kind: those xarray encodes alike.
 
-    Alike: both data variables or both coords, the same dims, dtype and encoding (but the
-    chunks) and the same attributes that xarray's encoding reads (:data:`_ENCODED_ATTRS`).
-    A variable with a ``serializer`` (e.g. sharding, whose metadata depends on the chunks)
-    is its own kind.
+    Alike: data variables with the same dims, dtype and encoding (but the chunks) and the
+    same attributes that xarray's encoding reads (:data:`_ENCODED_ATTRS`). A coord (which
+    xarray lists in the ``coordinates`` attribute of the variables it describes, so it must
+    be in what xarray writes) and a variable with a ``serializer`` (e.g. sharding, whose
+    metadata depends on the chunks) are each their own kind.
     """
     first: dict[str, Hashable] = {}
     kinds = {}
     for name in chunks:
         var = ds.variables[name]
         e = {k: v for k, v in enc.get(name, {}).items() if k != "chunks"}
-        if "serializer" in e:
+        if "serializer" in e or name in ds.coords:
             kinds[name] = name
             continue
         encoded = {k: v for k, v in var.attrs.items() if k in _ENCODED_ATTRS}
-        kind = dask.base.tokenize(
-            name in ds.coords, var.dims, var.dtype.str, len(var.chunks), e, encoded
-        )
+        kind = dask.base.tokenize(var.dims, var.dtype.str, e, encoded)
         kinds[name] = first.setdefault(kind, name)
     return kinds
 
