@@ -327,8 +327,8 @@ def _then(complete, stored) -> Any:
     """
     stored = [stored] if isinstance(stored, da.Array) else list(stored)
     keys = list(flatten([a.__dask_keys__() for a in stored]))
-    graph = HighLevelGraph.merge(*(a.__dask_graph__() for a in stored))
-    graph = dict(da.Array.__dask_optimize__(graph, keys))
+    merged = HighLevelGraph.merge(*(a.__dask_graph__() for a in stored))
+    graph = dict(da.Array.__dask_optimize__(merged, keys))
     name = f"xccm-complete-{uuid.uuid4().hex}"
     graph[name] = Task(name, _after, complete, *(TaskRef(k) for k in keys))
     return Delayed(name, graph)
@@ -660,7 +660,7 @@ class _ChunkWriter:
     def __setitem__(self, index: tuple[slice, ...], block: np.ndarray) -> None:
         chunk = tuple((s.start or 0) // c for s, c in zip(index, self.chunks, strict=True))
         block = np.asarray(block)
-        arr = self.layout
+        arr: Any = self.layout
         if arr is None or not (block.shape == self.chunks and block.dtype == arr.dtype):
             arr = _open_array(self.store, self.name, self.token)
         empty = not arr.config.write_empty_chunks and _all_fill(block, arr.fill_value)
@@ -717,7 +717,7 @@ def _layouts(store: str, paths) -> dict[str, _Layout | None]:
     if local is None:
         return dict.fromkeys(paths)
     reader = _Reader(local)
-    out = {}
+    out: dict[str, _Layout | None] = {}
     for path in paths:
         try:
             meta = json.loads(Path(local, *path.split("/"), "zarr.json").read_bytes())
@@ -1372,7 +1372,7 @@ def _mark_complete(store: str, expected: dict, verify, _stored: Any) -> None:
     for name, (shape, chunks) in expected.items():
         meta = metas.get(name)
         metadata = reader.metadata(meta) if meta is not None else None
-        if metadata is None:
+        if meta is None or metadata is None:
             problems.append(f"variable {name!r} is missing")
             continue
         now = (tuple(meta["shape"]), tuple(metadata.chunks))
@@ -1403,8 +1403,8 @@ def _mark_complete(store: str, expected: dict, verify, _stored: Any) -> None:
         if verify:
             encode = metadata.chunk_key_encoding.encode_chunk_key
             bad = []
-            for chunk in np.argwhere((records >> np.uint64(32)) == _WRITTEN):
-                chunk = tuple(int(i) for i in chunk)
+            for recorded in np.argwhere((records >> np.uint64(32)) == _WRITTEN):
+                chunk = tuple(int(i) for i in recorded)
                 folder, _, file = f"{name}/{encode(chunk[: len(shape)])}".rpartition("/")
                 if file not in folders.get(folder, ()):
                     bad.append(chunk)
