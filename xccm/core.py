@@ -372,6 +372,8 @@ def solve(problem: FitProblem) -> tuple[xr.DataArray, FitProblem, xr.DataArray |
             output_dtypes=[np.float64],
             dask_gufunc_kwargs={"output_sizes": sizes},
         )
+        if refines(p):
+            matrix = _refined(weighted, stats, matrix, in_dim)
         if p.ridge and p.init != "white_balance":
             target = xr.apply_ufunc(
                 _ridge_target_block,
@@ -398,6 +400,68 @@ def solve(problem: FitProblem) -> tuple[xr.DataArray, FitProblem, xr.DataArray |
         matrix.attrs.update(robust=p.robust, robust_tuning=p.robust_tuning)
         matrix = matrix.assign_coords(robust_coords)
     return matrix, weighted, robust_weight
+
+
+#: Steps of iterative refinement of an expanded model's least-squares solve (:func:`_refined`).
+REFINEMENT_STEPS = 1
+
+
+def refines(p: FitProblem) -> bool:
+    r"""Whether :func:`solve` refines ``p``'s least squares: an expanded model, unregularised.
+
+    A plain 3x3 / 4x3 is well conditioned and keeps its single solve. With ``ridge`` the
+    system :math:`A + λ\,\mathrm{diag}(A)` is well conditioned (its condition number is at
+    most about :math:`1/λ` relative to the diagonal), so the normal equations are accurate
+    already; with the white-point constraint the solve is in the constraint's null space;
+    white balance solves nothing. Those are left as they are.
+    """
+    return not p.plain and not p.ridge and p.white is None and p.init == "least_squares"
+
+
+def _refined(
+    p: FitProblem, stats: xr.DataArray, matrix: xr.DataArray, in_dim: str
+) -> xr.DataArray:
+    """Refine the least-squares ``matrix`` of ``p`` (:func:`_solve.correct`), lazily.
+
+    The normal equations square the design's condition number; each step computes the
+    residual ``R = D - T M`` of the (expanded) samples per batch element, reduces ``T^T W R``
+    chunk by chunk as :func:`_gram` reduces the statistics (a second pass over the samples),
+    and solves with the same ``A``. The same samples count: ``R`` is finite where the colours
+    are, and the weights are ``p``'s.
+    """
+    batch, samples = p.batch_dims, p.sample_dims
+    n_in = p.measured.sizes[IN_DIM]
+    for _ in range(REFINEMENT_STEPS):
+        m = matrix.rename({in_dim: _ROWS})
+        if p.measured.chunks is not None and m.chunks is None:
+            m = m.chunk()
+        r = xr.apply_ufunc(
+            _solve.residual,
+            p.measured,
+            p.reference,
+            m,
+            input_core_dims=[[IN_DIM], [OUT_DIM], [_ROWS, OUT_DIM]],
+            output_core_dims=[[OUT_DIM]],
+            dask="parallelized",
+            output_dtypes=[np.float64],
+        ).transpose(*p.reference.dims)
+        extra = [] if p.weights is None else [p.weights]
+        stats_r = _gram([p.measured, r, *extra], n_sample_axes=len(samples))
+        stats_r = xr.DataArray(stats_r, dims=stats.dims, coords=stats.coords)
+        if stats_r.chunks is not None:
+            stats_r = stats_r.chunk(dict.fromkeys(batch, -1))
+        matrix = xr.apply_ufunc(
+            _solve.correct,
+            stats,
+            stats_r,
+            matrix,
+            input_core_dims=[[_STAT_ROWS, _STAT_COLS], [_STAT_ROWS, _STAT_COLS], [in_dim, OUT_DIM]],
+            output_core_dims=[[in_dim, OUT_DIM]],
+            kwargs={"n_in": n_in, "k": p.unknowns},
+            dask="parallelized",
+            output_dtypes=[np.float64],
+        )
+    return matrix
 
 
 def _one_chunk(a: xr.DataArray, batch) -> xr.DataArray:
