@@ -418,9 +418,7 @@ def refines(p: FitProblem) -> bool:
     return not p.plain and not p.ridge and p.white is None and p.init == "least_squares"
 
 
-def _refined(
-    p: FitProblem, stats: xr.DataArray, matrix: xr.DataArray, in_dim: str
-) -> xr.DataArray:
+def _refined(p: FitProblem, stats: xr.DataArray, matrix: xr.DataArray, in_dim: str) -> xr.DataArray:
     """Refine the least-squares ``matrix`` of ``p`` (:func:`_solve.correct`), lazily.
 
     The normal equations square the design's condition number; each step computes the
