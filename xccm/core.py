@@ -425,7 +425,9 @@ def _refined(p: FitProblem, stats: xr.DataArray, matrix: xr.DataArray, in_dim: s
     residual ``R = D - T M`` of the (expanded) samples per batch element, reduces ``T^T W R``
     chunk by chunk as :func:`_gram` reduces the statistics (a second pass over the samples),
     and solves with the same ``A``. The same samples count: ``R`` is finite where the colours
-    are, and the weights are ``p``'s.
+    are, and the weights are ``p``'s. On Dask the samples' chunks are held from the first
+    pass until the first solve is done (patch colours: small; a pixel-level fit of an
+    expanded model without ridge holds its samples).
     """
     batch, samples = p.batch_dims, p.sample_dims
     n_in = p.measured.sizes[IN_DIM]
