@@ -123,9 +123,9 @@ def _apply_terms(x, m, exps, roots, zero, out):
 
 
 @numba.njit(inline="always", **NJIT_OPTIONS)
-def _residual(s0, s1, s2, d, i, m, exps, roots):
-    """``t(s) @ m - d[i]`` (3 outputs) and its largest absolute value, in float64."""
-    f0, f1, f2 = -np.float64(d[i, 0]), -np.float64(d[i, 1]), -np.float64(d[i, 2])
+def _residual(s0, s1, s2, d0, d1, d2, m, exps, roots):
+    """``t(s) @ m - d`` (3 outputs) and its largest absolute value, in float64."""
+    f0, f1, f2 = -d0, -d1, -d2
     for j in range(m.shape[0]):
         t = _root(_ipow(s0, exps[j, 0]) * _ipow(s1, exps[j, 1]) * _ipow(s2, exps[j, 2]), roots[j])
         f0 += t * m[j, 0]
@@ -148,10 +148,64 @@ def _grad(s0, s1, s2, e0, e1, e2, r):
     return scale * g0, scale * g1, scale * g2
 
 
+@numba.njit(**NJIT_OPTIONS)
+def _newton_pixel(d0, d1, d2, m, exps, roots, inv, off, tol, max_iter):
+    """Newton's method for one finite colour ``d``: ``(s0, s1, s2, converged)``.
+
+    A function of its own (not inlined into the loops), so that its one signature (float64
+    scalars, the fixed-dtype tables) is compiled once for both flavours of :func:`_newton`.
+    """
+    target = tol * max(1.0, abs(d0), abs(d1), abs(d2))
+    e0, e1, e2 = d0 - off[0], d1 - off[1], d2 - off[2]
+    s0 = e0 * inv[0, 0] + e1 * inv[1, 0] + e2 * inv[2, 0]
+    s1 = e0 * inv[0, 1] + e1 * inv[1, 1] + e2 * inv[2, 1]
+    s2 = e0 * inv[0, 2] + e1 * inv[1, 2] + e2 * inv[2, 2]
+    f0, f1, f2, err = _residual(s0, s1, s2, d0, d1, d2, m, exps, roots)
+    it = 0
+    while err > target and it < max_iter:
+        it += 1
+        # J[o, k] = dF_o / ds_k
+        j00 = j01 = j02 = j10 = j11 = j12 = j20 = j21 = j22 = 0.0
+        for j in range(m.shape[0]):
+            g0, g1, g2 = _grad(s0, s1, s2, exps[j, 0], exps[j, 1], exps[j, 2], roots[j])
+            j00 += g0 * m[j, 0]
+            j01 += g1 * m[j, 0]
+            j02 += g2 * m[j, 0]
+            j10 += g0 * m[j, 1]
+            j11 += g1 * m[j, 1]
+            j12 += g2 * m[j, 1]
+            j20 += g0 * m[j, 2]
+            j21 += g1 * m[j, 2]
+            j22 += g2 * m[j, 2]
+        c00, c01, c02 = j11 * j22 - j12 * j21, j12 * j20 - j10 * j22, j10 * j21 - j11 * j20
+        det = j00 * c00 + j01 * c01 + j02 * c02
+        if not (np.isfinite(det) and det != 0.0):
+            break
+        # Cramer's rule: step = J^-1 f
+        st0 = (f0 * c00 + f1 * (j02 * j21 - j01 * j22) + f2 * (j01 * j12 - j02 * j11)) / det
+        st1 = (f0 * c01 + f1 * (j00 * j22 - j02 * j20) + f2 * (j02 * j10 - j00 * j12)) / det
+        st2 = (f0 * c02 + f1 * (j01 * j20 - j00 * j21) + f2 * (j00 * j11 - j01 * j10)) / det
+        lam = 1.0
+        improved = False
+        for _ in range(30):  # halve the step while it does not reduce the residual
+            n0, n1, n2 = s0 - lam * st0, s1 - lam * st1, s2 - lam * st2
+            g0, g1, g2, gerr = _residual(n0, n1, n2, d0, d1, d2, m, exps, roots)
+            if gerr < err:
+                s0, s1, s2, f0, f1, f2, err = n0, n1, n2, g0, g1, g2, gerr
+                improved = True
+                break
+            lam *= 0.5
+        if not improved:
+            break
+    return s0, s1, s2, err <= target
+
+
 def _newton(d, m, exps, roots, inv, off, tol, max_iter, out):
     """Newton's method per pixel for ``t(s) @ m = d``; see :func:`xccm._terms.newton_rows`.
 
-    Returns the number of rows that did not converge (NaN in ``out``).
+    ``d`` and ``out`` are read and written in place, in any dtype and layout: a new signature
+    compiles only this loop, :func:`_newton_pixel` is compiled once. Returns the number of
+    rows that did not converge (NaN in ``out``).
     """
     failed = 0
     for i in numba.prange(d.shape[0]):
@@ -159,49 +213,8 @@ def _newton(d, m, exps, roots, inv, off, tol, max_iter, out):
         if not np.isfinite(d0 + d1 + d2):
             out[i, 0] = out[i, 1] = out[i, 2] = np.nan
             continue
-        target = tol * max(1.0, abs(d0), abs(d1), abs(d2))
-        e0, e1, e2 = d0 - off[0], d1 - off[1], d2 - off[2]
-        s0 = e0 * inv[0, 0] + e1 * inv[1, 0] + e2 * inv[2, 0]
-        s1 = e0 * inv[0, 1] + e1 * inv[1, 1] + e2 * inv[2, 1]
-        s2 = e0 * inv[0, 2] + e1 * inv[1, 2] + e2 * inv[2, 2]
-        f0, f1, f2, err = _residual(s0, s1, s2, d, i, m, exps, roots)
-        it = 0
-        while err > target and it < max_iter:
-            it += 1
-            # J[o, k] = dF_o / ds_k
-            j00 = j01 = j02 = j10 = j11 = j12 = j20 = j21 = j22 = 0.0
-            for j in range(m.shape[0]):
-                g0, g1, g2 = _grad(s0, s1, s2, exps[j, 0], exps[j, 1], exps[j, 2], roots[j])
-                j00 += g0 * m[j, 0]
-                j01 += g1 * m[j, 0]
-                j02 += g2 * m[j, 0]
-                j10 += g0 * m[j, 1]
-                j11 += g1 * m[j, 1]
-                j12 += g2 * m[j, 1]
-                j20 += g0 * m[j, 2]
-                j21 += g1 * m[j, 2]
-                j22 += g2 * m[j, 2]
-            c00, c01, c02 = j11 * j22 - j12 * j21, j12 * j20 - j10 * j22, j10 * j21 - j11 * j20
-            det = j00 * c00 + j01 * c01 + j02 * c02
-            if not (np.isfinite(det) and det != 0.0):
-                break
-            # Cramer's rule: step = J^-1 f
-            st0 = (f0 * c00 + f1 * (j02 * j21 - j01 * j22) + f2 * (j01 * j12 - j02 * j11)) / det
-            st1 = (f0 * c01 + f1 * (j00 * j22 - j02 * j20) + f2 * (j02 * j10 - j00 * j12)) / det
-            st2 = (f0 * c02 + f1 * (j01 * j20 - j00 * j21) + f2 * (j00 * j11 - j01 * j10)) / det
-            lam = 1.0
-            improved = False
-            for _ in range(30):  # halve the step while it does not reduce the residual
-                n0, n1, n2 = s0 - lam * st0, s1 - lam * st1, s2 - lam * st2
-                g0, g1, g2, gerr = _residual(n0, n1, n2, d, i, m, exps, roots)
-                if gerr < err:
-                    s0, s1, s2, f0, f1, f2, err = n0, n1, n2, g0, g1, g2, gerr
-                    improved = True
-                    break
-                lam *= 0.5
-            if not improved:
-                break
-        if err <= target:
+        s0, s1, s2, ok = _newton_pixel(d0, d1, d2, m, exps, roots, inv, off, tol, max_iter)
+        if ok:
             out[i, 0], out[i, 1], out[i, 2] = s0, s1, s2
         else:
             out[i, 0] = out[i, 1] = out[i, 2] = np.nan
