@@ -237,17 +237,20 @@ def test_kernel_apply_equals_expansion(name, kw, backend):
     x = rng.uniform(-0.1, 1.0, (1000, 3))
     m = rng.normal(size=(spec.n_terms, 3))
     want = spec.expand(x) @ m
+    # the parallel flavour in float64; the serial one for the other dtypes and layouts: the
+    # flavours share the row loop that reads them, and each parallel signature compiles a
+    # second loop (about 1.5 s with a cold numba cache)
     np.testing.assert_allclose(spec.apply(x, m, backend=backend), want, rtol=1e-12, atol=1e-12)
-    got32 = spec.apply(x.astype(np.float32), m, np.float32, backend=backend)
+    got32 = spec.apply(x.astype(np.float32), m, np.float32, parallel=False, backend=backend)
     assert got32.dtype == np.float32
     np.testing.assert_allclose(got32, want, rtol=1e-4, atol=1e-4)
-    # channel-first memory (a transposed view), serial flavour
+    # channel-first memory (a transposed view)
     cf = np.ascontiguousarray(x.T).T
     got = spec.apply(cf, m, parallel=False, backend=backend)
     np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
     # integer input, read as float
     u8 = rng.integers(0, 255, (64, 3), dtype=np.uint8)
-    got = spec.apply(u8, m, np.float32, backend=backend)
+    got = spec.apply(u8, m, np.float32, parallel=False, backend=backend)
     want = spec.expand(u8.astype(np.float64)) @ m
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-5 * np.abs(want).max())
 
@@ -338,6 +341,23 @@ def test_newton_inverse_recovers_input(name, kw, backend):
     np.testing.assert_allclose(got, x, rtol=0, atol=1e-9)
     tol = _kernels.NEWTON_TOL * 1.5  # converged, up to the rounding of the check itself
     np.testing.assert_allclose(spec.apply(got, m), d, rtol=0, atol=tol)
+
+
+def test_newton_kernel_reads_and_writes_float32_channel_first_in_place():
+    # the other Newton tests run float64 (the solver's own dtype): here the kernel's loop
+    # reads float32 channel-first colours and writes a float32 channel-first result
+    spec = models.resolve_model("root_polynomial", degree=3)
+    rng = np.random.default_rng(9)
+    m = rng.normal(0.0, 0.02, (spec.n_terms, 3))
+    m[:3] += np.eye(3)
+    x = rng.uniform(0.05, 1.0, (50, 3))
+    d = np.asfortranarray(spec.apply(x, m).astype(np.float32))
+    d[4] = np.nan
+    got = spec.inverse(d, m, np.float32, parallel=False, backend="numba")
+    assert got.dtype == np.float32 and got.flags.f_contiguous
+    want = spec.inverse(d, m, backend="numpy")  # float64 from the same float32 colours
+    np.testing.assert_allclose(got, want, rtol=1e-7, atol=0)
+    assert np.isnan(got[4]).all() and np.isfinite(np.delete(got, 4, axis=0)).all()
 
 
 def test_newton_inverse_of_a_fitted_matrix(chart):
