@@ -278,6 +278,17 @@ def apply_rows(x, up, off, out, parallel=True) -> None:
         _launch(_APPLY33, parallel, x, up, off, out)
 
 
+def _read_only(a: np.ndarray) -> np.ndarray:
+    """Return a read-only view of ``a``.
+
+    numba types read-only and writable arrays apart: passing every input read-only (broadcast
+    samples are, their copies are not) compiles one signature for both, not one each.
+    """
+    view = a.view()
+    view.flags.writeable = False
+    return view
+
+
 def gram_rows(s, d, w, parallel=True) -> np.ndarray:
     """Packed statistics (:func:`xccm._kernels.gram`) of ``s (B, n, n_in)``, ``d (B, n, n_out)``.
 
@@ -293,7 +304,7 @@ def gram_rows(s, d, w, parallel=True) -> np.ndarray:
     parts = np.zeros((n_batch, n_parts, p + 1, p))
     weights = np.empty((n_batch, 0)) if w is None else w
     kernels = _GRAM33 if s.shape[2] == d.shape[2] == 3 else _GRAM
-    _launch(kernels, parallel, s, d, weights, parts)
+    _launch(kernels, parallel, _read_only(s), _read_only(d), _read_only(weights), parts)
     g = parts.sum(axis=1)
     upper = g[:, :p, :]
     lower = np.swapaxes(np.triu(upper, 1), -1, -2)
