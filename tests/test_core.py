@@ -9,7 +9,7 @@ import dask.array as dsa
 import numpy as np
 import pytest
 import xarray as xr
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 import xccm
@@ -506,10 +506,10 @@ def test_inverse_recovers_measured_from_reference(patches):
 
 
 # ---------------------------------------------------------------------------------------------
-# properties: results do not depend on chunking or dim order
+# properties: results do not depend on chunking or dim order (as many examples as the
+# hypothesis profile runs: a few by default, hundreds with HYPOTHESIS_PROFILE=attack)
 
 
-@settings(max_examples=25, deadline=None)
 @given(
     t_chunk=st.integers(1, 4),
     p_chunk=st.integers(1, 24),
@@ -526,7 +526,6 @@ def test_fit_independent_of_chunks_and_order(t_chunk, p_chunk, order, model):
     xr.testing.assert_allclose(out.compute().transpose(*eager.dims), eager, rtol=1e-9, atol=1e-12)
 
 
-@settings(max_examples=25, deadline=None)
 @given(
     chunks=st.fixed_dictionaries(
         {"time": st.integers(1, 3), "y": st.integers(1, 4), "x": st.integers(1, 5)}
