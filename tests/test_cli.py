@@ -363,3 +363,147 @@ def test_run_robust_with_plots(demo, tmp_path, capsys):
     assert "1 of 5 frames rejected" in out
     m = xccm.io.open_zarr(tmp_path / "c.zarr")["ccm_matrix"]
     assert m.attrs["robust"] == "tukey"
+
+
+def test_model_options_are_refused_before_starting(demo, tmp_path, capsys):
+    """Bad --model/--degree/--terms/--ridge combinations exit 2, with fit's own message."""
+    frames, boxes = demo / "frames", demo / "boxes.json"
+    store = tmp_path / "out.zarr"
+    cases = [
+        (("--model", "root_polynomial"), "needs degree="),
+        (("--model", "linear", "--degree", 3), "takes no degree=3"),
+        (("--model", "polynomial", "--degree", 2, "--terms", 10), "not both"),
+        (("--model", "polynomial", "--terms", 6), "terms=6 is not defined"),
+        (("--model", "root_polynomial", "--terms", 10), "not terms=10"),
+        (("--model", "affine", "--ridge", "-1"), "ridge must be a finite number >= 0"),
+    ]
+    for options, message in cases:
+        for command in ("run", "fit", "validate"):
+            args = [command, frames, "--boxes", boxes, *options]
+            if command != "validate":
+                args += ["-o", store if command == "run" else tmp_path / "m.json"]
+            code, out, err = xccm_cli(capsys, *args)
+            assert code == 2, (command, options, err)
+            assert message in err and "--model" in err, (command, options, err)
+            assert len(err.strip().splitlines()) == 1 and out == ""
+    assert not store.exists() and not (tmp_path / "m.json").exists()
+    # the message is xccm.fit's own
+    with pytest.raises(ValueError) as raised:
+        python_fit(demo, model="root_polynomial")
+    code, _, err = xccm_cli(capsys, "fit", frames, "--boxes", boxes, "--model", "root_polynomial",
+                            "-o", tmp_path / "m.json")  # fmt: skip
+    assert err.strip().endswith(str(raised.value))
+
+
+def test_matrix_files_are_checked_before_fitting(demo, tmp_path, capsys, monkeypatch):
+    """A .yml matrix output that cannot hold the matrix is refused (exit 2) before any work."""
+    frames, boxes = demo / "frames", demo / "boxes.json"
+    fitted = []
+
+    def patches_of(*args):
+        fitted.append(args)
+        raise ValueError("reached the patches")
+
+    monkeypatch.setattr(cli, "patches_of", patches_of)
+    yml = tmp_path / "m.yml"
+    for args, message in [
+        (("fit", "--model", "root_polynomial", "--degree", 2, "-o", yml), "linear (3x3) or affine"),
+        (("fit", "--per-frame", "-o", yml), "not one per 'time'"),
+        (("run", "-o", tmp_path / "o.zarr", "--matrix-output", yml), "not one per 'time'"),
+    ]:
+        code, _, err = xccm_cli(capsys, args[0], frames, "--boxes", boxes, *args[1:])
+        assert code == 2 and message in err and ".json or .nc" in err, err
+    assert not fitted and not yml.exists() and not (tmp_path / "o.zarr").exists()
+    # without OpenCV: the extra that brings it is named, before any work
+    monkeypatch.setitem(sys.modules, "cv2", None)
+    code, _, err = xccm_cli(capsys, "fit", frames, "--boxes", boxes, "-o", yml)
+    assert code == 2 and 'pip install "xccm[detect]"' in err and not fitted
+    # json and nc hold every model (the fit itself is tested above)
+    for suffix in (".json", ".nc"):
+        code, _, err = xccm_cli(
+            capsys, "fit", frames, "--boxes", boxes, "--model", "polynomial", "--terms", 10,
+            "-o", tmp_path / f"m{suffix}",
+        )  # fmt: skip
+        assert code == 1 and "reached the patches" in err and len(fitted) == 1, err
+        fitted.clear()
+
+
+def test_fit_writes_an_opencv_matrix(demo, tmp_path, capsys):
+    pytest.importorskip("cv2")
+    target = tmp_path / "ccm.yml"
+    args = ["fit", demo / "frames", "--boxes", demo / "boxes.json", "--loss", "none"]
+    code, _, err = xccm_cli(capsys, *args, "--model", "affine", "-o", target)
+    assert code == 0, err
+    expected = python_fit(demo, model="affine", sample_dims=("time", "patch"))
+    np.testing.assert_allclose(xccm.load_matrix(target).values, expected.values, atol=1e-12)
+
+
+def _python_cross_validate(demo, **kwargs) -> xr.Dataset:
+    frames = xccm.open_images(demo / "frames")
+    lin = xccm.linearize(frames, frames.attrs["encoding"], scale=frames.attrs["scale"])
+    ref = xccm.chart("colorchecker24")
+    corners = json.loads((demo / "boxes.json").read_text())["corners"]
+    boxes = xccm.grid_boxes(corners=corners, names=ref.patch.values)
+    measured = xccm.extract_patches(lin, boxes=boxes, reduce="median").compute()
+    return xccm.cross_validate(measured, ref, **kwargs)
+
+
+def test_validate_compares_models_as_cross_validate_does(demo, tmp_path, capsys):
+    table = tmp_path / "cv.csv"
+    args = ["validate", demo / "frames", "--boxes", demo / "boxes.json", "--loss", "none"]
+    models = "linear,affine,root_polynomial:2,polynomial:terms=10"
+    code, out, err = xccm_cli(capsys, *args, "--models", models, "--folds", 4, "--csv", table)
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[0].split()[:4] == ["model", "terms", "in-sample", "held-out"]
+    assert "ciede2000" in lines[0] and "4 folds, seed 0" in lines[0] and "5 frames" in lines[0]
+    rows = {line.split()[0]: line.split()[1:] for line in lines[1:5]}
+    assert list(rows) == models.split(",")
+    kwargs = {
+        "linear": {"model": "linear"},
+        "affine": {"model": "affine"},
+        "root_polynomial:2": {"model": "root_polynomial", "degree": 2},
+        "polynomial:terms=10": {"model": "polynomial", "terms": 10},
+    }
+    held = {}
+    for label, fit_kwargs in kwargs.items():
+        cv = _python_cross_validate(demo, folds=4, **fit_kwargs)
+        mean = cv["mean"].median("time")  # median over the frames of each frame's mean
+        n_terms, inside, outside = rows[label]
+        assert int(n_terms) == cv["matrix"].sizes["channel_in"]
+        assert float(inside) == pytest.approx(float(mean.sel(validation="in_sample")), abs=5e-4)
+        assert float(outside) == pytest.approx(float(mean.sel(validation="held_out")), abs=5e-4)
+        held[label] = float(mean.sel(validation="held_out"))
+    assert lines[5] == f"lowest held-out error: {min(held, key=held.get)}"
+    assert lines[-1] == f"wrote {table}"
+    import pandas as pd
+
+    frame = pd.read_csv(table)
+    assert len(frame) == 4 * N_FRAMES and frame["model"].unique().tolist() == models.split(",")
+    cv = _python_cross_validate(demo, folds=4, model="affine")
+    got = frame[frame["model"] == "affine"]["held_out_max"].to_numpy()
+    np.testing.assert_allclose(got, cv["max"].sel(validation="held_out").values, rtol=1e-5)
+    # the csv is never replaced without --overwrite
+    code, _, err = xccm_cli(capsys, *args, "--csv", table)
+    assert code == 2 and "--overwrite" in err
+
+
+def test_validate_one_model_and_its_refusals(demo, tmp_path, capsys):
+    args = ["validate", demo / "frames", "--boxes", demo / "boxes.json", "--loss", "none"]
+    code, out, err = xccm_cli(capsys, *args, "--model", "affine", "--seed", 3, "--folds", 3)
+    assert code == 0, err
+    lines = out.splitlines()
+    assert len(lines) == 2 and lines[1].split()[:2] == ["affine", "4"]
+    assert "3 folds, seed 3" in lines[0]
+    for options, message in [
+        (("--models", "linear,cubic"), "unknown model 'cubic'"),
+        (("--models", "root_polynomial"), "--models root_polynomial: model 'root_polynomial'"),
+        (("--models", "polynomial:x=3"), "is not NAME, NAME:DEGREE"),
+        (("--models", " , "), "no model"),
+        (("--models", "linear", "--model", "affine"), "--models replaces --model"),
+        (("--folds", 1), "--folds: folds must be between 2 and"),
+        (("--folds", 25), "the chart has 24 patches"),
+        (("--folds", "some"), "expected 'loo' or a number"),
+    ]:
+        code, out, err = xccm_cli(capsys, *args, *options)
+        assert code == 2 and message in err and out == "", (options, err)

@@ -11,6 +11,7 @@ One line per error; ``--debug`` shows the traceback.
 from __future__ import annotations
 
 import contextlib
+import csv
 import importlib
 import json
 import sys
@@ -31,12 +32,14 @@ from .chartfit import report as chart_report
 from .charts import available_charts, chart
 from .core import apply
 from .detection import detect_chart
-from .fitting import fit
+from .fitting import check_model_options, fit
 from .images import open_images, to_images
 from .linearize import linear_bounds, linearize
-from .matrix_files import load_matrix, save_matrix
+from .matrix_files import check_matrix_path, load_matrix, save_matrix
+from .models import ModelSpec
 from .patches import extract_patches, grid_boxes
 from .raw import RAW_SUFFIXES, open_raw
+from .validation import cross_validate, number_of_folds
 
 #: Raised for refusals before any work (exit code 2), as click's own usage errors.
 Refused = click.UsageError
@@ -210,6 +213,87 @@ def patches_of(frames: xr.DataArray, boxes: xr.DataArray) -> xr.DataArray:
         return measured.compute()
 
 
+def model_options(
+    model: str,
+    degree: int | None,
+    terms: int | None,
+    ridge: str | float | None,
+    white_point: str | None,
+    what: str = "",
+) -> ModelSpec:
+    """Refuse (exit code 2) the model options :func:`xccm.fit` would reject; return the model.
+
+    The rules are :func:`xccm.fitting.check_model_options`' (those of ``fit``), applied
+    before any frame is read; ``what`` names where the options came from in the message.
+    """
+    given = [f"--model {model}"] + [
+        f"{name} {value}"
+        for name, value in (("--degree", degree), ("--terms", terms), ("--ridge", ridge))
+        if value is not None and not (name == "--ridge" and value == "auto")
+    ]
+    try:
+        spec, _ = check_model_options(
+            model,
+            degree=degree,
+            terms=terms,
+            ridge=_ridge_value(ridge),
+            white_point=_white_point(white_point),
+        )
+    except (ValueError, TypeError) as err:
+        raise Refused(f"{what or ' '.join(given)}: {err}") from None
+    return spec
+
+
+def matrix_path(path: Path, spec: ModelSpec, batch_dims: Sequence[str], option: str) -> None:
+    """Refuse (exit code 2) a matrix file that cannot hold the matrix, before fitting it.
+
+    :func:`xccm.matrix_files.check_matrix_path`: an OpenCV ``.yml`` holds one linear or
+    affine matrix and needs OpenCV; ``.json`` and ``.nc`` hold every model.
+    """
+    try:
+        check_matrix_path(path, spec, batch_dims=batch_dims)
+    except (ValueError, ImportError) as err:
+        raise Refused(f"{option}: {err}") from None
+
+
+def fit_kwargs(
+    *,
+    model: str,
+    loss: str,
+    min_samples: int | None,
+    robust: str | None,
+    degree: int | None,
+    terms: int | None,
+    ridge: str | float | None,
+    white_point: str | None,
+) -> dict[str, Any]:
+    """Return the keyword arguments of :func:`xccm.fit` that the fit options give."""
+    kwargs: dict[str, Any] = {
+        "model": model,
+        "min_samples": min_samples,
+        "degree": degree,
+        "terms": terms,
+        "ridge": _ridge_value(ridge),
+        "white_point": _white_point(white_point),
+    }
+    if loss != "none":
+        kwargs["loss"] = loss
+    if robust is not None:
+        kwargs["robust"] = robust
+    return kwargs
+
+
+@contextlib.contextmanager
+def insufficient_samples_said() -> Iterator[None]:
+    """Say each :class:`xccm.InsufficientSamplesWarning` on stderr as a one-line warning."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", InsufficientSamplesWarning)
+        yield
+    for w in caught:
+        if issubclass(w.category, InsufficientSamplesWarning):
+            click.echo(f"xccm: warning: {w.message}", err=True)
+
+
 def fit_matrices(
     measured: xr.DataArray,
     reference: xr.DataArray,
@@ -225,35 +309,36 @@ def fit_matrices(
     white_point: str | None = None,
 ) -> tuple[xr.DataArray, int, xr.DataArray | None]:
     """Fit (per frame, or pooled over the frames): the matrix, rejected count, robust weights."""
-    kwargs: dict[str, Any] = {
-        "model": model,
-        "min_samples": min_samples,
-        "degree": degree,
-        "terms": terms,
-        "ridge": _ridge_value(ridge),
-        "white_point": None if white_point in (None, "none") else white_point,
-    }
-    if loss != "none":
-        kwargs["loss"] = loss
+    kwargs = fit_kwargs(
+        model=model,
+        loss=loss,
+        min_samples=min_samples,
+        robust=robust,
+        degree=degree,
+        terms=terms,
+        ridge=ridge,
+        white_point=white_point,
+    )
     if robust is not None:
-        kwargs.update(robust=robust, return_weights=True)
+        kwargs["return_weights"] = True
     if not per_frame and "time" in measured.dims:
         kwargs["sample_dims"] = ("time", "patch")
         ref = reference.expand_dims(time=measured.time)
     else:
         ref = reference
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", InsufficientSamplesWarning)
+    with insufficient_samples_said():
         fitted = fit(measured, ref, **kwargs)
     m, weights = fitted if robust is not None else (fitted, None)
-    for w in caught:
-        if issubclass(w.category, InsufficientSamplesWarning):
-            click.echo(f"xccm: warning: {w.message}", err=True)
     batch = [d for d in m.dims if d not in ("channel_in", "channel")]
     rejected = (
         int(m.isnull().any(("channel_in", "channel")).sum()) if batch else int(m.isnull().any())
     )
     return m, rejected, weights
+
+
+def _white_point(white_point: str | None) -> str | None:
+    """``--white-point``: ``none`` is no constraint."""
+    return None if white_point in (None, "none") else white_point
 
 
 def _ridge_value(ridge: str | float | None) -> str | float | None:
@@ -491,6 +576,7 @@ def main(ctx: click.Context, debug: bool, progress: bool | None) -> None:
       xccm apply frames/ -m ccm.json -o out.zarr    # correct a folder of frames into a store
       xccm run frames/ --detect -o out.zarr         # per-frame matrices, filled, corrected
       xccm report frames/ --detect -m ccm.json      # per-patch ΔE00 of a matrix
+      xccm validate chart.jpg --detect --models linear,affine,root_polynomial:2
     """
     ctx.obj = {"debug": debug}
     if progress is not None:
@@ -609,14 +695,20 @@ def _fit_options(f: Callable) -> Callable:
     return f
 
 
-def _frames_and_patches(
-    sources, variable, time_from, linearize_how, chart_name, edition, boxes, detect
-):
-    """Return the linear frames, the chart's reference colours and the measured patches."""
+def chart_reference(chart_name: str, edition: str | None) -> xr.DataArray:
+    """Return the chart's reference colours (``--chart``, ``--edition``), or refuse."""
     try:
-        reference = chart(chart_name, edition=edition)
+        return chart(chart_name, edition=edition)
     except ValueError as err:
         raise Refused(f"--chart/--edition: {err}") from None
+
+
+def _frames_and_patches(
+    sources, variable, time_from, linearize_how, chart_name, edition, boxes, detect, reference=None
+):
+    """Return the linear frames, the chart's reference colours and the measured patches."""
+    if reference is None:
+        reference = chart_reference(chart_name, edition)
     read = read_frames(sources, variable, time_from)
     frames = linear(read, linearize_how)
     is_linear = encoding_of(read, linearize_how) == "identity"
@@ -630,7 +722,12 @@ def _frames_and_patches(
 @_fit_options
 @click.option("--per-frame", is_flag=True, help="One matrix per frame (default: one for all).")
 @click.option(
-    "-o", "--output", required=True, type=click.Path(), help="Matrix file (.json, .nc or .yml)."
+    "-o",
+    "--output",
+    required=True,
+    type=click.Path(),
+    help="Matrix file: .json or .nc (every model), or OpenCV .yml (one linear or affine "
+    "matrix, not --per-frame; needs the detect extra).",
 )
 @click.option("--overwrite", is_flag=True, help="Replace an existing output.")
 def fit_cmd(
@@ -655,8 +752,10 @@ def fit_cmd(
     overwrite,
 ) -> None:
     """Fit a colour-correction matrix to a chart in SOURCES (images, raw files or a store)."""
+    spec = model_options(model, degree, terms, ridge, white_point)
     target = Path(output)
     check_output(target, overwrite, sources=sources)
+    matrix_path(target, spec, ("time",) if per_frame else (), "--output")
     _, reference, measured = _frames_and_patches(
         sources, variable, time_from, linearize, chart_name, edition, boxes, detect
     )
@@ -744,7 +843,12 @@ def apply_cmd(
     help="Output format (default: zarr for a .zarr output, else png).",
 )
 @click.option("--bits", type=click.Choice(["8", "16"]), default="8", show_default=True)
-@click.option("--matrix-output", type=click.Path(), help="Also save the per-frame matrices here.")
+@click.option(
+    "--matrix-output",
+    type=click.Path(),
+    help="Also save the per-frame matrices here: .json or .nc (an OpenCV .yml holds one "
+    "linear or affine matrix only).",
+)
 @click.option(
     "--max-error",
     type=click.FloatRange(0, min_open=True),
@@ -798,11 +902,13 @@ def run_cmd(
       xccm run frames/ --detect -o corrected.zarr
       xccm run "site1/*.jpg" --boxes boxes.json --model affine -o corrected/ --format png
     """
+    spec = model_options(model, degree, terms, ridge, white_point)
     target = Path(output)
     fmt = fmt or ("zarr" if target.suffix == ".zarr" else "png")
     check_output(target, overwrite, resume, sources=sources, fmt=fmt)
     if matrix_output:
         check_output(Path(matrix_output), overwrite, sources=sources)
+        matrix_path(Path(matrix_output), spec, ("time",), "--matrix-output")
     plotting = plot_module() if plot else None
     frames, reference, measured = _frames_and_patches(
         sources, variable, time_from, linearize, chart_name, edition, boxes, detect
@@ -900,6 +1006,220 @@ def report_cmd(
     print_frames(rep, click.echo, what=f"{method} of every patch")
     if csv_path:
         click.echo(f"wrote {csv_path}")
+
+
+def parse_models(text: str) -> list[tuple[str, str, int | None, int | None]]:
+    """Parse ``--models``: ``NAME``, ``NAME:DEGREE``, ``NAME:degree=N`` or ``NAME:terms=N``.
+
+    Returns ``(label, name, degree, terms)`` per model, as given (checked by
+    :func:`model_options`).
+    """
+    out: list[tuple[str, str, int | None, int | None]] = []
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        name, _, option = item.partition(":")
+        key, eq, value = option.partition("=")
+        if not eq:
+            key, value = "degree", key
+        options = {"degree": None, "terms": None}
+        if option:
+            if key.strip() not in options or not value.strip().isdigit():
+                raise Refused(
+                    f"--models: {item!r} is not NAME, NAME:DEGREE or NAME:terms=N (e.g. "
+                    "linear, root_polynomial:2, polynomial:terms=10)"
+                )
+            options[key.strip()] = int(value)
+        out.append((item, name.strip(), options["degree"], options["terms"]))
+    if not out:
+        raise Refused(f"--models: no model in {text!r}; e.g. --models linear,affine")
+    return out
+
+
+def parse_folds(text: str, n_patches: int) -> Literal["leave_one_out"] | int:
+    """``--folds``: ``loo`` (leave one patch out) or a number of folds, checked for the chart."""
+    folds: Literal["leave_one_out"] | int
+    if text.strip().lower() in ("loo", "leave_one_out", "leave-one-out"):
+        folds = "leave_one_out"
+    else:
+        try:
+            folds = int(text)
+        except ValueError:
+            raise Refused(f"--folds: expected 'loo' or a number of folds; got {text!r}") from None
+    try:
+        number_of_folds(folds, n_patches)
+    except (ValueError, TypeError) as err:
+        raise Refused(f"--folds: {err} (the chart has {n_patches} patches)") from None
+    return folds
+
+
+_STATS = ("mean", "median", "p90", "max")
+
+
+def validate_models(
+    measured: xr.DataArray,
+    reference: xr.DataArray,
+    candidates: Sequence[tuple[str, ModelSpec, dict[str, Any]]],
+    folds: Literal["leave_one_out"] | int,
+    seed: int,
+) -> list[tuple[str, ModelSpec, xr.Dataset]]:
+    """Cross-validate each candidate ``(label, spec, fit kwargs)`` on every frame's patches."""
+    out = []
+    for label, spec, kwargs in candidates:
+        with insufficient_samples_said():
+            cv = cross_validate(measured, reference, folds=folds, seed=seed, **kwargs)
+        out.append((label, spec, cv[list(_STATS)].compute().assign_attrs(cv.attrs)))
+    return out
+
+
+def print_validation(
+    results: Sequence[tuple[str, ModelSpec, xr.Dataset]], out: Callable[[str], None]
+) -> None:
+    """Print a line per model: its terms, in-sample and held-out mean error (frames: median)."""
+    first = results[0][2]
+    metric = first.attrs["metric"]
+    how = (
+        "leave-one-out"
+        if first.attrs["folds"] == "leave_one_out"
+        else (f"{first.attrs['n_folds']} folds, seed {first.attrs['seed']}")
+    )
+    n = first.sizes.get("time", 1)
+    over = f"; median of {n} frames" if n > 1 else ""
+    out(
+        f"{'model':<26}{'terms':>6}{'in-sample':>11}{'held-out':>10}"
+        f"  (mean {metric} of the patches, {how}{over})"
+    )
+    held = []
+    for label, spec, cv in results:
+        mean = cv["mean"].median("time") if "time" in cv.dims else cv["mean"]
+        inside, outside = (float(mean.sel(validation=v)) for v in ("in_sample", "held_out"))
+        held.append(outside)
+        out(f"{label:<26}{spec.n_terms:>6}{inside:11.3f}{outside:10.3f}")
+    if len(results) > 1 and not all(np.isnan(held)):
+        out(f"lowest held-out error: {results[int(np.nanargmin(held))][0]}")
+
+
+def write_validation(results: Sequence[tuple[str, ModelSpec, xr.Dataset]], path: Path) -> None:
+    """Write a CSV row per model and frame: in-sample and held-out mean, median, p90, max."""
+    columns = [f"{v}_{stat}" for stat in _STATS for v in ("in_sample", "held_out")]
+    with path.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["model", "n_terms", "time", *columns])
+        for label, spec, cv in results:
+            frames = cv.time.values if "time" in cv.dims else [None]
+            for t in frames:
+                row = cv.sel(time=t) if t is not None else cv
+                values = [
+                    float(row[stat].sel(validation=v))
+                    for stat in _STATS
+                    for v in ("in_sample", "held_out")
+                ]
+                stamp = "" if t is None else str(t)
+                writer.writerow([label, spec.n_terms, stamp, *(f"{x:.6g}" for x in values)])
+
+
+@main.command(name="validate")
+@_source_options
+@_chart_options
+@_fit_options
+@click.option(
+    "--models",
+    "model_list",
+    default=None,
+    help="Compare several models, comma-separated: NAME, NAME:DEGREE or polynomial:terms=N "
+    "(e.g. linear,affine,root_polynomial:2,polynomial:terms=10), each with the other fit "
+    "options; instead of --model/--degree/--terms.",
+)
+@click.option(
+    "--folds",
+    default="loo",
+    show_default=True,
+    help="loo: leave one patch out; or a number k of folds (the patches dealt at random).",
+)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the k folds.")
+@click.option("--csv", "csv_path", type=click.Path(dir_okay=False), help="Also write the table.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing --csv file.")
+def validate_cmd(
+    sources,
+    variable,
+    time_from,
+    linearize,
+    chart_name,
+    edition,
+    boxes,
+    detect,
+    model,
+    degree,
+    terms,
+    ridge,
+    white_point,
+    loss,
+    min_samples,
+    robust,
+    model_list,
+    folds,
+    seed,
+    csv_path,
+    overwrite,
+) -> None:
+    """Compare models by their error on chart patches left out of the fit (cross-validation).
+
+    Each frame's patches are cross-validated on their own (xccm.cross_validate): every patch
+    is judged by a matrix fitted without it (or without its fold), the held-out error, next
+    to the in-sample error of the matrix fitted on all of them. The table gives each model's
+    mean error over the patches (the median over the frames); choose by the held-out column.
+
+    \b
+    Examples:
+      xccm validate chart.jpg --detect --models linear,affine,root_polynomial:2
+      xccm validate frames/ --boxes boxes.json --model affine --folds 6 --csv cv.csv
+    """
+    if model_list is not None:
+        ctx = click.get_current_context()
+        given = [
+            f"--{name}"
+            for name in ("model", "degree", "terms")
+            if ctx.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT
+        ]
+        if given:
+            raise Refused(f"--models replaces {', '.join(given)}: give one or the other")
+        entries = parse_models(model_list)
+    else:
+        entries = [(model_label(model, degree, terms), model, degree, terms)]
+    candidates = []
+    for label, name, deg, n_terms in entries:
+        what = f"--models {label}" if model_list is not None else ""
+        spec = model_options(name, deg, n_terms, ridge, white_point, what=what)
+        kwargs = fit_kwargs(
+            model=name,
+            loss=loss,
+            min_samples=min_samples,
+            robust=robust,
+            degree=deg,
+            terms=n_terms,
+            ridge=ridge,
+            white_point=white_point,
+        )
+        candidates.append((label, spec, kwargs))
+    reference = chart_reference(chart_name, edition)
+    folds_value = parse_folds(folds, reference.sizes["patch"])
+    if csv_path:
+        check_output(Path(csv_path), overwrite, sources=sources)
+    _, reference, measured = _frames_and_patches(
+        sources, variable, time_from, linearize, chart_name, edition, boxes, detect, reference
+    )
+    results = validate_models(measured, reference, candidates, folds_value, seed)
+    print_validation(results, click.echo)
+    if csv_path:
+        write_validation(results, Path(csv_path))
+        click.echo(f"wrote {csv_path}")
+
+
+def model_label(model: str, degree: int | None, terms: int | None) -> str:
+    """Spell a model as ``--models`` does: ``root_polynomial:2``, ``polynomial:terms=10``."""
+    if terms is not None:
+        return f"{model}:terms={terms}"
+    return f"{model}:{degree}" if degree is not None else model
 
 
 @main.command(name="charts")

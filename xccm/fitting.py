@@ -555,18 +555,17 @@ def _problem(
     check_choice("init", init, Init)
     min_samples = 0 if min_samples is None else check_integer(min_samples, "min_samples")
     check_data(measured, "measured", dim)
-    spec = models.resolve_model(model, degree=degree, terms=terms, n_channels=measured.sizes[dim])
-    ridge = _check_ridge(ridge, ridge_target, spec, init)
-    if white_point not in (None, "preserve"):
-        raise ValueError(
-            f"white_point must be None (no constraint) or 'preserve' (map the white patch "
-            f"exactly onto its reference); got {white_point!r}"
-        )
-    if white_patch is not None and white_point is None:
-        raise ValueError(
-            f"white_patch={white_patch!r} names the patch white_point='preserve' keeps; pass "
-            "white_point='preserve' too"
-        )
+    spec, ridge = check_model_options(
+        model,
+        degree=degree,
+        terms=terms,
+        ridge=ridge,
+        ridge_target=ridge_target,
+        white_point=white_point,
+        white_patch=white_patch,
+        init=init,
+        n_channels=measured.sizes[dim],
+    )
     reference = as_dataarray(reference, "reference", dim)
     other = [d for d in reference.dims if d not in measured.dims]
     if dim not in reference.dims and len(other) == 1:
@@ -647,6 +646,59 @@ def _problem(
     if white_point == "preserve":
         problem = dataclasses.replace(problem, white=core.white_colours(problem, white_patch))
     return problem
+
+
+def check_model_options(
+    model: Any = "linear",
+    *,
+    degree: Any = None,
+    terms: Any = None,
+    ridge: Any = "auto",
+    ridge_target: Any = "linear",
+    white_point: Any = None,
+    white_patch: Any = None,
+    init: Any = "least_squares",
+    n_channels: int = 3,
+) -> tuple[models.ModelSpec, float | None]:
+    """Check :func:`fit`'s model options without data: the model, its ridge and white point.
+
+    The rules :func:`fit` applies to these arguments, for callers that want to refuse a bad
+    combination before reading any data (the command line does).
+
+    Returns
+    -------
+    (ModelSpec, float or None)
+        The resolved model (:func:`xccm.models.resolve_model`) and the ridge weight λ the
+        fit will use (None: no penalty; ``"auto"`` resolved for the model).
+
+    Raises
+    ------
+    ValueError, TypeError
+        As :func:`fit` does for these arguments.
+
+    Examples
+    --------
+    >>> spec, ridge = check_model_options("root_polynomial", degree=2)
+    >>> spec.n_terms, ridge
+    (6, 0.001)
+    >>> check_model_options("linear", degree=3)
+    Traceback (most recent call last):
+    ...
+    ValueError: model 'linear' takes no degree=3; degree= is for 'root_polynomial' and ...
+    """
+    spec = models.resolve_model(model, degree=degree, terms=terms, n_channels=n_channels)
+    lam = _check_ridge(ridge, ridge_target, spec, init)
+    if white_point not in (None, "preserve"):
+        raise ValueError(
+            f"white_point must be None (no constraint) or 'preserve' (map the white patch "
+            f"exactly onto its reference); got {white_point!r}"
+        )
+    if white_patch is not None and white_point is None:
+        raise ValueError(
+            f"white_patch={white_patch!r} names the patch white_point='preserve' keeps; pass "
+            "white_point='preserve' too"
+        )
+    return spec, lam
 
 
 #: The default ``ridge`` of a ``root_polynomial`` or ``polynomial`` fit (``ridge="auto"``),

@@ -96,8 +96,10 @@ def save_matrix(
         (netCDF4/HDF5 through h5netcdf, the ``io`` extra); ``.json`` → ``"json"`` (plain
         text, schema below, no extra needed); ``.yml``, ``.yaml``, ``.xml`` →
         ``"opencv"`` (an OpenCV ``FileStorage`` with the matrix as node ``ccm`` in
-        ``cv2.ccm``'s layout, see :func:`to_opencv`; needs OpenCV; one matrix, no batch
-        dims, and only the matrix, its ``loss`` and a few attrs are kept).
+        ``cv2.ccm``'s layout, see :func:`to_opencv`; needs OpenCV, the ``detect`` extra;
+        one ``linear`` or ``affine`` matrix, no batch dims, and only the matrix, its
+        ``loss`` and a few attrs are kept). :func:`check_matrix_path` checks a path
+        before a fit.
     overwrite : bool, default True
         If False, an existing ``path`` is an error (:class:`FileExistsError`).
 
@@ -165,6 +167,70 @@ def save_matrix(
     writer = {"netcdf": _write_netcdf, "json": _write_json, "opencv": _write_opencv}[fmt]
     _atomic_write(path, lambda tmp: writer(matrix, tmp))
     return path
+
+
+def check_matrix_path(
+    path: str | os.PathLike,
+    model: str | models.ModelSpec = "linear",
+    *,
+    batch_dims: Sequence[Hashable] = (),
+    format: Format | None = None,
+) -> Format:
+    """Check, before fitting, that :func:`save_matrix` can write such a matrix to ``path``.
+
+    JSON and netCDF hold every model and any batch dims. An OpenCV file (``.yml``,
+    ``.yaml``, ``.xml``) holds one ``linear`` (3x3) or ``affine`` (4x3) matrix, and needs
+    OpenCV. Nothing is written.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The matrix file to be written.
+    model : str or ModelSpec, default "linear"
+        The model the matrix will have (a name, or :func:`xccm.models.resolve_model`'s spec).
+    batch_dims : sequence of hashable, default ()
+        The matrix's batch dims (e.g. ``("time",)`` for one matrix per frame).
+    format : {"netcdf", "json", "opencv"}, optional
+        As for :func:`save_matrix`; default from the suffix.
+
+    Returns
+    -------
+    str
+        The format ``save_matrix`` will write.
+
+    Raises
+    ------
+    ValueError
+        On a suffix of no known format, or an OpenCV file for a model other than linear or
+        affine, or with batch dims.
+    ImportError
+        For an OpenCV file without OpenCV.
+
+    Examples
+    --------
+    >>> check_matrix_path("ccm.json", "root_polynomial", batch_dims=("time",))
+    'json'
+    >>> check_matrix_path("ccm.yml", "root_polynomial")
+    Traceback (most recent call last):
+    ...
+    ValueError: ccm.yml: an OpenCV file holds a linear (3x3) or affine (4x3) matrix; ...
+    """
+    path = Path(path)
+    fmt = _format_of(path, format)
+    if fmt == "opencv":
+        name = model.name if isinstance(model, models.ModelSpec) else str(model)
+        if name not in ("linear", "affine"):
+            raise ValueError(
+                f"{path}: an OpenCV file holds a linear (3x3) or affine (4x3) matrix; a "
+                f"{name} matrix needs a .json or .nc file (they hold every model)"
+            )
+        if batch_dims:
+            raise ValueError(
+                f"{path}: an OpenCV file holds one matrix, not one per "
+                f"{', '.join(map(repr, batch_dims))}: use a .json or .nc file"
+            )
+        _require_cv2()
+    return fmt
 
 
 def load_matrix(path: str | os.PathLike) -> xr.DataArray:
@@ -1037,7 +1103,9 @@ def _require_cv2():
         import cv2
     except ImportError:
         raise ImportError(
-            "OpenCV matrix files need OpenCV: pip install opencv-python-headless (or use "
-            "xccm.to_opencv / from_opencv on arrays)"
+            'OpenCV matrix files need OpenCV: pip install "xccm[detect]" (it installs '
+            "opencv-contrib-python-headless; keep any other OpenCV wheel out of the same "
+            "environment), or save as .json or .nc, or use xccm.to_opencv / from_opencv on "
+            "arrays"
         ) from None
     return cv2

@@ -163,7 +163,7 @@ def cross_validate(
     samples = _samples(measured, reference, dim, sample_dims)
     shape = tuple(measured.sizes[d] for d in samples)
     n_samples = math.prod(shape)
-    n_folds = _n_folds(folds, n_samples)
+    n_folds = number_of_folds(folds, n_samples)
     if isinstance(seed, bool) or not isinstance(seed, int | np.integer):
         raise TypeError(f"seed must be an int; got {type(seed).__name__} {seed!r}")
     metric = _metric(metric, fit_kwargs.get("loss"))
@@ -285,7 +285,14 @@ def _samples(measured: xr.DataArray, reference: xr.DataArray, dim, sample_dims) 
     return names
 
 
-def _n_folds(folds, n_samples: int) -> int:
+def number_of_folds(folds: Any, n_samples: int) -> int:
+    """Check :func:`cross_validate`'s ``folds`` for ``n_samples`` samples; return the count.
+
+    Examples
+    --------
+    >>> number_of_folds("leave_one_out", 24), number_of_folds(5, 24)
+    (24, 5)
+    """
     if isinstance(folds, str):
         if folds != "leave_one_out":
             raise ValueError(
