@@ -207,6 +207,79 @@ def test_exif_times_auto_exif_and_partial(tmp_path):
     assert xccm.open_images(tmp_path / "d.jpg").attrs["time_source"] == "order"
 
 
+def test_auto_times_read_back_what_to_images_names(tmp_path):
+    """to_images names files by time; time="auto" reads those times back (no EXIF there)."""
+    linear = _linear_stack(n=12).clip(0, 1)
+    times = pd.date_range("2026-06-01 06:00", periods=12, freq="10min")
+    xccm.to_images(linear.assign_coords(time=times[::-1]), tmp_path / "a")  # written newest first
+    back = xccm.open_images(tmp_path / "a")
+    assert back.attrs["time_source"] == "file name %Y%m%dT%H%M%S"
+    np.testing.assert_array_equal(back.time.values, times.values)  # sorted by time
+    # frames sharing a second get microseconds in their names, and keep them
+    sub = pd.to_datetime(["2026-06-01 06:00", "2026-06-01 06:00:00.25"], format="ISO8601")
+    xccm.to_images(linear.isel(time=[0, 1]).assign_coords(time=sub), tmp_path / "b", prefix="s_")
+    np.testing.assert_array_equal(xccm.open_images(tmp_path / "b").time.values, sub.values)
+
+
+@pytest.mark.parametrize(
+    ("names", "expected", "source"),
+    [
+        (
+            ["2026-06-01T06-10-00.png", "2026-06-01T06-00-00.5.png"],
+            ["2026-06-01T06:00:00.500", "2026-06-01T06:10:00.000"],
+            "file name %Y-%m-%dT%H-%M-%S",
+        ),
+        (
+            ["cam 2026-06-01 06:00:00.png", "cam_2026-06-01_07:00:00.png"],
+            ["2026-06-01T06:00:00.000", "2026-06-01T07:00:00.000"],
+            "file name %Y-%m-%dT%H-%M-%S",
+        ),
+        (
+            ["IMG_20260601_070000.png", "IMG_20260601_060000.png"],
+            ["2026-06-01T06:00:00.000", "2026-06-01T07:00:00.000"],
+            "file name %Y%m%d_%H%M%S",
+        ),
+        (
+            ["20260601T070000.png", "IMG_20260601_060000.png"],
+            ["2026-06-01T06:00:00.000", "2026-06-01T07:00:00.000"],
+            "file name %Y%m%dT%H%M%S / %Y%m%d_%H%M%S",
+        ),
+    ],
+)
+def test_auto_times_from_iso_like_names(tmp_path, names, expected, source):
+    for i, name in enumerate(names):
+        _save(tmp_path / name, _rgb(i))
+    frames = xccm.open_images(tmp_path)
+    assert [str(t)[:23] for t in frames.time.values] == expected
+    assert frames.attrs["time_source"] == source
+
+
+@pytest.mark.parametrize(
+    "names",
+    [
+        ["frame_0000.png", "frame_0001.png"],  # frame numbers
+        ["00010203_040506.png", "00010203_040507.png"],  # a counter shaped like a date-time
+        ["20260601.png", "20260602.png"],  # a date alone
+        ["120260601T060000.png", "120260601T070000.png"],  # more digits than a date-time
+        ["20261301T060000.png", "20261301T070000.png"],  # month 13
+        ["1780000000.png", "1780000600.png"],  # Unix times are not read
+        ["20260601T060000.png", "calibration.png"],  # not every name has one
+    ],
+)
+def test_auto_times_never_read_frame_numbers(tmp_path, names):
+    for i, name in enumerate(names):
+        _save(tmp_path / name, _rgb(i))
+    frames = xccm.open_images(tmp_path)
+    assert frames.attrs["time_source"] == "order" and frames.time.values.tolist() == [0, 1]
+
+
+def test_auto_times_prefer_exif_to_names(tmp_path):
+    _save(tmp_path / "20260601T060000.jpg", _rgb(0), _exif("2024:06:01 12:00:00"))
+    frames = xccm.open_images(tmp_path)
+    assert frames.attrs["time_source"] == "EXIF DateTimeOriginal"
+    assert _sorted_times(frames) == ["2024-06-01T12:00:00"]
+
+
 def test_frames_sharing_a_time_warn(tmp_path):
     _save(tmp_path / "a.png", _rgb(0), _exif("2024:06:01 12:00:00"))
     _save(tmp_path / "b.png", _rgb(1), _exif("2024:06:01 12:00:00"))

@@ -42,6 +42,27 @@ _DIRECTIVES = {
     "%": "%",
 }
 _GROUPS = ("year", "month", "day", "hour", "minute", "second", "microsecond")
+_DATE_TIME = (
+    r"(?<!\d)(?P<year>\d{{4}}){d}(?P<month>\d{{2}}){d}(?P<day>\d{{2}}){t}"
+    r"(?P<hour>\d{{2}}){c}(?P<minute>\d{{2}}){c}(?P<second>\d{{2}}){f}(?!\d)"
+)
+#: Date-times that ``time="auto"`` finds in file names, with how ``time_source`` spells them:
+#: :func:`xccm.to_images`' own ``%Y%m%dT%H%M%S`` (``%f`` added when frames share a second),
+#: ISO 8601's extended form with ``-`` (or ``:``) in the time, and ``%Y%m%d_%H%M%S``.
+#: Whole fields only: a run of digits longer or shorter than a date-time never matches.
+NAME_TIMES = (
+    (
+        re.compile(_DATE_TIME.format(d="", t="T", c="", f=r"(?P<microsecond>\d{1,6})?")),
+        "%Y%m%dT%H%M%S",
+    ),
+    (
+        re.compile(
+            _DATE_TIME.format(d="-", t="[T_ ]", c="[-:]", f=r"(?:[.,](?P<microsecond>\d{1,6}))?")
+        ),
+        "%Y-%m-%dT%H-%M-%S",
+    ),
+    (re.compile(_DATE_TIME.format(d="", t="_", c="", f="")), "%Y%m%d_%H%M%S"),
+)
 
 
 def resolve_paths(paths: Any, suffixes: Sequence[str], what: str) -> list[Path]:
@@ -142,6 +163,37 @@ def _time_from_name(path: Path, time: str | re.Pattern[str]) -> datetime:
         raise ValueError(f"time: the file name {name!r} holds no valid date: {err}") from None
 
 
+def _iso_name_time(path: Path) -> tuple[datetime, str] | None:
+    """Return the date-time in a file name in one of :data:`NAME_TIMES`' forms, and its form.
+
+    Only valid date-times of the years 1900 to 2261 count (the range of ``datetime64[ns]``,
+    and no frame counter such as ``00010203_040506``).
+    """
+    for pattern, spelled in NAME_TIMES:
+        for match in pattern.finditer(path.name):
+            groups = {k: v for k, v in match.groupdict().items() if v is not None}
+            values = {k: int(v) for k, v in groups.items() if k != "microsecond"}
+            if "microsecond" in groups:
+                values["microsecond"] = int(groups["microsecond"].ljust(6, "0"))
+            if not 1900 <= values["year"] <= 2261:
+                continue
+            try:
+                return datetime(**values), spelled
+            except ValueError:  # e.g. month 13: not a date-time
+                continue
+    return None
+
+
+def _name_times(paths: Sequence[Path]) -> tuple[np.ndarray, str] | None:
+    """Return the times in every file's name (:data:`NAME_TIMES`); None unless all have one."""
+    found = [_iso_name_time(p) for p in paths]
+    if any(f is None for f in found):
+        return None
+    forms = sorted({f[1] for f in found if f is not None})
+    stamps = [f[0] for f in found if f is not None]
+    return _datetimes(stamps), f"file name {' / '.join(forms)}"
+
+
 def frame_times(
     paths: Sequence[Path],
     time: Any,
@@ -157,7 +209,8 @@ def frame_times(
         stamps = [exif_time(i) for i in range(n)]
         missing = [i for i, t in enumerate(stamps) if t is None]
         if time == "auto" and len(missing) == n:
-            return np.arange(n), "order"
+            named = _name_times(paths)
+            return named if named is not None else (np.arange(n), "order")
         if missing:
             first = paths[missing[0]]
             raise ValueError(

@@ -594,8 +594,9 @@ def _source_options(f: Callable) -> Callable:
                 default="auto",
                 show_default=True,
                 help="Frame times: auto (EXIF if every file has it, else an error unless none "
-                "has: then the file order), exif, order, or a file-name pattern such as "
-                "%Y%m%d_%H%M%S.",
+                "has: then the date-times in the file names, as xccm writes them "
+                "(20240601T120000) or ISO-like, if every name has one, else the file order), "
+                "exif, order, or a file-name pattern such as %Y%m%d_%H%M%S.",
             ),
             click.option(
                 "--linearize",

@@ -210,7 +210,13 @@ def open_images(
         Where the ``time`` coord comes from:
 
         - ``"auto"``: the EXIF DateTimeOriginal (with SubSecTimeOriginal) when every file
-          has one; the file order ``0 .. n-1`` when none has; an error when only some have.
+          has one; an error when only some have. When none has: the date-time in each file
+          name if every name holds one, in the form :func:`to_images` writes
+          (``20240601T120000``, optionally with fractional-second digits), ISO 8601's
+          extended form with ``-`` or ``:`` in the time (``2024-06-01T12-00-00``, ``T``,
+          ``_`` or a space between date and time) or ``20240601_120000`` (whole fields
+          only, years 1900 to 2261: a frame number is never read as a time); else the file
+          order ``0 .. n-1``.
         - ``"exif"``: the EXIF DateTimeOriginal, required of every file.
         - a :func:`~datetime.datetime.strptime` format with ``%`` directives, searched in
           each file name, e.g. ``"%Y_%m_%d_%H%M%S"`` for ``"site_2024_06_01_120005.jpg"``
@@ -386,7 +392,8 @@ def to_images(
     name_format : str, optional
         File names come from the frame dim's coords: for datetimes a
         :meth:`~datetime.datetime.strftime` format (default ``"%Y%m%dT%H%M%S"``, with
-        ``"%Y%m%dT%H%M%S%f"`` used by default when two frames share a second), otherwise a
+        ``"%Y%m%dT%H%M%S%f"`` used by default when two frames share a second; both read
+        back as times by :func:`open_images`' ``time="auto"``), otherwise a
         :meth:`str.format` pattern (default ``"{}"``; e.g. ``"{:05d}"``). Without coords the
         frame positions ``0 .. n-1`` are used; a single image is named ``"image"``.
     prefix : str, default ""
