@@ -456,7 +456,7 @@ def test_validate_compares_models_as_cross_validate_does(demo, tmp_path, capsys)
     assert code == 0, err
     lines = out.splitlines()
     assert lines[0].split()[:4] == ["model", "terms", "in-sample", "held-out"]
-    assert "ciede2000" in lines[0] and "4 folds, seed 0" in lines[0] and "5 frames" in lines[0]
+    assert "mean ΔE00" in lines[0] and "4 folds, seed 0" in lines[0] and "5 frames" in lines[0]
     rows = {line.split()[0]: line.split()[1:] for line in lines[1:5]}
     assert list(rows) == models.split(",")
     kwargs = {

@@ -1078,7 +1078,9 @@ def print_validation(
 ) -> None:
     """Print a line per model: its terms, in-sample and held-out mean error (frames: median)."""
     first = results[0][2]
-    metric = first.attrs["metric"]
+    metric = {"ciede2000": "ΔE00", "cie76": "ΔE76", "cie94": "ΔE94"}.get(
+        first.attrs["metric"], first.attrs["metric"]
+    )
     how = (
         "leave-one-out"
         if first.attrs["folds"] == "leave_one_out"
