@@ -335,7 +335,7 @@ def test_console_script_and_module_run_as_subprocesses(demo, tmp_path):
     )
     assert done.returncode == 0 and done.stdout.startswith("colorchecker24")
     done = subprocess.run(
-        [sys.executable, "-m", "xccm", "fit", str(demo / "frames"), "-o", str(tmp_path / "m")],
+        [sys.executable, "-m", "xccm", "fit", str(demo / "frames"), "-o", str(tmp_path / "m.nc")],
         capture_output=True,
         text=True,
         check=False,
@@ -410,9 +410,10 @@ def test_matrix_files_are_checked_before_fitting(demo, tmp_path, capsys, monkeyp
         (("fit", "--model", "root_polynomial", "--degree", 2, "-o", yml), "linear (3x3) or affine"),
         (("fit", "--per-frame", "-o", yml), "not one per 'time'"),
         (("run", "-o", tmp_path / "o.zarr", "--matrix-output", yml), "not one per 'time'"),
+        (("fit", "-o", tmp_path / "m"), "cannot tell the format of"),
     ]:
         code, _, err = xccm_cli(capsys, args[0], frames, "--boxes", boxes, *args[1:])
-        assert code == 2 and message in err and ".json or .nc" in err, err
+        assert code == 2 and message in err and ".json" in err, err
     assert not fitted and not yml.exists() and not (tmp_path / "o.zarr").exists()
     # without OpenCV: the extra that brings it is named, before any work
     monkeypatch.setitem(sys.modules, "cv2", None)

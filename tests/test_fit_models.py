@@ -10,6 +10,7 @@ import xarray as xr
 import xccm
 from conftest import raise_if_dask_computes
 from xccm import _refine, colorimetry, models
+from xccm.fitting import DEFAULT_RIDGE, check_model_options
 
 colour = pytest.importorskip("colour")
 
@@ -447,3 +448,33 @@ def test_nonlinear_model_needs_three_channels_and_identity_target_square():
         xccm.fit(four, d, **ROOT2)
     with pytest.raises(ValueError, match="ridge_target='identity' needs"):
         xccm.fit(s, d[:, :2], **ROOT2, ridge=0.1, ridge_target="identity")
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"model": "root_polynomial"},
+        {"model": "linear", "degree": 3},
+        {"model": "polynomial", "degree": 2, "terms": 10},
+        {"model": "polynomial", "terms": 6},
+        {"model": "affine", "ridge": -1.0},
+        {"model": "linear", "white_point": "keep"},
+        {"model": "linear", "white_patch": "white 9.5 (.05 D)"},
+    ],
+)
+def test_check_model_options_refuses_what_fit_refuses(options):
+    """The checks without data are fit's own: the same error, the same message."""
+    ref = xccm.chart()
+    with pytest.raises((ValueError, TypeError)) as by_fit:
+        xccm.fit(ref, ref, **options)
+    with pytest.raises(type(by_fit.value)) as by_check:
+        check_model_options(**options)
+    assert str(by_check.value) == str(by_fit.value)
+
+
+def test_check_model_options_resolves_the_model_and_the_ridge():
+    spec, ridge = check_model_options("polynomial", terms=10)
+    assert (spec.name, spec.n_terms, ridge) == ("polynomial", 10, DEFAULT_RIDGE)
+    assert check_model_options("affine")[1] is None  # "auto": no penalty for affine
+    assert check_model_options("linear", ridge=0.5)[1] == 0.5
+    assert check_model_options("root_polynomial", degree=2, ridge=None)[1] is None

@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import xccm
+from xccm.matrix_files import check_matrix_path
 
 FORMATS = ["nc", "json"]
 
@@ -562,3 +563,25 @@ def test_guide_saving_snippet_runs(per_frame, tmp_path, monkeypatch):
     xr.testing.assert_identical(namespace["m"], expected(per_frame, namespace["m"]))
     np.testing.assert_array_equal(namespace["cv"], per_frame.isel(time=0).values)
     np.testing.assert_array_equal(namespace["m0"].values, model.getColorCorrectionMatrix())
+
+
+def test_check_matrix_path_says_before_a_fit_what_a_file_can_hold(tmp_path, monkeypatch):
+    rp2 = xccm.models.resolve_model("root_polynomial", degree=2)
+    for suffix, fmt in ((".json", "json"), (".nc", "netcdf")):
+        assert check_matrix_path(tmp_path / f"m{suffix}", rp2, batch_dims=("time",)) == fmt
+    with pytest.raises(ValueError, match=r"linear \(3x3\) or affine \(4x3\).*root_polynomial"):
+        check_matrix_path(tmp_path / "m.yml", rp2)
+    with pytest.raises(ValueError, match="not one per 'time'"):
+        check_matrix_path(tmp_path / "m.yml", "affine", batch_dims=("time",))
+    with pytest.raises(ValueError, match="cannot tell the format"):
+        check_matrix_path(tmp_path / "m.txt")
+    assert not list(tmp_path.iterdir())  # nothing written
+    # what it refuses, save_matrix refuses too
+    m = xccm.models.matrix_dataarray(np.vstack([np.eye(3), np.zeros((3, 3))]), rp2)
+    with pytest.raises(ValueError, match="3x3"):
+        xccm.save_matrix(m, tmp_path / "m.yml")
+    monkeypatch.setitem(sys.modules, "cv2", None)
+    with pytest.raises(ImportError, match=r'pip install "xccm\[detect\]"'):
+        check_matrix_path(tmp_path / "m.yml", "linear")
+    with pytest.raises(ImportError, match=r'pip install "xccm\[detect\]"'):
+        xccm.save_matrix(np.eye(3), tmp_path / "m.yml")
