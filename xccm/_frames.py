@@ -178,7 +178,7 @@ def _iso_name_time(path: Path) -> tuple[datetime, str] | None:
             if not 1900 <= values["year"] <= 2261:
                 continue
             try:
-                return datetime(**values), spelled
+                return datetime(**cast(dict[str, Any], values)), spelled
             except ValueError:  # e.g. month 13: not a date-time
                 continue
     return None

@@ -1023,7 +1023,7 @@ def parse_models(text: str) -> list[tuple[str, str, int | None, int | None]]:
         key, eq, value = option.partition("=")
         if not eq:
             key, value = "degree", key
-        options = {"degree": None, "terms": None}
+        options: dict[str, int | None] = {"degree": None, "terms": None}
         if option:
             if key.strip() not in options or not value.strip().isdigit():
                 raise Refused(
