@@ -255,6 +255,77 @@ def test_kernel_apply_equals_expansion(name, kw, backend):
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-5 * np.abs(want).max())
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_numba_cube_root_is_within_one_ulp_over_the_whole_range(dtype):
+    # the vectorisable cube root of the term kernel (a bit-level seed and Halley/Newton
+    # steps) against NumPy's, through a one-term table: t = cbrt(R), one output
+    pytest.importorskip("numba")
+    poly = _kernels._poly_numba()
+    fi = np.finfo(dtype)
+    rng = np.random.default_rng(11)
+    special = [0.0, -0.0, np.inf, -np.inf, np.nan, 1.0, 8.0, -27.0, 0.001, -1e-3]
+    edges = [fi.tiny, fi.tiny / 7, fi.smallest_subnormal, fi.max, fi.max / 3, fi.max / 1.5]
+    lo, hi = np.log2(float(fi.smallest_subnormal)), np.log2(float(fi.max))
+    with np.errstate(over="ignore"):
+        wide = np.exp2(rng.uniform(lo, hi, 20000)).astype(dtype)
+    r = np.concatenate([special, edges, np.negative(edges), wide, -wide, rng.uniform(0, 9, 5000)])
+    x = np.zeros((r.size, 3), dtype)
+    x[:, 0] = r
+    out = np.empty((r.size, 1), dtype)
+    poly.apply_rows(x, np.ones((1, 1)), np.array([[1, 0, 0]]), np.array([3]), out)
+    got, want = out[:, 0], np.cbrt(x[:, 0])
+    finite = np.isfinite(want)
+    np.testing.assert_array_equal(got[~finite], want[~finite])
+    nonzero = want != 0  # -0.0 + 0.0 (the accumulation) is 0.0
+    assert np.array_equal(np.signbit(got[nonzero]), np.signbit(want[nonzero]))
+    exact = np.cbrt(x[finite, 0].astype(np.longdouble))
+    ulp = np.abs(got[finite] - exact) / np.spacing(np.abs(want[finite])).astype(np.longdouble)
+    assert ulp.max() <= 1.0
+
+
+@pytest.mark.parametrize("n_out", [1, 4])
+def test_numba_kernel_apply_any_number_of_outputs(n_out):
+    # outputs are accumulated three at a time (the matrix padded with zero columns) and
+    # written through the flat view (C-ordered) or column by column (channel-first)
+    pytest.importorskip("numba")
+    spec = models.resolve_model("root_polynomial", degree=3)
+    rng = np.random.default_rng(12)
+    x = rng.uniform(-0.1, 1.0, (700, 3))
+    m = rng.normal(size=(spec.n_terms, n_out))
+    want = spec.expand(x) @ m
+    got = spec.apply(x, m, backend="numba")
+    assert got.shape == (700, n_out)
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+    got = spec.apply(np.asfortranarray(x), m, parallel=False, backend="numba")
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+
+
+def test_numba_kernel_apply_splits_rows_across_threads(monkeypatch):
+    # a parallel apply runs the kernel on one contiguous part of the rows per thread
+    pytest.importorskip("numba")
+    poly = _kernels._poly_numba()
+    parts = []
+    kernel = poly._terms_part
+
+    def spy(x, *args):
+        parts.append(x.shape[0])
+        kernel(x, *args)
+
+    monkeypatch.setattr(poly, "_MIN_SPLIT_ROWS", 100)
+    monkeypatch.setattr(poly, "_threads", lambda: 3)
+    monkeypatch.setattr(poly, "_terms_part", spy)
+    spec = models.resolve_model("polynomial", degree=3)
+    rng = np.random.default_rng(13)
+    x = rng.uniform(0.0, 1.0, (1001, 3))
+    m = rng.normal(size=(spec.n_terms, 3))
+    got = spec.apply(x, m, backend="numba")
+    assert sorted(parts) == [333, 334, 334]
+    np.testing.assert_allclose(got, spec.expand(x) @ m, rtol=1e-12, atol=1e-12)
+    parts.clear()
+    spec.apply(x, m, parallel=False, backend="numba")
+    assert parts == [1001]
+
+
 def test_numpy_fallback_blocks_rows(monkeypatch):
     monkeypatch.setattr(_terms, "BLOCK_ROWS", 7)
     spec = models.resolve_model("root_polynomial", degree=2)

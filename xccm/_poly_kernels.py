@@ -1,19 +1,37 @@
 """Numba kernels for term-expanded matrices (the ``fast`` extra): apply and Newton inverse.
 
 Imported by :mod:`xccm._kernels` only when numba is installed; :mod:`xccm._terms` is the
-NumPy fallback and the definition of the terms (``spow(prod_k x_k ** e_k, 1 / r)``). Each
-pixel's terms are computed in registers inside the loop and multiplied into the matrix
-straight away: no expanded array is ever written, so applying a root-polynomial matrix is
-one read of the image and one write of the result, like a 3x3 matrix. Three input channels.
+NumPy fallback and the definition of the terms (``spow(prod_k x_k ** e_k, 1 / r)``). No
+expanded array is ever written, so applying a root-polynomial matrix is one read of the
+image and one write of the result, like a 3x3 matrix. Three input channels.
+
+* Degree-2 root-polynomial matrices have a hand-unrolled kernel (``_rp2``): each pixel's
+  six terms in registers.
+* Any other term table goes through :func:`_terms_rows`, term-major over passes of a few
+  hundred rows held in cache: each term is one plain loop over the pass (a product of
+  powers, a root, three multiply-adds) that LLVM vectorises, cube roots included
+  (:func:`_make_cbrt`: numba's ``np.cbrt`` is a scalar call, 30 times slower).
+* Newton's method for the inverse, per pixel, in float64.
 
 The kernels are compiled and launched as :mod:`xccm._numba_kernels`' are (a ``prange`` and
 a serial flavour of each, cached, parallel launches serialised): its policy, not a copy.
+The exception is :func:`_terms_rows`, compiled once and run on parts of the rows by a pool
+of threads (:func:`_split_rows`): a ``prange`` flavour would compile its loops a second
+time, a few seconds per signature with a cold cache.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
+import itertools
+import os
+import threading
+
 import numba
 import numpy as np
+from llvmlite import ir
+from numba import types
+from numba.extending import intrinsic, overload
 
 from ._numba_kernels import NJIT_OPTIONS, compile_kernels, launch
 
@@ -23,16 +41,91 @@ __all__ = ["apply_rows", "newton_rows"]
 _BLOCK = 16384
 
 
+@intrinsic
+def _cbrt_seed(typingctx, a):
+    """``cbrt(a)`` of a normal ``a > 0`` to 3.5 %: its bits divided by 3 plus a constant.
+
+    The integer division of the bits thirds the exponent (and roughly the mantissa's
+    logarithm); the constants (Kahan's for float32, its float64 analogue) re-bias it.
+    """
+    if a == types.float32:
+        width, magic = 32, 0x2A514067
+    elif a == types.float64:
+        width, magic = 64, 0x2A9F7893782DA1CE
+    else:
+        return None
+
+    def codegen(context, builder, signature, args):
+        ity = ir.IntType(width)
+        bits = builder.bitcast(args[0], ity)
+        bits = builder.add(builder.udiv(bits, ity(3)), ity(magic))
+        return builder.bitcast(bits, args[0].type)
+
+    return a(a), codegen
+
+
+def _make_cbrt(dtype, k):
+    """Signed cube root in ``dtype`` arithmetic, branch-free so that loops of it vectorise.
+
+    numba's ``np.cbrt`` is a scalar libm call (~20 ns); NumPy's is SIMD. This one is
+    :func:`_cbrt_seed`, one Halley step for float32 and two for float64 (the error cubes:
+    3.5 % -> 3e-5 -> 1e-14) and one Newton step: within 1 ulp of the true root (0.73 ulp at
+    most, measured over the whole range of either type). Magnitudes below ``2**-(3k + 2)``
+    (subnormals) or above ``2**(3k + 2)`` are scaled by ``2**(+-3k)`` first and the root
+    back by ``2**(-+k)``, exactly; 0, inf and NaN are returned as they are. The sign is the
+    argument's (colour-science's ``spow``).
+    """
+    t = np.dtype(dtype).type
+    wide = t is np.float64
+    lo, hi = t(2.0 ** -(3 * k + 2)), t(2.0 ** (3 * k + 2))
+    up, down, root_up, root_down = t(2.0 ** (3 * k)), t(2.0 ** (-3 * k)), t(2.0**-k), t(2.0**k)
+    zero, one, two, three, inf = t(0), t(1), t(2), t(3), t(np.inf)
+
+    def cbrt(p):
+        a = np.abs(p)
+        small, big = a < lo, a > hi
+        s = a * up if small else (a * down if big else a)
+        y = _cbrt_seed(s)
+        y3 = y * y * y
+        y = y * ((y3 + two * s) / (two * y3 + s))
+        if wide:
+            y3 = y * y * y
+            y = y * ((y3 + two * s) / (two * y3 + s))
+        y = y - (y - s / (y * y)) / three
+        y = y * (root_up if small else (root_down if big else one))
+        return np.copysign(y if (a > zero and a < inf) else a, p)
+
+    return cbrt
+
+
+_CBRT32 = _make_cbrt(np.float32, 32)
+_CBRT64 = _make_cbrt(np.float64, 333)
+
+
+def _cbrt(p):
+    """``spow(p, 1 / 3)`` in ``p``'s float type (numba only: :func:`_make_cbrt`)."""
+    raise NotImplementedError("numba only")
+
+
+@overload(_cbrt, jit_options=NJIT_OPTIONS)
+def _cbrt_impl(p):
+    if p == types.float32:
+        return _CBRT32
+    if p == types.float64:
+        return _CBRT64
+    return None
+
+
 @numba.njit(inline="always", **NJIT_OPTIONS)
 def _root(p, r):
     """``spow(p, 1 / r)``: the ``r``-th root of ``|p|`` with the sign of ``p``."""
     if r == 1:
         return p
+    if r == 3:
+        return _cbrt(p)
     q = np.abs(p)
     if r == 2:
         v = np.sqrt(q)
-    elif r == 3:
-        v = np.cbrt(q)
     elif r == 4:
         v = np.sqrt(np.sqrt(q))
     else:
@@ -76,25 +169,110 @@ def _rp2_rows(x, m, zero, out):
         out[i, 0], out[i, 1], out[i, 2] = _rp2(x[i, 0] + zero, x[i, 1] + zero, x[i, 2] + zero, m)
 
 
+#: Rows per pass of :func:`_terms_rows`: its scratch (the channels' powers, one term, the
+#: accumulated outputs) stays in the first or second level cache.
+_PASS = 512
+
+
+#: Rows per pass of :func:`_terms_rows`: its scratch (the channels' powers, one term, the
+#: accumulated outputs) stays in the first or second level cache.
+_PASS = 512
+
+
 @numba.njit(**NJIT_OPTIONS)
-def _terms_rows(x, m, exps, roots, zero, out):
-    """``out[i] = t(x[i]) @ m`` for any term table (exponents up to 4)."""
-    n_terms, n_out = m.shape
-    pa, pb, pc = np.empty(5, out.dtype), np.empty(5, out.dtype), np.empty(5, out.dtype)
-    acc = np.empty(n_out, out.dtype)
-    for i in range(x.shape[0]):
-        pa[0] = pb[0] = pc[0] = zero + 1
-        for e in range(1, 5):
-            pa[e] = pa[e - 1] * (x[i, 0] + zero)
-            pb[e] = pb[e - 1] * (x[i, 1] + zero)
-            pc[e] = pc[e - 1] * (x[i, 2] + zero)
-        acc[:] = zero
-        for j in range(n_terms):
-            t = _root(pa[exps[j, 0]] * pb[exps[j, 1]] * pc[exps[j, 2]], roots[j])
-            for o in range(n_out):
-                acc[o] += t * m[j, o]
-        for o in range(n_out):
-            out[i, o] = acc[o]
+def _terms_rows(x, xf, m, exps, roots, zero, out, of):
+    """``out[i] = t(x[i]) @ m[:, :n_out]`` for any term table, term by term over passes.
+
+    ``m`` has its columns padded with zeros to a multiple of 3. Each pass of :data:`_PASS`
+    rows reads its colours once into the powers ``x[:, k] ** e`` (rows ``k * (top + 1) + e``
+    of ``pw``); then, for each group of 3 output columns, computes one term at a time for all
+    its rows (a product of three powers and a root, in a plain loop per root that vectorises:
+    a root chosen inside the loop would stop it), accumulates ``term * m[j]`` into the 3
+    outputs and writes them. ``xf`` and ``of`` are flat views of C-ordered ``x`` and ``out``
+    (else empty): their constant stride of 3 lets LLVM vectorise the (de)interleaving, which
+    a 2-D view's stride, a run-time value even for a C-ordered array, does not.
+    """
+    n_rows, n_terms, n_out = x.shape[0], m.shape[0], out.shape[1]
+    flat_in = xf.shape[0] == 3 * n_rows
+    flat_out = of.shape[0] == 3 * n_rows and n_out == 3
+    top = 1
+    for j in range(n_terms):
+        for k in range(3):
+            top = max(top, exps[j, k])
+    size = min(_PASS, n_rows)
+    pw = np.empty((3 * (top + 1), size), out.dtype)
+    acc = np.empty((3, size), out.dtype)
+    a0, a1, a2 = acc[0], acc[1], acc[2]
+    for k in range(3):
+        for i in range(size):
+            pw[k * (top + 1), i] = zero + 1
+    for start in range(0, n_rows, _PASS):
+        n = min(_PASS, n_rows - start)
+        p0, p1, p2 = pw[1], pw[top + 2], pw[2 * top + 3]
+        if flat_in:
+            xs = xf[3 * start : 3 * (start + n)]
+            for i in range(n):
+                p0[i], p1[i], p2[i] = xs[3 * i] + zero, xs[3 * i + 1] + zero, xs[3 * i + 2] + zero
+        else:
+            for i in range(n):
+                row = start + i
+                p0[i], p1[i], p2[i] = x[row, 0] + zero, x[row, 1] + zero, x[row, 2] + zero
+        for k in range(3):
+            for e in range(2, top + 1):
+                pe, prev, p = (
+                    pw[k * (top + 1) + e],
+                    pw[k * (top + 1) + e - 1],
+                    p0 if k == 0 else (p1 if k == 1 else p2),
+                )
+                for i in range(n):
+                    pe[i] = prev[i] * p[i]
+        for g in range(0, m.shape[1], 3):
+            for i in range(n):
+                a0[i] = a1[i] = a2[i] = zero
+            for j in range(n_terms):
+                pa, pb, pc = pw[exps[j, 0]], pw[top + 1 + exps[j, 1]], pw[2 * top + 2 + exps[j, 2]]
+                m0, m1, m2, r = m[j, g], m[j, g + 1], m[j, g + 2], roots[j]
+                if r == 1:
+                    for i in range(n):
+                        v = pa[i] * pb[i] * pc[i]
+                        a0[i] += v * m0
+                        a1[i] += v * m1
+                        a2[i] += v * m2
+                elif r == 2:
+                    for i in range(n):
+                        v = pa[i] * pb[i] * pc[i]
+                        v = np.copysign(np.sqrt(np.abs(v)), v)
+                        a0[i] += v * m0
+                        a1[i] += v * m1
+                        a2[i] += v * m2
+                elif r == 3:
+                    for i in range(n):
+                        v = _cbrt(pa[i] * pb[i] * pc[i])
+                        a0[i] += v * m0
+                        a1[i] += v * m1
+                        a2[i] += v * m2
+                elif r == 4:
+                    for i in range(n):
+                        v = pa[i] * pb[i] * pc[i]
+                        v = np.copysign(np.sqrt(np.sqrt(np.abs(v))), v)
+                        a0[i] += v * m0
+                        a1[i] += v * m1
+                        a2[i] += v * m2
+                else:
+                    for i in range(n):
+                        v = _root(pa[i] * pb[i] * pc[i], r)
+                        a0[i] += v * m0
+                        a1[i] += v * m1
+                        a2[i] += v * m2
+            if flat_out:
+                os = of[3 * start : 3 * (start + n)]
+                for i in range(n):
+                    os[3 * i], os[3 * i + 1], os[3 * i + 2] = a0[i], a1[i], a2[i]
+            else:
+                for o in range(min(3, n_out - g)):
+                    ao = acc[o]
+                    for i in range(n):
+                        out[start + i, g + o] = ao[i]
 
 
 # The parallel flavours split the rows into blocks and run a serial loop on each: LLVM
@@ -113,13 +291,6 @@ def _apply_rp2(x, m, zero, out):
     for b in numba.prange((x.shape[0] + _BLOCK - 1) // _BLOCK):
         rows = slice(b * _BLOCK, (b + 1) * _BLOCK)
         _rp2_rows(x[rows], m, zero, out[rows])
-
-
-def _apply_terms(x, m, exps, roots, zero, out):
-    """``out[i] = t(x[i]) @ m`` for any term table, block by block."""
-    for b in numba.prange((x.shape[0] + _BLOCK - 1) // _BLOCK):
-        rows = slice(b * _BLOCK, (b + 1) * _BLOCK)
-        _terms_rows(x[rows], m, exps, roots, zero, out[rows])
 
 
 @numba.njit(inline="always", **NJIT_OPTIONS)
@@ -224,7 +395,6 @@ def _newton(d, m, exps, roots, inv, off, tol, max_iter, out):
 
 _APPLY_RP2 = compile_kernels(_apply_rp2)
 _APPLY_RP2_INTERLEAVED = compile_kernels(_apply_rp2_interleaved)
-_APPLY_TERMS = compile_kernels(_apply_terms)
 _NEWTON = compile_kernels(_newton)
 
 #: The term table of a degree-2 root-polynomial model, which has its own unrolled kernel.
@@ -246,8 +416,66 @@ def apply_rows(x, m, exponents, roots, out, parallel=True) -> None:
     elif rp2:
         launch(_APPLY_RP2, parallel, x, m, zero, out)
     else:
+        padded = np.zeros((m.shape[0], -(-m.shape[1] // 3) * 3), m.dtype)
+        padded[:, : m.shape[1]] = m
         exps = np.ascontiguousarray(exponents, dtype=np.int64)
-        launch(_APPLY_TERMS, parallel, x, m, exps, np.ascontiguousarray(roots, np.int64), zero, out)
+        args = (padded, exps, np.ascontiguousarray(roots, np.int64), zero)
+        _split_rows(_terms_part, x, out, args, parallel)
+
+
+#: Rows below which a parallel apply of :func:`_terms_rows` runs on the calling thread alone.
+_MIN_SPLIT_ROWS = 1 << 15
+_POOL: dict = {}
+_POOL_LOCK = threading.Lock()
+
+
+def _split_rows(kernel, x, out, args, parallel) -> None:
+    """Run ``kernel(x[part], *args, out[part])`` on contiguous parts of the rows, in threads.
+
+    The parallel flavour of the general term kernel: one part per numba thread
+    (``numba.get_num_threads()``), each run by a thread of a pool (the kernels release the
+    GIL), the first by the calling thread. A ``prange`` flavour of :func:`_terms_rows` would
+    cost a second compile of all its loops per signature, about 3 s with a cold cache.
+    """
+    n = x.shape[0]
+    threads = min(_threads() if parallel else 1, n // _MIN_SPLIT_ROWS)
+    if threads <= 1:
+        kernel(x, *args, out)
+        return
+    bounds = [n * k // threads for k in range(threads + 1)]
+    parts = [(x[lo:hi], out[lo:hi]) for lo, hi in itertools.pairwise(bounds)]
+    futures = [_pool().submit(kernel, xp, *args, op) for xp, op in parts[1:]]
+    try:
+        kernel(parts[0][0], *args, parts[0][1])
+    finally:
+        for future in futures:
+            future.result()
+
+
+def _terms_part(x, m, exps, roots, zero, out) -> None:
+    """:func:`_terms_rows` on ``x`` and ``out``, with flat views of those that are C-ordered.
+
+    ``m`` is ``(n_terms, 3 * groups)``, padded with zero columns (:func:`apply_rows`).
+    """
+    xf = x.reshape(-1) if x.flags.c_contiguous else np.empty(0, x.dtype)
+    of = out.reshape(-1) if out.flags.c_contiguous else np.empty(0, out.dtype)
+    _terms_rows(x, xf, m, exps, roots, zero, out, of)
+
+
+def _threads() -> int:
+    """Threads of a parallel apply: numba's (``NUMBA_NUM_THREADS``, ``numba.set_num_threads``)."""
+    return numba.get_num_threads()
+
+
+def _pool() -> concurrent.futures.ThreadPoolExecutor:
+    """Return the threads of :func:`_split_rows`, started on first use (and in a forked child)."""
+    with _POOL_LOCK:
+        if _POOL.get("pid") != os.getpid():
+            _POOL["pid"] = os.getpid()
+            _POOL["pool"] = concurrent.futures.ThreadPoolExecutor(
+                numba.config.NUMBA_NUM_THREADS, thread_name_prefix="xccm-terms"
+            )
+        return _POOL["pool"]
 
 
 def newton_rows(d, m, exponents, roots, inv, off, out, *, tol, max_iter, parallel=True) -> int:
