@@ -169,13 +169,8 @@ def _rp2_rows(x, m, zero, out):
         out[i, 0], out[i, 1], out[i, 2] = _rp2(x[i, 0] + zero, x[i, 1] + zero, x[i, 2] + zero, m)
 
 
-#: Rows per pass of :func:`_terms_rows`: its scratch (the channels' powers, one term, the
-#: accumulated outputs) stays in the first or second level cache.
-_PASS = 512
-
-
-#: Rows per pass of :func:`_terms_rows`: its scratch (the channels' powers, one term, the
-#: accumulated outputs) stays in the first or second level cache.
+#: Rows per pass of :func:`_terms_rows`: its scratch (the channels' roots and their powers,
+#: the accumulated outputs) stays in the first or second level cache.
 _PASS = 512
 
 
@@ -183,32 +178,40 @@ _PASS = 512
 def _terms_rows(x, xf, m, exps, roots, zero, out, of):
     """``out[i] = t(x[i]) @ m[:, :n_out]`` for any term table, term by term over passes.
 
-    ``m`` has its columns padded with zeros to a multiple of 3. Each pass of :data:`_PASS`
-    rows reads its colours once into the powers ``x[:, k] ** e`` (rows ``k * (top + 1) + e``
-    of ``pw``); then, for each group of 3 output columns, computes one term at a time for all
-    its rows (a product of three powers and a root, in a plain loop per root that vectorises:
-    a root chosen inside the loop would stop it), accumulates ``term * m[j]`` into the 3
-    outputs and writes them. ``xf`` and ``of`` are flat views of C-ordered ``x`` and ``out``
-    (else empty): their constant stride of 3 lets LLVM vectorise the (de)interleaving, which
-    a 2-D view's stride, a run-time value even for a C-ordered array, does not.
+    A term is a product of roots of the channels: ``spow(prod_k x_k ** e_k, 1 / r) =
+    prod_k spow(x_k, 1 / r) ** e_k`` (signs and magnitudes both factor), so a pass of
+    :data:`_PASS` rows computes 3 roots per row for each root order ``r`` of the table, not
+    one per term (root-polynomial degree 3: 3 cube roots instead of 7), and their powers:
+    row ``((r - 1) * 3 + k) * (top + 1) + e`` of ``pw`` is ``spow(x_k, 1 / r) ** e``. Each
+    term is then a product of three of those rows, in a plain loop that vectorises and
+    accumulates ``term * m[j]`` into 3 outputs; ``m``'s columns are padded with zeros to a
+    multiple of 3, done 3 at a time. ``xf`` and ``of`` are flat views of C-ordered ``x`` and
+    ``out`` (else empty): their constant stride of 3 lets LLVM vectorise the
+    (de)interleaving, which a 2-D view's stride, a run-time value even for a C-ordered
+    array, does not.
     """
     n_rows, n_terms, n_out = x.shape[0], m.shape[0], out.shape[1]
     flat_in = xf.shape[0] == 3 * n_rows
     flat_out = of.shape[0] == 3 * n_rows and n_out == 3
-    top = 1
+    top, orders = 1, 1
     for j in range(n_terms):
+        orders = max(orders, roots[j])
         for k in range(3):
             top = max(top, exps[j, k])
-    size = min(_PASS, n_rows)
-    pw = np.empty((3 * (top + 1), size), out.dtype)
+    used = np.zeros(orders + 1, np.bool_)
+    for j in range(n_terms):
+        used[roots[j]] = True
+    used[1] = True  # the channels themselves, read first
+    size, w = min(_PASS, n_rows), top + 1
+    pw = np.empty((orders * 3 * w, size), out.dtype)
     acc = np.empty((3, size), out.dtype)
     a0, a1, a2 = acc[0], acc[1], acc[2]
-    for k in range(3):
+    for q in range(orders * 3):
         for i in range(size):
-            pw[k * (top + 1), i] = zero + 1
+            pw[q * w, i] = zero + 1
     for start in range(0, n_rows, _PASS):
         n = min(_PASS, n_rows - start)
-        p0, p1, p2 = pw[1], pw[top + 2], pw[2 * top + 3]
+        p0, p1, p2 = pw[1], pw[w + 1], pw[2 * w + 1]
         if flat_in:
             xs = xf[3 * start : 3 * (start + n)]
             for i in range(n):
@@ -217,53 +220,44 @@ def _terms_rows(x, xf, m, exps, roots, zero, out, of):
             for i in range(n):
                 row = start + i
                 p0[i], p1[i], p2[i] = x[row, 0] + zero, x[row, 1] + zero, x[row, 2] + zero
-        for k in range(3):
-            for e in range(2, top + 1):
-                pe, prev, p = (
-                    pw[k * (top + 1) + e],
-                    pw[k * (top + 1) + e - 1],
-                    p0 if k == 0 else (p1 if k == 1 else p2),
-                )
-                for i in range(n):
-                    pe[i] = prev[i] * p[i]
+        for r in range(1, orders + 1):
+            if not used[r]:
+                continue
+            for k in range(3):
+                base, src = ((r - 1) * 3 + k) * w, pw[k * w + 1]
+                dst = pw[base + 1]
+                if r == 2:
+                    for i in range(n):
+                        dst[i] = np.copysign(np.sqrt(np.abs(src[i])), src[i])
+                elif r == 3:
+                    for i in range(n):
+                        dst[i] = _cbrt(src[i])
+                elif r == 4:
+                    for i in range(n):
+                        dst[i] = np.copysign(np.sqrt(np.sqrt(np.abs(src[i]))), src[i])
+                elif r > 4:
+                    for i in range(n):
+                        dst[i] = _root(src[i], r)
+                for e in range(2, top + 1):
+                    pe, prev = pw[base + e], pw[base + e - 1]
+                    for i in range(n):
+                        pe[i] = prev[i] * dst[i]
         for g in range(0, m.shape[1], 3):
             for i in range(n):
                 a0[i] = a1[i] = a2[i] = zero
             for j in range(n_terms):
-                pa, pb, pc = pw[exps[j, 0]], pw[top + 1 + exps[j, 1]], pw[2 * top + 2 + exps[j, 2]]
-                m0, m1, m2, r = m[j, g], m[j, g + 1], m[j, g + 2], roots[j]
-                if r == 1:
-                    for i in range(n):
-                        v = pa[i] * pb[i] * pc[i]
-                        a0[i] += v * m0
-                        a1[i] += v * m1
-                        a2[i] += v * m2
-                elif r == 2:
-                    for i in range(n):
-                        v = pa[i] * pb[i] * pc[i]
-                        v = np.copysign(np.sqrt(np.abs(v)), v)
-                        a0[i] += v * m0
-                        a1[i] += v * m1
-                        a2[i] += v * m2
-                elif r == 3:
-                    for i in range(n):
-                        v = _cbrt(pa[i] * pb[i] * pc[i])
-                        a0[i] += v * m0
-                        a1[i] += v * m1
-                        a2[i] += v * m2
-                elif r == 4:
-                    for i in range(n):
-                        v = pa[i] * pb[i] * pc[i]
-                        v = np.copysign(np.sqrt(np.sqrt(np.abs(v))), v)
-                        a0[i] += v * m0
-                        a1[i] += v * m1
-                        a2[i] += v * m2
-                else:
-                    for i in range(n):
-                        v = _root(pa[i] * pb[i] * pc[i], r)
-                        a0[i] += v * m0
-                        a1[i] += v * m1
-                        a2[i] += v * m2
+                base = (roots[j] - 1) * 3 * w
+                pa, pb, pc = (
+                    pw[base + exps[j, 0]],
+                    pw[base + w + exps[j, 1]],
+                    pw[base + 2 * w + exps[j, 2]],
+                )
+                m0, m1, m2 = m[j, g], m[j, g + 1], m[j, g + 2]
+                for i in range(n):
+                    v = pa[i] * pb[i] * pc[i]
+                    a0[i] += v * m0
+                    a1[i] += v * m1
+                    a2[i] += v * m2
             if flat_out:
                 os = of[3 * start : 3 * (start + n)]
                 for i in range(n):
