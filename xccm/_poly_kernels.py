@@ -26,6 +26,7 @@ import concurrent.futures
 import itertools
 import os
 import threading
+from typing import Any
 
 import numba
 import numpy as np
@@ -107,7 +108,11 @@ def _cbrt(p):
     raise NotImplementedError("numba only")
 
 
-@overload(_cbrt, jit_options=NJIT_OPTIONS)
+#: The kernels' options for the cube root too (the NumPy error model: no division checks).
+_OVERLOAD_OPTIONS: Any = NJIT_OPTIONS
+
+
+@overload(_cbrt, jit_options=_OVERLOAD_OPTIONS)
 def _cbrt_impl(p):
     if p == types.float32:
         return _CBRT32
@@ -438,7 +443,7 @@ def _split_rows(kernel, x, out, args, parallel) -> None:
         return
     bounds = [n * k // threads for k in range(threads + 1)]
     parts = [(x[lo:hi], out[lo:hi]) for lo, hi in itertools.pairwise(bounds)]
-    futures = [_pool().submit(kernel, xp, *args, op) for xp, op in parts[1:]]
+    futures = [_pool().submit(kernel, *(xp, *args, op)) for xp, op in parts[1:]]
     try:
         kernel(parts[0][0], *args, parts[0][1])
     finally:
@@ -467,7 +472,7 @@ def _pool() -> concurrent.futures.ThreadPoolExecutor:
         if _POOL.get("pid") != os.getpid():
             _POOL["pid"] = os.getpid()
             _POOL["pool"] = concurrent.futures.ThreadPoolExecutor(
-                numba.config.NUMBA_NUM_THREADS, thread_name_prefix="xccm-terms"
+                os.cpu_count(), thread_name_prefix="xccm-terms"
             )
         return _POOL["pool"]
 
