@@ -104,8 +104,12 @@ _CBRT64 = _make_cbrt(np.float64, 333)
 
 
 def _cbrt(p):
-    """``spow(p, 1 / 3)`` in ``p``'s float type (numba only: :func:`_make_cbrt`)."""
-    raise NotImplementedError("numba only")
+    """``spow(p, 1 / 3)`` in ``p``'s float type.
+
+    From Python, NumPy's ``cbrt`` (odd, so a negative ``p`` keeps its sign); compiled code
+    gets :func:`_make_cbrt`'s vectorisable root through the overload below.
+    """
+    return np.cbrt(p)
 
 
 #: The kernels' options for the cube root too (the NumPy error model: no division checks).
