@@ -192,40 +192,31 @@ def apply_matrix(
             parallel=parallel,
             backend=backend,
         )
-    if m.shape[-2] == n_in + 1:
-        up, off = m[..., :-1, :], m[..., -1, :]
-    elif m.shape[-2] == n_in:
-        up, off = m, xp.zeros(m.shape[:-2] + m.shape[-1:], dtype)
-    else:
+    if m.shape[-2] == n_in:  # linear: a zero offset row makes it affine
+        m = xp.concatenate([m, xp.zeros((*m.shape[:-2], 1, m.shape[-1]), dtype)], axis=-2)
+    elif m.shape[-2] != n_in + 1:
         raise ValueError(
             f"matrix has {m.shape[-2]} rows; expected {n_in} (linear) or {n_in + 1} (affine) "
             f"for {n_in} input channels"
         )
-    lead_x, lead_m = x.shape[:-1], up.shape[:-2]
-    if len(lead_m) > len(lead_x):
-        raise ValueError(f"matrix has more batch axes {lead_m} than the image {lead_x}")
-    lead_m = (1,) * (len(lead_x) - len(lead_m)) + lead_m
-    up, off = up.reshape((*lead_m, *up.shape[-2:])), off.reshape((*lead_m, off.shape[-1]))
-    # The matrix varies over the leading `head` axes and is constant over the rest.
-    n_head = len(lead_m)
-    while n_head and lead_m[n_head - 1] == 1:
-        n_head -= 1
-    head = lead_x[:n_head]
-    rows = math.prod(lead_x[n_head:])  # pixels per matrix
+    m, n_head = _broadcast_heads(x, m)
+    head = x.shape[:n_head]
+    rows = math.prod(x.shape[n_head:-1])  # pixels per matrix
     n_matrices = math.prod(head)
     if rows < _MIN_ROWS_PER_MATRIX and (
         n_matrices > _MAX_MATRIX_LOOP
         or (n_matrices > 1 and n_matrices * rows < _MIN_ROWS_PER_MATRIX)
     ):
+        up, off = m[..., :-1, :], m[..., -1, :]
         return (x.astype(dtype, copy=False)[..., None, :] @ up)[..., 0, :] + off
-    out = _empty_like_layout(x, up.shape[-1], dtype, xp)
-    numba_ok = xp is np and _use_numba(backend, x.dtype, dtype)
-    for h in np.ndindex(*head):
-        hm = tuple(0 if n == 1 else i for i, n in zip(h, lead_m, strict=False))
-        tail = (0,) * (len(lead_m) - n_head)
-        args = (up[hm + tail], off[hm + tail], parallel, numba_ok)
-        _apply_block(x[h], out[h], *args)
-    return out
+    return _each_matrix(
+        x, m, _apply_affine_block, dtype, m.shape[-1], parallel=parallel, backend=backend
+    )
+
+
+def _apply_affine_block(x, out, m, parallel, numba_ok) -> None:
+    """:func:`_apply_block` of one affine matrix ``m (n_in + 1, n_out)``, offset row last."""
+    _apply_block(x, out, m[:-1], m[-1], parallel, numba_ok)
 
 
 def _check_terms(x, m, terms, xp) -> None:
@@ -248,21 +239,31 @@ def _each_matrix(x, m, block, dtype, n_out, *, parallel, backend):
     ``m (..., rows, cols)`` broadcasts against ``x (..., n_in)`` on the leading axes; the
     result ``(..., n_out)`` is allocated in ``x``'s memory layout.
     """
+    xp = _namespace(x)
+    m, n_head = _broadcast_heads(x, m)
+    lead_m = m.shape[:-2]
+    out = _empty_like_layout(x, n_out, dtype, xp)
+    numba_ok = xp is np and _use_numba(backend, x.dtype, dtype)
+    tail = (0,) * (len(lead_m) - n_head)
+    for h in np.ndindex(*x.shape[:n_head]):
+        hm = tuple(0 if n == 1 else i for i, n in zip(h, lead_m, strict=False))
+        block(x[h], out[h], m[hm + tail], parallel, numba_ok)
+    return out
+
+
+def _broadcast_heads(x, m):
+    """``m (..., rows, cols)`` with as many leading axes as ``x (..., n_in)``, and ``n_head``.
+
+    The matrix varies over the first ``n_head`` leading axes and is constant over the rest.
+    """
     lead_x, lead_m = x.shape[:-1], m.shape[:-2]
     if len(lead_m) > len(lead_x):
         raise ValueError(f"matrix has more batch axes {lead_m} than the image {lead_x}")
     lead_m = (1,) * (len(lead_x) - len(lead_m)) + lead_m
-    m = m.reshape((*lead_m, *m.shape[-2:]))
     n_head = len(lead_m)
     while n_head and lead_m[n_head - 1] == 1:
         n_head -= 1
-    out = _empty_like_layout(x, n_out, dtype)
-    numba_ok = _use_numba(backend, x.dtype, dtype)
-    tail = (0,) * (len(lead_m) - n_head)
-    for h in np.ndindex(*lead_x[:n_head]):
-        hm = tuple(0 if n == 1 else i for i, n in zip(h, lead_m, strict=False))
-        block(x[h], out[h], m[hm + tail], parallel, numba_ok)
-    return out
+    return m.reshape((*lead_m, *m.shape[-2:])), n_head
 
 
 def _apply_terms_block(x, out, m, parallel, numba_ok, *, terms) -> None:
