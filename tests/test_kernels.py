@@ -106,10 +106,23 @@ def test_apply_matrix_reads_integers_as_float32(rng, backend, dtype):
 @pytest.mark.parametrize("parallel", [False, True])
 @pytest.mark.parametrize("layout", ["channel_last", "channel_first", "sliced"])
 @pytest.mark.parametrize("dtype", [np.float32, np.uint8])
-def test_apply_matrix_across_kernel_blocks(rng, parallel, layout, dtype):
-    """Pixels on both sides of every block boundary, and a ragged last block, are each
-    computed from their own pixel only (a NaN stays in its pixel)."""
-    n = 2 * _kernels._numba()._BLOCK + 7
+def test_apply_matrix_across_thread_parts(rng, monkeypatch, parallel, layout, dtype):
+    """A parallel call splits the rows into one contiguous part per thread: pixels on both
+    sides of every part boundary are each computed from their own pixel only (a NaN stays in
+    its pixel), whatever the layout."""
+    nk = _kernels._numba()
+    monkeypatch.setattr(nk, "MIN_SPLIT_ROWS", 1000)
+    monkeypatch.setattr(nk, "_threads", lambda: 3)
+    parts = []
+    run_split = nk.run_split
+
+    def spy(kernel, n, args_of, parallel, min_rows=None):
+        results = run_split(kernel, n, args_of, parallel, min_rows)
+        parts.append(len(results))
+        return results
+
+    monkeypatch.setattr(nk, "run_split", spy)
+    n = 3 * 1000 + 7
     planes = rng.integers(0, 256, (3, n)) if dtype == np.uint8 else rng.random((3, n))
     if layout == "channel_first":
         x = planes.astype(dtype).T
@@ -119,16 +132,36 @@ def test_apply_matrix_across_kernel_blocks(rng, parallel, layout, dtype):
         wide = np.zeros((n, 4), dtype)
         wide[:, :3] = planes.T
         x = wide[:, :3]
-    nan_at = [0, _kernels._numba()._BLOCK - 1, _kernels._numba()._BLOCK, n - 1]
+    nan_at = [0, n // 3 - 1, n // 3, 2 * n // 3 - 1, 2 * n // 3, n - 1]
     if dtype == np.float32:
         x[nan_at, 1] = np.nan
     m = rng.normal(size=(4, 3)).astype(np.float32)
     out = _kernels.apply_matrix(x, m, dtype=np.float32, parallel=parallel, backend="numba")
+    assert parts == [3 if parallel else 1]
     want = reference_apply(x, m)
     np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-4)
     if dtype == np.float32:
         assert np.isnan(out[nan_at]).all()
         assert np.isfinite(np.delete(out, nan_at, axis=0)).all()
+
+
+@needs_numba
+def test_run_split_waits_for_every_part_and_raises_their_errors(monkeypatch):
+    nk = _kernels._numba()
+    monkeypatch.setattr(nk, "_threads", lambda: 4)
+    seen = []
+
+    def kernel(lo, hi):
+        seen.append((lo, hi))
+        if lo > 0:
+            raise ValueError(f"part {lo}")
+        return hi - lo
+
+    with pytest.raises(ValueError, match="part"):
+        nk.run_split(kernel, 10, lambda lo, hi: (lo, hi), True, min_rows=2)
+    assert sorted(seen) == [(0, 2), (2, 5), (5, 7), (7, 10)]
+    assert nk.run_split(lambda lo, hi: hi - lo, 10, lambda lo, hi: (lo, hi), True, 3) == [3, 3, 4]
+    assert nk.run_split(lambda lo, hi: hi - lo, 10, lambda lo, hi: (lo, hi), False, 1) == [10]
 
 
 def test_apply_matrix_never_promotes_float32(rng, backend):

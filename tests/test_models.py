@@ -311,8 +311,8 @@ def test_numba_kernel_apply_splits_rows_across_threads(monkeypatch):
         parts.append(x.shape[0])
         kernel(x, *args)
 
-    monkeypatch.setattr(poly, "_MIN_SPLIT_ROWS", 100)
-    monkeypatch.setattr(poly, "_threads", lambda: 3)
+    monkeypatch.setattr(_kernels._numba(), "MIN_SPLIT_ROWS", 100)
+    monkeypatch.setattr(_kernels._numba(), "_threads", lambda: 3)
     monkeypatch.setattr(poly, "_terms_part", spy)
     spec = models.resolve_model("polynomial", degree=3)
     rng = np.random.default_rng(13)

@@ -67,7 +67,7 @@ _NUMPY_BLOCK_ROWS = 1 << 16
 #: _MIN_ROWS_PER_MATRIX pixels (e.g. one matrix per pixel), apply them with one broadcast
 #: matmul: a kernel call per matrix would cost more than its work. The same when there are
 #: several matrices and fewer than _MIN_ROWS_PER_MATRIX pixels in all (patch colours of a
-#: few frames): each parallel kernel launch costs ~0.1-10 ms, the whole matmul microseconds.
+#: few frames): each kernel call costs microseconds of set-up, the whole matmul about as much.
 _MAX_MATRIX_LOOP = 4096
 _MIN_ROWS_PER_MATRIX = 16384
 
@@ -158,8 +158,8 @@ def apply_matrix(
     dtype : dtype, optional
         Floating dtype of the computation and the result. Defaults to ``m.dtype``.
     parallel : bool, default True
-        Use every core (numba ``prange``). Pass False when the caller already runs one
-        call per thread, as Dask does.
+        Use every core (the rows split into one part per numba thread). Pass False when
+        the caller already runs one call per thread, as Dask does.
     backend : {"auto", "numba", "numpy"}
         ``"auto"`` uses the numba kernels when numba is installed, else blocked
         ``np.matmul(..., out=)``.

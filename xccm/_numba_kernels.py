@@ -6,23 +6,29 @@ channel-last, channel-first and sliced layouts are read in place, and write into
 preallocated outputs: applying a matrix is one read of the input and one write of the output,
 the memory-bandwidth limit. Integer input is read directly, never copied to float.
 
-Each kernel is compiled twice from one source: a ``prange`` flavour for a whole in-memory
-array and a serial flavour for one Dask block per scheduler thread (numba treats ``prange``
-as ``range`` when ``parallel=False``). Parallel launches are serialised with a lock because
-numba's fallback ``workqueue`` threading layer must not be entered from two threads at once.
+Each kernel is compiled once, as a plain serial loop, and cached (:func:`compile_kernel`).
+A parallel call (a whole in-memory array) runs it on contiguous parts of the rows, one per
+thread of a pool (:func:`run_split`; the kernels release the GIL), so each thread reads,
+computes and first-touches (page faults in) its own stretch of the fresh output; a serial
+call (one Dask block per scheduler thread) runs it on the calling thread. numba's
+``parallel=True`` would compile every kernel a second time, with its ``prange`` passes: about
+0.7 s more per signature with a cold cache, which made a first ``apply`` 1.3-1.8 s
+(docs/guide/performance.md, "The first call").
 """
 
 from __future__ import annotations
 
+import concurrent.futures
+import itertools
 import os
 import threading
-import types
+from collections.abc import Callable
 from typing import Any
 
 import numba
 import numpy as np
 
-__all__ = ["NJIT_OPTIONS", "apply_rows", "compile_kernels", "gram_rows", "launch"]
+__all__ = ["NJIT_OPTIONS", "apply_rows", "compile_kernel", "gram_rows", "run_split"]
 
 
 def _cache_enabled() -> bool:
@@ -46,15 +52,64 @@ _OPTS: dict[str, Any] = {
     "fastmath": {"contract"},
     "error_model": "numpy",
 }
-_PARALLEL_LOCK = threading.Lock()
-_PARALLEL_MIN_ROWS = 4096
+#: Options of every kernel, for other kernel modules (:mod:`xccm._poly_kernels`).
+NJIT_OPTIONS = _OPTS
+
+#: Rows (or work items) below which a parallel call runs on the calling thread alone: 32k
+#: pixels take about as long as handing a part to a pool thread.
+MIN_SPLIT_ROWS = 1 << 15
+_POOL: dict = {}
+_POOL_LOCK = threading.Lock()
 
 
-#: Pixels per block of the 3x3 apply kernels. ``prange`` hands each thread one contiguous run
-#: of blocks (numba's static schedule), so a thread reads, computes and first-touches (page
-#: faults in) the same stretch of the fresh output; a block is a zero-based slice, which lets
-#: LLVM prove its indices non-negative and vectorise the interleaved loads and stores.
-_BLOCK = 1 << 14
+def compile_kernel(func: Callable) -> Any:
+    """``func`` compiled by numba with xccm's options (cached, GIL released), serial."""
+    return numba.njit(**_OPTS)(func)
+
+
+def run_split(
+    kernel: Callable,
+    n: int,
+    args_of: Callable[[int, int], tuple],
+    parallel: bool,
+    min_rows: int | None = None,
+) -> list:
+    """Run ``kernel(*args_of(lo, hi))`` on contiguous parts ``[lo, hi)`` of ``n`` rows.
+
+    With ``parallel``, one part per numba thread (``NUMBA_NUM_THREADS``,
+    ``numba.set_num_threads``), at least ``min_rows`` rows each (default
+    :data:`MIN_SPLIT_ROWS`): the first on the calling
+    thread, the others on a pool of threads; else one part on the calling thread. Returns
+    the kernels' results, part by part, once every part has ended.
+    """
+    least = MIN_SPLIT_ROWS if min_rows is None else max(1, min_rows)
+    threads = min(_threads() if parallel else 1, n // least)
+    if threads <= 1:
+        return [kernel(*args_of(0, n))]
+    bounds = [n * k // threads for k in range(threads + 1)]
+    parts = list(itertools.pairwise(bounds))
+    futures = [_pool().submit(kernel, *args_of(lo, hi)) for lo, hi in parts[1:]]
+    try:
+        first = kernel(*args_of(*parts[0]))
+    finally:
+        concurrent.futures.wait(futures)
+    return [first, *(future.result() for future in futures)]
+
+
+def _threads() -> int:
+    """Threads of a parallel call: numba's (``NUMBA_NUM_THREADS``, ``numba.set_num_threads``)."""
+    return numba.get_num_threads()
+
+
+def _pool() -> concurrent.futures.ThreadPoolExecutor:
+    """Return the threads of :func:`run_split`, started on first use (and in a forked child)."""
+    with _POOL_LOCK:
+        if _POOL.get("pid") != os.getpid():
+            _POOL["pid"] = os.getpid()
+            _POOL["pool"] = concurrent.futures.ThreadPoolExecutor(
+                os.cpu_count(), thread_name_prefix="xccm"
+            )
+        return _POOL["pool"]
 
 
 @numba.njit(inline="always", **_OPTS)
@@ -78,44 +133,35 @@ def _mix3(a, b, c, k):
     )
 
 
+@compile_kernel
 def _apply33(x, up, off, out):
     """``out[i] = x[i] @ up + off`` on ``(rows, 3)`` views with any strides."""
     k = _coeffs(up, off)
-    n = x.shape[0]
-    for blk in numba.prange((n + _BLOCK - 1) // _BLOCK):
-        lo = blk * _BLOCK
-        xb, ob = x[lo : lo + _BLOCK], out[lo : lo + _BLOCK]
-        for i in range(xb.shape[0]):
-            ob[i, 0], ob[i, 1], ob[i, 2] = _mix3(xb[i, 0], xb[i, 1], xb[i, 2], k)
+    for i in range(x.shape[0]):
+        out[i, 0], out[i, 1], out[i, 2] = _mix3(x[i, 0], x[i, 1], x[i, 2], k)
 
 
+@compile_kernel
 def _apply33_interleaved(x, up, off, out):
     """:func:`_apply33` on flat C-ordered ``(rows * 3,)`` data: constant strides vectorise."""
     k = _coeffs(up, off)
-    n = x.shape[0] // 3
-    for blk in numba.prange((n + _BLOCK - 1) // _BLOCK):
-        lo = 3 * blk * _BLOCK
-        xb, ob = x[lo : lo + 3 * _BLOCK], out[lo : lo + 3 * _BLOCK]
-        for i in range(xb.shape[0] // 3):
-            j = 3 * i
-            ob[j], ob[j + 1], ob[j + 2] = _mix3(xb[j], xb[j + 1], xb[j + 2], k)
+    for i in range(x.shape[0] // 3):
+        j = 3 * i
+        out[j], out[j + 1], out[j + 2] = _mix3(x[j], x[j + 1], x[j + 2], k)
 
 
-def _apply33_planar(x, up, off, out):
-    """:func:`_apply33` on C-ordered planes ``(3, rows)`` (channel-first data)."""
+@compile_kernel
+def _apply33_planar(x0, x1, x2, up, off, o0, o1, o2):
+    """:func:`_apply33` on channel planes (channel-first data), each a contiguous run."""
     k = _coeffs(up, off)
-    n = x.shape[1]
-    for blk in numba.prange((n + _BLOCK - 1) // _BLOCK):
-        lo, hi = blk * _BLOCK, min(n, (blk + 1) * _BLOCK)
-        x0, x1, x2 = x[0][lo:hi], x[1][lo:hi], x[2][lo:hi]
-        o0, o1, o2 = out[0][lo:hi], out[1][lo:hi], out[2][lo:hi]
-        for i in range(x0.shape[0]):
-            o0[i], o1[i], o2[i] = _mix3(x0[i], x1[i], x2[i], k)
+    for i in range(x0.shape[0]):
+        o0[i], o1[i], o2[i] = _mix3(x0[i], x1[i], x2[i], k)
 
 
+@compile_kernel
 def _apply_any(x, up, off, out):
     n_in, n_out = up.shape
-    for i in numba.prange(x.shape[0]):
+    for i in range(x.shape[0]):
         for j in range(n_out):
             acc = off[j]
             for k in range(n_in):
@@ -123,18 +169,20 @@ def _apply_any(x, up, off, out):
             out[i, j] = acc
 
 
-def _gram(s, d, w, parts):
+@compile_kernel
+def _gram(s, d, w, parts, t0, t1):
     """Accumulate ``X^T W X`` (upper triangle) and the valid count into ``parts``.
 
     ``parts`` has shape ``(batch, n_parts, p + 1, p)``: part ``c`` of batch element ``b``
-    sums rows ``[c * n // n_parts, (c + 1) * n // n_parts)``.
+    sums rows ``[c * n // n_parts, (c + 1) * n // n_parts)``. Fills the parts
+    ``t = b * n_parts + c`` of ``[t0, t1)``.
     """
-    n_batch, n, n_in = s.shape
+    n, n_in = s.shape[1:]
     n_out = d.shape[2]
     n_parts = parts.shape[1]
     p = n_in + 1 + n_out
     weighted = w.shape[1] == n
-    for t in numba.prange(n_batch * n_parts):
+    for t in range(t0, t1):
         bi, ci = t // n_parts, t % n_parts
         g = parts[bi, ci]
         row = np.empty(p)
@@ -159,16 +207,17 @@ def _gram(s, d, w, parts):
             g[p, 0] += 1.0
 
 
-def _gram33(s, d, w, parts):
+@compile_kernel
+def _gram33(s, d, w, parts, t0, t1):
     """:func:`_gram` for 3 input and 3 output channels, with the 28 sums in registers.
 
     Columns of ``X``: ``x0 x1 x2`` (``s``), ``1``, ``x4 x5 x6`` (``d``); ``aJK`` sums
     ``w * xJ * xK``. About 10x faster than the generic loop.
     """
-    n_batch, n, _ = s.shape
+    n = s.shape[1]
     n_parts = parts.shape[1]
     weighted = w.shape[1] == n
-    for t in numba.prange(n_batch * n_parts):
+    for t in range(t0, t1):
         bi, ci = t // n_parts, t % n_parts
         a00 = a01 = a02 = a03 = a04 = a05 = a06 = 0.0
         a11 = a12 = a13 = a14 = a15 = a16 = 0.0
@@ -230,52 +279,28 @@ def _gram33(s, d, w, parts):
         g[7, 0] = count
 
 
-def _twin(func, suffix):
-    """Copy ``func`` under another name, so that its numba cache entry is its own."""
-    twin = types.FunctionType(func.__code__, func.__globals__, func.__name__ + suffix)
-    twin.__qualname__ = func.__qualname__ + suffix
-    return twin
-
-
-def _compile(func):
-    return (
-        numba.njit(parallel=True, **_OPTS)(func),
-        numba.njit(parallel=False, **_OPTS)(_twin(func, "_serial")),
-    )
-
-
-_APPLY33 = _compile(_apply33)
-_APPLY33_INTERLEAVED = _compile(_apply33_interleaved)
-_APPLY33_PLANAR = _compile(_apply33_planar)
-_APPLY_ANY = _compile(_apply_any)
-_GRAM = _compile(_gram)
-_GRAM33 = _compile(_gram33)
-
-
-def _launch(kernels, parallel, *args):
-    if not parallel:
-        return kernels[1](*args)
-    with _PARALLEL_LOCK:
-        return kernels[0](*args)
-
-
-#: The numba policy for other kernel modules (:mod:`xccm._poly_kernels`): the ``njit``
-#: options, the compile-twice (parallel and serial, each cached) and the locked launch.
-NJIT_OPTIONS = _OPTS
-compile_kernels = _compile
-launch = _launch
-
-
 def apply_rows(x, up, off, out, parallel=True) -> None:
     """``out[i] = x[i] @ up + off`` for 2-D ``x (rows, n_in)`` and ``out (rows, n_out)``."""
-    if up.shape != (3, 3):
-        _launch(_APPLY_ANY, parallel, x, up, off, out)
-    elif x.flags.c_contiguous and out.flags.c_contiguous:  # interleaved RGB
-        _launch(_APPLY33_INTERLEAVED, parallel, x.reshape(-1), up, off, out.reshape(-1))
-    elif x.T.flags.c_contiguous and out.T.flags.c_contiguous:  # planar RGB
-        _launch(_APPLY33_PLANAR, parallel, x.T, up, off, out.T)
+    n = x.shape[0]
+    if up.shape == (3, 3) and x.flags.c_contiguous and out.flags.c_contiguous:  # interleaved
+        xf, of = x.reshape(-1), out.reshape(-1)
+        run_split(
+            _apply33_interleaved,
+            n,
+            lambda lo, hi: (xf[3 * lo : 3 * hi], up, off, of[3 * lo : 3 * hi]),
+            parallel,
+        )
+    elif up.shape == (3, 3) and x.T.flags.c_contiguous and out.T.flags.c_contiguous:  # planar
+        xs, os_ = tuple(x.T), tuple(out.T)
+        run_split(
+            _apply33_planar,
+            n,
+            lambda lo, hi: (*(p[lo:hi] for p in xs), up, off, *(p[lo:hi] for p in os_)),
+            parallel,
+        )
     else:
-        _launch(_APPLY33, parallel, x, up, off, out)
+        kernel = _apply33 if up.shape == (3, 3) else _apply_any
+        run_split(kernel, n, lambda lo, hi: (x[lo:hi], up, off, out[lo:hi]), parallel)
 
 
 def _read_only(a: np.ndarray) -> np.ndarray:
@@ -289,6 +314,10 @@ def _read_only(a: np.ndarray) -> np.ndarray:
     return view
 
 
+#: Rows (all batch elements together) below which :func:`gram_rows` runs on one thread.
+_GRAM_MIN_ROWS = 4096
+
+
 def gram_rows(s, d, w, parallel=True) -> np.ndarray:
     """Packed statistics (:func:`xccm._kernels.gram`) of ``s (B, n, n_in)``, ``d (B, n, n_out)``.
 
@@ -298,13 +327,14 @@ def gram_rows(s, d, w, parallel=True) -> np.ndarray:
     p = s.shape[2] + 1 + d.shape[2]
     # A few thousand rows take microseconds: waking the thread pool would cost more (the
     # sums are the same, one part either way).
-    parallel = parallel and n_batch * n >= _PARALLEL_MIN_ROWS
+    parallel = parallel and n_batch * n >= _GRAM_MIN_ROWS
     # Enough parts to keep every thread busy, each long enough to amortise its setup.
     n_parts = 1 if (not parallel or n_batch >= 64) else max(1, min(64, n // 16384))
     parts = np.zeros((n_batch, n_parts, p + 1, p))
     weights = np.empty((n_batch, 0)) if w is None else w
-    kernels = _GRAM33 if s.shape[2] == d.shape[2] == 3 else _GRAM
-    _launch(kernels, parallel, _read_only(s), _read_only(d), _read_only(weights), parts)
+    kernel = _gram33 if s.shape[2] == d.shape[2] == 3 else _gram
+    args = (_read_only(s), _read_only(d), _read_only(weights), parts)
+    run_split(kernel, n_batch * n_parts, lambda lo, hi: (*args, lo, hi), parallel, min_rows=1)
     g = parts.sum(axis=1)
     upper = g[:, :p, :]
     lower = np.swapaxes(np.triu(upper, 1), -1, -2)

@@ -13,19 +13,13 @@ image and one write of the result, like a 3x3 matrix. Three input channels.
   (:func:`_make_cbrt`: numba's ``np.cbrt`` is a scalar call, 30 times slower).
 * Newton's method for the inverse, per pixel, in float64.
 
-The kernels are compiled and launched as :mod:`xccm._numba_kernels`' are (a ``prange`` and
-a serial flavour of each, cached, parallel launches serialised): its policy, not a copy.
-The exception is :func:`_terms_rows`, compiled once and run on parts of the rows by a pool
-of threads (:func:`_split_rows`): a ``prange`` flavour would compile its loops a second
-time, a few seconds per signature with a cold cache.
+The kernels are compiled and launched as :mod:`xccm._numba_kernels`' are (one serial,
+cached flavour each, run on parts of the rows by a pool of threads for a parallel call):
+its policy, not a copy.
 """
 
 from __future__ import annotations
 
-import concurrent.futures
-import itertools
-import os
-import threading
 from typing import Any
 
 import numba
@@ -34,12 +28,9 @@ from llvmlite import ir
 from numba import types
 from numba.extending import intrinsic, overload
 
-from ._numba_kernels import NJIT_OPTIONS, compile_kernels, launch
+from ._numba_kernels import NJIT_OPTIONS, compile_kernel, run_split
 
 __all__ = ["apply_rows", "newton_rows"]
-
-#: Rows per work item of the parallel kernels (~200 KB of float32 per item).
-_BLOCK = 16384
 
 
 @intrinsic
@@ -164,7 +155,7 @@ def _rp2(a, b, c, m):
     )
 
 
-@numba.njit(**NJIT_OPTIONS)
+@compile_kernel
 def _rp2_flat(x, m, zero, out):
     """:func:`_rp2` over flat C-ordered ``(rows * 3,)`` data: constant strides vectorise."""
     for i in range(x.shape[0] // 3):
@@ -172,7 +163,7 @@ def _rp2_flat(x, m, zero, out):
         out[j], out[j + 1], out[j + 2] = _rp2(x[j] + zero, x[j + 1] + zero, x[j + 2] + zero, m)
 
 
-@numba.njit(**NJIT_OPTIONS)
+@compile_kernel
 def _rp2_rows(x, m, zero, out):
     for i in range(x.shape[0]):
         out[i, 0], out[i, 1], out[i, 2] = _rp2(x[i, 0] + zero, x[i, 1] + zero, x[i, 2] + zero, m)
@@ -183,7 +174,7 @@ def _rp2_rows(x, m, zero, out):
 _PASS = 512
 
 
-@numba.njit(**NJIT_OPTIONS)
+@compile_kernel
 def _terms_rows(x, xf, m, exps, roots, zero, out, of):
     """``out[i] = t(x[i]) @ m[:, :n_out]`` for any term table, term by term over passes.
 
@@ -278,24 +269,6 @@ def _terms_rows(x, xf, m, exps, roots, zero, out, of):
                         out[start + i, g + o] = ao[i]
 
 
-# The parallel flavours split the rows into blocks and run a serial loop on each: LLVM
-# vectorises a plain loop in its own function (the square roots too), not a prange body.
-
-
-def _apply_rp2_interleaved(x, m, zero, out):
-    """Degree-2 root-polynomial apply on flat C-ordered ``(rows * 3,)`` data."""
-    step = 3 * _BLOCK
-    for b in numba.prange((x.shape[0] + step - 1) // step):
-        _rp2_flat(x[b * step : (b + 1) * step], m, zero, out[b * step : (b + 1) * step])
-
-
-def _apply_rp2(x, m, zero, out):
-    """Degree-2 root-polynomial apply on 2-D ``(rows, 3)`` views with any strides."""
-    for b in numba.prange((x.shape[0] + _BLOCK - 1) // _BLOCK):
-        rows = slice(b * _BLOCK, (b + 1) * _BLOCK)
-        _rp2_rows(x[rows], m, zero, out[rows])
-
-
 @numba.njit(inline="always", **NJIT_OPTIONS)
 def _residual(s0, s1, s2, d0, d1, d2, m, exps, roots):
     """``t(s) @ m - d`` (3 outputs) and its largest absolute value, in float64."""
@@ -326,8 +299,8 @@ def _grad(s0, s1, s2, e0, e1, e2, r):
 def _newton_pixel(d0, d1, d2, m, exps, roots, inv, off, tol, max_iter):
     """Newton's method for one finite colour ``d``: ``(s0, s1, s2, converged)``.
 
-    A function of its own (not inlined into the loops), so that its one signature (float64
-    scalars, the fixed-dtype tables) is compiled once for both flavours of :func:`_newton`.
+    A function of its own (not inlined into the loop), so that its one signature (float64
+    scalars, the fixed-dtype tables) is compiled once for every signature of :func:`_newton`.
     """
     target = tol * max(1.0, abs(d0), abs(d1), abs(d2))
     e0, e1, e2 = d0 - off[0], d1 - off[1], d2 - off[2]
@@ -374,6 +347,7 @@ def _newton_pixel(d0, d1, d2, m, exps, roots, inv, off, tol, max_iter):
     return s0, s1, s2, err <= target
 
 
+@compile_kernel
 def _newton(d, m, exps, roots, inv, off, tol, max_iter, out):
     """Newton's method per pixel for ``t(s) @ m = d``; see :func:`xccm._terms.newton_rows`.
 
@@ -382,7 +356,7 @@ def _newton(d, m, exps, roots, inv, off, tol, max_iter, out):
     rows that did not converge (NaN in ``out``).
     """
     failed = 0
-    for i in numba.prange(d.shape[0]):
+    for i in range(d.shape[0]):
         d0, d1, d2 = np.float64(d[i, 0]), np.float64(d[i, 1]), np.float64(d[i, 2])
         if not np.isfinite(d0 + d1 + d2):
             out[i, 0] = out[i, 1] = out[i, 2] = np.nan
@@ -395,10 +369,6 @@ def _newton(d, m, exps, roots, inv, off, tol, max_iter, out):
             failed += 1
     return failed
 
-
-_APPLY_RP2 = compile_kernels(_apply_rp2)
-_APPLY_RP2_INTERLEAVED = compile_kernels(_apply_rp2_interleaved)
-_NEWTON = compile_kernels(_newton)
 
 #: The term table of a degree-2 root-polynomial model, which has its own unrolled kernel.
 _RP2_EXPONENTS = np.array([[1, 0, 0], [0, 1, 0], [0, 0, 1], [1, 1, 0], [0, 1, 1], [1, 0, 1]])
@@ -414,45 +384,23 @@ def apply_rows(x, m, exponents, roots, out, parallel=True) -> None:
         and np.array_equal(exponents, _RP2_EXPONENTS)
         and np.array_equal(roots, _RP2_ROOTS)
     )
+    n = x.shape[0]
     if rp2 and x.flags.c_contiguous and out.flags.c_contiguous:  # interleaved RGB
-        launch(_APPLY_RP2_INTERLEAVED, parallel, x.reshape(-1), m, zero, out.reshape(-1))
+        xf, of = x.reshape(-1), out.reshape(-1)
+        run_split(
+            _rp2_flat,
+            n,
+            lambda lo, hi: (xf[3 * lo : 3 * hi], m, zero, of[3 * lo : 3 * hi]),
+            parallel,
+        )
     elif rp2:
-        launch(_APPLY_RP2, parallel, x, m, zero, out)
+        run_split(_rp2_rows, n, lambda lo, hi: (x[lo:hi], m, zero, out[lo:hi]), parallel)
     else:
         padded = np.zeros((m.shape[0], -(-m.shape[1] // 3) * 3), m.dtype)
         padded[:, : m.shape[1]] = m
         exps = np.ascontiguousarray(exponents, dtype=np.int64)
         args = (padded, exps, np.ascontiguousarray(roots, np.int64), zero)
-        _split_rows(_terms_part, x, out, args, parallel)
-
-
-#: Rows below which a parallel apply of :func:`_terms_rows` runs on the calling thread alone.
-_MIN_SPLIT_ROWS = 1 << 15
-_POOL: dict = {}
-_POOL_LOCK = threading.Lock()
-
-
-def _split_rows(kernel, x, out, args, parallel) -> None:
-    """Run ``kernel(x[part], *args, out[part])`` on contiguous parts of the rows, in threads.
-
-    The parallel flavour of the general term kernel: one part per numba thread
-    (``numba.get_num_threads()``), each run by a thread of a pool (the kernels release the
-    GIL), the first by the calling thread. A ``prange`` flavour of :func:`_terms_rows` would
-    cost a second compile of all its loops per signature, about 3 s with a cold cache.
-    """
-    n = x.shape[0]
-    threads = min(_threads() if parallel else 1, n // _MIN_SPLIT_ROWS)
-    if threads <= 1:
-        kernel(x, *args, out)
-        return
-    bounds = [n * k // threads for k in range(threads + 1)]
-    parts = [(x[lo:hi], out[lo:hi]) for lo, hi in itertools.pairwise(bounds)]
-    futures = [_pool().submit(kernel, *(xp, *args, op)) for xp, op in parts[1:]]
-    try:
-        kernel(parts[0][0], *args, parts[0][1])
-    finally:
-        for future in futures:
-            future.result()
+        run_split(_terms_part, n, lambda lo, hi: (x[lo:hi], *args, out[lo:hi]), parallel)
 
 
 def _terms_part(x, m, exps, roots, zero, out) -> None:
@@ -465,26 +413,9 @@ def _terms_part(x, m, exps, roots, zero, out) -> None:
     _terms_rows(x, xf, m, exps, roots, zero, out, of)
 
 
-def _threads() -> int:
-    """Threads of a parallel apply: numba's (``NUMBA_NUM_THREADS``, ``numba.set_num_threads``)."""
-    return numba.get_num_threads()
-
-
-def _pool() -> concurrent.futures.ThreadPoolExecutor:
-    """Return the threads of :func:`_split_rows`, started on first use (and in a forked child)."""
-    with _POOL_LOCK:
-        if _POOL.get("pid") != os.getpid():
-            _POOL["pid"] = os.getpid()
-            _POOL["pool"] = concurrent.futures.ThreadPoolExecutor(
-                os.cpu_count(), thread_name_prefix="xccm-terms"
-            )
-        return _POOL["pool"]
-
-
 def newton_rows(d, m, exponents, roots, inv, off, out, *, tol, max_iter, parallel=True) -> int:
     """Newton's method per row of ``d (rows, 3)`` into ``out``; returns the failures."""
     args = (
-        d,
         np.ascontiguousarray(m, dtype=np.float64),
         np.ascontiguousarray(exponents, dtype=np.int64),
         np.ascontiguousarray(roots, dtype=np.int64),
@@ -492,6 +423,9 @@ def newton_rows(d, m, exponents, roots, inv, off, out, *, tol, max_iter, paralle
         np.ascontiguousarray(off, dtype=np.float64),
         float(tol),
         int(max_iter),
-        out,
     )
-    return int(launch(_NEWTON, parallel, *args))
+    # A Newton solve costs far more per row than an apply: split from fewer rows.
+    failed = run_split(
+        _newton, d.shape[0], lambda lo, hi: (d[lo:hi], *args, out[lo:hi]), parallel, min_rows=1024
+    )
+    return int(sum(failed))
