@@ -238,6 +238,14 @@ def test_apply_and_report_with_a_saved_matrix(demo, tmp_path, capsys):
     per_patch = frame.groupby("patch", sort=False)["delta_e"].mean()
     for name, value in per_patch.items():
         assert float(table[name]) == pytest.approx(value, abs=5e-4)
+    # the csv is replaced only with --overwrite, and refused before any work
+    before = csv.read_bytes()
+    code, out, err = xccm_cli(capsys, *args, "--csv", csv, "--method", "cie76")
+    assert code == 2 and "--overwrite" in err and out == ""
+    assert csv.read_bytes() == before
+    code, _, err = xccm_cli(capsys, *args, "--csv", csv, "--method", "cie76", "--overwrite")
+    assert code == 0, err
+    assert csv.read_bytes() != before
 
 
 def test_errors_are_one_line_and_exit_1_or_a_traceback_with_debug(demo, tmp_path, capsys):

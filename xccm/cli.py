@@ -971,6 +971,7 @@ def run_cmd(
     show_default=True,
 )
 @click.option("--csv", "csv_path", type=click.Path(dir_okay=False), help="Also write the table.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing --csv file.")
 def report_cmd(
     sources,
     variable,
@@ -983,6 +984,7 @@ def report_cmd(
     matrix,
     method,
     csv_path,
+    overwrite,
 ) -> None:
     """Per-patch colour differences of a matrix on the chart in SOURCES.
 
@@ -991,6 +993,8 @@ def report_cmd(
       xccm report chart.jpg --detect -m ccm.json
       xccm report frames/ --boxes boxes.json -m ccm.nc --csv report.csv
     """
+    if csv_path:
+        check_output(Path(csv_path), overwrite, sources=sources)
     _, reference, measured = _frames_and_patches(
         sources, variable, time_from, linearize, chart_name, edition, boxes, detect
     )
@@ -998,7 +1002,6 @@ def report_cmd(
     rep = chart_report(measured, reference, m, method)
     table = rep["delta_e"]
     if csv_path:
-        Path(csv_path).parent.mkdir(parents=True, exist_ok=True)
         table.to_dataframe().to_csv(csv_path)
     per_patch = table.mean([d for d in table.dims if d != "patch"]) if table.ndim > 1 else table
     click.echo(f"{'patch':<24}{method:>10}")
