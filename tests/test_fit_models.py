@@ -405,6 +405,18 @@ def test_white_point_kept_by_the_delta_e_fit_and_named_patch():
         xccm.fit(meas, ref, **ROOT2, white_point="preserve", white_patch="snow")
 
 
+@pytest.mark.parametrize("model", ["linear", "affine"])
+def test_white_point_per_frame_with_labelled_channels(model):
+    # frames of a chart whose channels are labelled R, G, B: the affine "1" has no label to
+    # join (this raised "coordinate ... not present in all datasets")
+    frames, ref = _chart_problem(n_frames=2)
+    m = xccm.fit(frames, ref, model=model, loss="ciede2000", white_point="preserve")
+    assert m.dims[0] == "time" and bool((m.loss < m.start_loss).all())
+    rgb = colorimetry.convert(ref, "srgb-linear", dim="channel")
+    got = xccm.apply(frames.sel(patch=WHITE), m)
+    np.testing.assert_allclose(got, rgb.sel(patch=WHITE).broadcast_like(got), atol=1e-10)
+
+
 def test_white_balance_with_white_point_is_the_white_gains():
     s, d = _camera(24, seed=16)
     d[17] = [0.9, 0.9, 0.9]

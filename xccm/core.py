@@ -267,7 +267,8 @@ def white_colours(
         t_w = xr.where(chosen, s, 0.0).sum(samples) / count
         d_w = xr.where(chosen, d, 0.0).sum(samples) / count
     t_w = xr.where(count > 0, t_w, np.nan)
-    if problem.model == "affine":
+    if problem.model == "affine":  # the channels' labels (if any) have no "1" to join
+        t_w = t_w.drop_vars(IN_DIM, errors="ignore")
         ones = xr.ones_like(t_w.isel({IN_DIM: 0}, drop=True)).expand_dims(IN_DIM, -1)
         t_w = xr.concat([t_w, ones], IN_DIM)
     batch = [x for x in problem.batch_dims if x in t_w.dims]
