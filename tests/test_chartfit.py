@@ -10,7 +10,7 @@ import xarray as xr
 
 import xccm
 from conftest import lstsq, raise_if_dask_computes
-from xccm import _refine, colorimetry
+from xccm import _refine, _threads, colorimetry
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
@@ -657,3 +657,42 @@ def test_diagnostics_coords_do_not_carry_measured_attrs(robust):
     for name in m.coords:
         if name not in m.dims:
             assert m[name].attrs == {}, name
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {},
+        {"robust": "huber"},
+        {"model": "root_polynomial", "degree": 2},
+        {"model": "affine", "white_point": "preserve"},
+    ],
+)
+def test_in_memory_fits_run_in_blocks_on_threads_with_the_same_result(monkeypatch, kwargs):
+    # A large batch is refined in blocks of ~BLOCK_SAMPLES samples, shared out among threads:
+    # the elements are independent, so every matrix and diagnostic is the one-batch result.
+    rng = np.random.default_rng(21)
+    ref = xccm.chart()
+    mix = np.eye(3) * 0.6 + rng.uniform(0, 0.2, (23, 3, 3))
+    lin = np.einsum("pc,bcd->bpd", ref.values.clip(0), mix) + rng.normal(0, 0.004, (23, 24, 3))
+    lin[5, 3] = 0.9  # an outlier for the robust fit
+    measured = xr.DataArray(lin, dims=("time", "patch", "channel"), coords=ref.coords)
+    fit_kwargs = {"loss": "ciede2000", **kwargs}
+    monkeypatch.setattr(_refine, "BLOCK_SAMPLES", 10**9)
+    one = xccm.fit(measured, ref, **fit_kwargs)
+    calls = []
+    solve = _refine.refine
+
+    def spy(s, *args, **kw):
+        calls.append(s.shape[0])
+        return solve(s, *args, **kw)
+
+    monkeypatch.setattr(_refine, "BLOCK_SAMPLES", 4 * 24)  # blocks of 4 frames
+    monkeypatch.setattr(_threads, "_threads", lambda: 3)
+    monkeypatch.setattr(_refine, "refine", spy)
+    blocked = xccm.fit(measured, ref, **fit_kwargs)
+    if "robust" not in kwargs:  # the robust solver calls refine once per round and block
+        assert sorted(calls) == [3, 4, 4, 4, 4, 4]  # 3 threads: 7 + 8 + 8 frames
+    else:
+        assert calls and max(calls) <= 4
+    xr.testing.assert_identical(blocked, one)

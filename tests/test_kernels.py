@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from conftest import lstsq
-from xccm import _kernels
+from xccm import _kernels, _threads
 
 needs_numba = pytest.mark.skipif(_kernels._numba() is None, reason="numba is not installed")
 BACKENDS = ["numpy", pytest.param("numba", marks=needs_numba)]
@@ -111,8 +111,8 @@ def test_apply_matrix_across_thread_parts(rng, monkeypatch, parallel, layout, dt
     sides of every part boundary are each computed from their own pixel only (a NaN stays in
     its pixel), whatever the layout."""
     nk = _kernels._numba()
-    monkeypatch.setattr(nk, "MIN_SPLIT_ROWS", 1000)
-    monkeypatch.setattr(nk, "_threads", lambda: 3)
+    monkeypatch.setattr(_threads, "MIN_SPLIT_ROWS", 1000)
+    monkeypatch.setattr(_threads, "_threads", lambda: 3)
     parts = []
     run_split = nk.run_split
 
@@ -145,10 +145,8 @@ def test_apply_matrix_across_thread_parts(rng, monkeypatch, parallel, layout, dt
         assert np.isfinite(np.delete(out, nan_at, axis=0)).all()
 
 
-@needs_numba
 def test_run_split_waits_for_every_part_and_raises_their_errors(monkeypatch):
-    nk = _kernels._numba()
-    monkeypatch.setattr(nk, "_threads", lambda: 4)
+    monkeypatch.setattr(_threads, "_threads", lambda: 4)
     seen = []
 
     def kernel(lo, hi):
@@ -158,10 +156,14 @@ def test_run_split_waits_for_every_part_and_raises_their_errors(monkeypatch):
         return hi - lo
 
     with pytest.raises(ValueError, match="part"):
-        nk.run_split(kernel, 10, lambda lo, hi: (lo, hi), True, min_rows=2)
+        _threads.run_split(kernel, 10, lambda lo, hi: (lo, hi), True, min_rows=2)
     assert sorted(seen) == [(0, 2), (2, 5), (5, 7), (7, 10)]
-    assert nk.run_split(lambda lo, hi: hi - lo, 10, lambda lo, hi: (lo, hi), True, 3) == [3, 3, 4]
-    assert nk.run_split(lambda lo, hi: hi - lo, 10, lambda lo, hi: (lo, hi), False, 1) == [10]
+
+    def size(lo, hi):
+        return hi - lo
+
+    assert _threads.run_split(size, 10, lambda lo, hi: (lo, hi), True, min_rows=3) == [3, 3, 4]
+    assert _threads.run_split(size, 10, lambda lo, hi: (lo, hi), False, min_rows=1) == [10]
 
 
 def test_apply_matrix_never_promotes_float32(rng, backend):

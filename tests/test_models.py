@@ -10,7 +10,7 @@ import xarray as xr
 
 import xccm
 from conftest import raise_if_dask_computes
-from xccm import _kernels, _terms, models
+from xccm import _kernels, _terms, _threads, models
 
 colour = pytest.importorskip("colour")
 from colour.characterisation import (  # noqa: E402
@@ -311,8 +311,8 @@ def test_numba_kernel_apply_splits_rows_across_threads(monkeypatch):
         parts.append(x.shape[0])
         kernel(x, *args)
 
-    monkeypatch.setattr(_kernels._numba(), "MIN_SPLIT_ROWS", 100)
-    monkeypatch.setattr(_kernels._numba(), "_threads", lambda: 3)
+    monkeypatch.setattr(_threads, "MIN_SPLIT_ROWS", 100)
+    monkeypatch.setattr(_threads, "_threads", lambda: 3)
     monkeypatch.setattr(poly, "_terms_part", spy)
     spec = models.resolve_model("polynomial", degree=3)
     rng = np.random.default_rng(13)

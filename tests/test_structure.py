@@ -23,7 +23,15 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     # the bottom toolkit: pair by label, wrap plain arrays, argument checks
     ("_labels",),
     # ndarray kernels (numpy / numba / CuPy), never xarray
-    ("_kernels", "_numba_kernels", "_cupy_kernels", "_poly_kernels", "_terms", "_solve"),
+    (
+        "_threads",
+        "_kernels",
+        "_numba_kernels",
+        "_cupy_kernels",
+        "_poly_kernels",
+        "_terms",
+        "_solve",
+    ),
     # apply / inverse / invert, the closed-form solve; the model registry
     ("core", "models"),
     # colour modules; patches and detection; files and io

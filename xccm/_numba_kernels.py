@@ -8,9 +8,9 @@ the memory-bandwidth limit. Integer input is read directly, never copied to floa
 
 Each kernel is compiled once, as a plain serial loop, and cached (:func:`compile_kernel`).
 A parallel call (a whole in-memory array) runs it on contiguous parts of the rows, one per
-thread of a pool (:func:`run_split`; the kernels release the GIL), so each thread reads,
-computes and first-touches (page faults in) its own stretch of the fresh output; a serial
-call (one Dask block per scheduler thread) runs it on the calling thread. numba's
+thread of a pool (:func:`xccm._threads.run_split`; the kernels release the GIL), so each
+thread reads, computes and first-touches (page faults in) its own stretch of the fresh
+output; a serial call (one Dask block per scheduler thread) runs it on the calling thread. numba's
 ``parallel=True`` would compile every kernel a second time, with its ``prange`` passes: about
 0.7 s more per signature with a cold cache, which made a first ``apply`` 1.3-1.8 s
 (docs/guide/performance.md, "The first call").
@@ -18,15 +18,14 @@ call (one Dask block per scheduler thread) runs it on the calling thread. numba'
 
 from __future__ import annotations
 
-import concurrent.futures
-import itertools
 import os
-import threading
 from collections.abc import Callable
 from typing import Any
 
 import numba
 import numpy as np
+
+from ._threads import run_split
 
 __all__ = ["NJIT_OPTIONS", "apply_rows", "compile_kernel", "gram_rows", "run_split"]
 
@@ -55,61 +54,10 @@ _OPTS: dict[str, Any] = {
 #: Options of every kernel, for other kernel modules (:mod:`xccm._poly_kernels`).
 NJIT_OPTIONS = _OPTS
 
-#: Rows (or work items) below which a parallel call runs on the calling thread alone: 32k
-#: pixels take about as long as handing a part to a pool thread.
-MIN_SPLIT_ROWS = 1 << 15
-_POOL: dict = {}
-_POOL_LOCK = threading.Lock()
-
 
 def compile_kernel(func: Callable) -> Any:
     """``func`` compiled by numba with xccm's options (cached, GIL released), serial."""
     return numba.njit(**_OPTS)(func)
-
-
-def run_split(
-    kernel: Callable,
-    n: int,
-    args_of: Callable[[int, int], tuple],
-    parallel: bool,
-    min_rows: int | None = None,
-) -> list:
-    """Run ``kernel(*args_of(lo, hi))`` on contiguous parts ``[lo, hi)`` of ``n`` rows.
-
-    With ``parallel``, one part per numba thread (``NUMBA_NUM_THREADS``,
-    ``numba.set_num_threads``), at least ``min_rows`` rows each (default
-    :data:`MIN_SPLIT_ROWS`): the first on the calling
-    thread, the others on a pool of threads; else one part on the calling thread. Returns
-    the kernels' results, part by part, once every part has ended.
-    """
-    least = MIN_SPLIT_ROWS if min_rows is None else max(1, min_rows)
-    threads = min(_threads() if parallel else 1, n // least)
-    if threads <= 1:
-        return [kernel(*args_of(0, n))]
-    bounds = [n * k // threads for k in range(threads + 1)]
-    parts = list(itertools.pairwise(bounds))
-    futures = [_pool().submit(kernel, *args_of(lo, hi)) for lo, hi in parts[1:]]
-    try:
-        first = kernel(*args_of(*parts[0]))
-    finally:
-        concurrent.futures.wait(futures)
-    return [first, *(future.result() for future in futures)]
-
-
-def _threads() -> int:
-    """Threads of a parallel call: numba's (``NUMBA_NUM_THREADS``, ``numba.set_num_threads``)."""
-    return numba.get_num_threads()
-
-
-def _pool() -> concurrent.futures.ThreadPoolExecutor:
-    """Return the threads of :func:`run_split`, started on first use (and in a forked child)."""
-    with _POOL_LOCK:
-        if _POOL.get("pid") != os.getpid():
-            _POOL["pid"] = os.getpid()
-            _POOL["pool"] = concurrent.futures.ThreadPoolExecutor(
-                os.cpu_count(), thread_name_prefix="xccm"
-            )
-        return _POOL["pool"]
 
 
 @numba.njit(inline="always", **_OPTS)

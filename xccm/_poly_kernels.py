@@ -28,7 +28,8 @@ from llvmlite import ir
 from numba import types
 from numba.extending import intrinsic, overload
 
-from ._numba_kernels import NJIT_OPTIONS, compile_kernel, run_split
+from ._numba_kernels import NJIT_OPTIONS, compile_kernel
+from ._threads import run_split
 
 __all__ = ["apply_rows", "newton_rows"]
 

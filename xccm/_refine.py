@@ -25,19 +25,77 @@ lowers that element's loss, so the result is never worse than the start.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from typing import Any, TypeVar
 
 import numpy as np
 
 from ._kernels import ROBUST_MAX_ROUNDS, ROBUST_TOL, robust_weights
 from ._solve import null_space
+from ._threads import run_split
 
-__all__ = ["RefineResult", "refine", "refine_robust", "sample_errors"]
+__all__ = ["RefineResult", "in_blocks", "refine", "refine_robust", "sample_errors"]
 
 #: Largest ``elements x residuals x (parameters + 1)`` whose Jacobian is computed ahead, at
 #: each trial point (see :func:`refine`): a single frame's, not a batch's, whose rejected
 #: steps would waste the work.
 _AHEAD_SIZE = 4096
+
+
+#: Samples per block of :func:`in_blocks` (about 1000 frames of a 24-patch chart): a batch
+#: this size keeps the solver's arrays (residuals, Jacobians, the colour maths' temporaries,
+#: a few MB) in cache; ten times that runs about twice as slow per element.
+BLOCK_SAMPLES = 24_576
+
+_Result = TypeVar("_Result", bound="RefineResult")
+
+
+def in_blocks(
+    solve: Callable[..., _Result],
+    s: np.ndarray,
+    d: np.ndarray,
+    w: np.ndarray | None,
+    m0: np.ndarray,
+    metric,
+    *,
+    parallel: bool = False,
+    **kwargs: Any,
+) -> _Result:
+    """Run ``solve`` (:func:`refine`, :func:`refine_robust`) on blocks of the batch, joined.
+
+    ``solve(s, d, w, m0, metric, **kwargs)`` runs on consecutive blocks of the batch of
+    about :data:`BLOCK_SAMPLES` samples each; with ``parallel``, the blocks are shared out
+    among threads (:func:`xccm._threads.run_split`: NumPy releases the GIL in its array
+    operations), as many as there are blocks or cores. The elements are independent, so the
+    result is the one of a single call. Keyword values that are arrays along the batch
+    (``max_iter`` per element, ``ridge_target``, ``white``'s pair) are cut with the batch;
+    the others are passed on as they are.
+    """
+    n_batch, n = s.shape[:2]
+    size = max(1, BLOCK_SAMPLES // max(n, 1))
+    if n_batch <= size:
+        return solve(s, d, w, m0, metric, **kwargs)
+
+    def cut(value, part):
+        if isinstance(value, tuple):
+            return tuple(cut(v, part) for v in value)
+        if isinstance(value, np.ndarray) and value.ndim and value.shape[0] == n_batch:
+            return value[part]
+        return value
+
+    def blocks(lo: int, hi: int) -> list[_Result]:
+        out = []
+        for start in range(lo, hi, size):
+            part = slice(start, min(start + size, hi))
+            args = (a if a is None else a[part] for a in (s, d, w, m0))
+            out.append(solve(*args, metric, **{k: cut(v, part) for k, v in kwargs.items()}))
+        return out
+
+    parts = run_split(blocks, n_batch, lambda lo, hi: (lo, hi), parallel, min_rows=size)
+    results = [r for part in parts for r in part]
+    names = [f.name for f in fields(results[0])]
+    return type(results[0])(**{k: np.concatenate([getattr(r, k) for r in results]) for k in names})
 
 
 @dataclass

@@ -296,6 +296,7 @@ def refine_matrix(
         "min_samples": problem.min_samples,
         "ridge": problem.ridge if problem.ridge and not closed_form else None,
         "white": problem.white is not None and not closed_form,
+        "parallel": not lazy,  # a Dask task keeps to its thread
     }
     batch = [x for x in s.dims if x not in (*samples, IN_DIM)]
     if (
@@ -396,6 +397,7 @@ def _refine_block(
     min_samples,
     ridge=None,
     white=False,
+    parallel=False,
 ):
     batch = s.shape[: s.ndim - 1 - n_samples]
     n = int(np.prod(s.shape[len(batch) : -1], dtype=np.int64))
@@ -418,11 +420,16 @@ def _refine_block(
         m0.reshape(-1, *m0.shape[-2:]),
         metric,
     )
+    result: _refine.RefineResult
     if robust is None:
-        result = _refine.refine(*args, max_iter=max_iter, **constraints)
+        result = _refine.in_blocks(
+            _refine.refine, *args, parallel=parallel, max_iter=max_iter, **constraints
+        )
     else:
-        result = _refine.refine_robust(
+        result = _refine.in_blocks(
+            _refine.refine_robust,
             *args,
+            parallel=parallel,
             method=robust,
             tuning=robust_tuning,
             max_iter=max_iter,
