@@ -283,7 +283,9 @@ def fit(
         and the loss :math:`\sqrt{\sum_i w_i \Delta E_i^2 / N}` (OpenCV's ccm loss, weights
         rescaled to mean 1 over the ``N`` samples used) is minimised per batch element by
         Levenberg–Marquardt. ``"linear_rgb"`` is the closed-form weighted least squares.
-        Without a loss, the plain least squares (or white balance) above.
+        Without a loss, the plain least squares (or white balance) above. In memory, a
+        large batch is refined in blocks of about a thousand chart frames on every core
+        (numba's thread count where numba is loaded); on Dask, a task per block.
     mask : DataArray or ndarray of bool, optional
         Samples to use (True), with or without a loss, over the sample dims and optionally
         batch dims,
