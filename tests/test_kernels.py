@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -331,3 +334,43 @@ def test_many_per_frame_matrices_of_large_frames_use_the_fused_kernel(rng, monke
     out = _kernels.apply_matrix(x, per_pixel)
     assert not calls
     np.testing.assert_allclose(out, (x[..., None, :] @ per_pixel)[..., 0, :], rtol=1e-5, atol=1e-6)
+
+
+_NESTED_SPLITS = """
+import concurrent.futures, importlib.util, sys
+spec = importlib.util.spec_from_file_location("threads", sys.argv[1])
+threads = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(threads)
+threads._threads = lambda: 4
+inner_parts = []
+
+def inner(lo, hi):
+    return hi - lo
+
+def outer(lo, hi):
+    got = threads.run_split(inner, 100, lambda a, b: (a, b), True, min_rows=1)
+    inner_parts.append(len(got))
+    return sum(got) + hi - lo
+
+def caller(_):
+    return threads.run_split(outer, 8, lambda lo, hi: (lo, hi), True, min_rows=1)
+
+with concurrent.futures.ThreadPoolExecutor(8) as users:
+    results = list(users.map(caller, range(16)))
+assert results == [[102, 102, 102, 102]] * 16, results
+assert set(inner_parts) == {1}, inner_parts
+assert len(threads.run_split(inner, 100, lambda a, b: (a, b), True, min_rows=1)) == 4
+"""
+
+
+def test_run_split_inside_a_part_runs_on_its_thread():
+    # Nested splitting could leave every pool thread waiting for work queued behind it: many
+    # callers at once, each part splitting again, all finish (the inner calls serially). In
+    # a fresh process, so that a deadlock fails the test by its timeout, not hangs the suite.
+    run = subprocess.run(
+        [sys.executable, "-c", _NESTED_SPLITS, _threads.__file__],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]

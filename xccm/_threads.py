@@ -22,6 +22,7 @@ __all__ = ["MIN_SPLIT_ROWS", "run_split"]
 MIN_SPLIT_ROWS = 1 << 15
 _POOL: dict = {}
 _POOL_LOCK = threading.Lock()
+_LOCAL = threading.local()
 
 
 def run_split(
@@ -35,8 +36,10 @@ def run_split(
 
     With ``parallel``, one part per thread (:func:`_threads`), at least ``min_rows`` rows
     each (default :data:`MIN_SPLIT_ROWS`): the first on the calling thread, the others on a
-    pool of threads; else one part on the calling thread. Returns the kernels' results, part
-    by part, once every part has ended (the first error is raised after all have ended).
+    pool of threads; else one part on the calling thread. A call made inside a part runs on
+    its thread alone (no nested splitting, which could leave every pool thread waiting).
+    Returns the kernels' results, part by part, once every part has ended (the first error
+    is raised after all have ended).
 
     Examples
     --------
@@ -44,17 +47,31 @@ def run_split(
     [10]
     """
     least = MIN_SPLIT_ROWS if min_rows is None else max(1, min_rows)
-    threads = min(_threads() if parallel else 1, n // least)
+    nested = getattr(_LOCAL, "in_part", False)
+    threads = min(_threads() if parallel and not nested else 1, n // least)
     if threads <= 1:
         return [kernel(*args_of(0, n))]
     bounds = [n * k // threads for k in range(threads + 1)]
     parts = list(itertools.pairwise(bounds))
-    futures = [_pool().submit(kernel, *args_of(lo, hi)) for lo, hi in parts[1:]]
+    futures = [_pool().submit(_part, kernel, args_of(lo, hi)) for lo, hi in parts[1:]]
     try:
-        first = kernel(*args_of(*parts[0]))
+        first = _part(kernel, args_of(*parts[0]))
     finally:
         concurrent.futures.wait(futures)
     return [first, *(future.result() for future in futures)]
+
+
+def _part(kernel: Callable[..., Any], args: tuple) -> Any:
+    """Run one part, marked so that a :func:`run_split` inside it runs on its thread alone.
+
+    A part that split again would queue work for the pool and wait for it: with every pool
+    thread running such a part (several callers at once), nothing would run the queued work.
+    """
+    _LOCAL.in_part = True
+    try:
+        return kernel(*args)
+    finally:
+        _LOCAL.in_part = False
 
 
 def _threads() -> int:
