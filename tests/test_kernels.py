@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 import subprocess
 import sys
 
@@ -374,3 +376,23 @@ def test_run_split_inside_a_part_runs_on_its_thread():
         timeout=60,
     )
     assert run.returncode == 0, run.stderr[-2000:]
+
+
+def _lo_hi(lo, hi):
+    return lo, hi
+
+
+def _size(lo, hi):
+    return hi - lo
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+@pytest.mark.filterwarnings("ignore:.*fork.*:DeprecationWarning")  # Python 3.12's threads note
+def test_run_split_in_a_forked_child_starts_its_own_threads(monkeypatch):
+    # the parent's pool threads exist; the child gets its own (the patch is inherited)
+    monkeypatch.setattr(_threads, "_threads", lambda: 2)
+    assert _threads.run_split(_size, 10, _lo_hi, True, min_rows=1) == [5, 5]
+    ctx = multiprocessing.get_context("fork")
+    with ctx.Pool(1) as child:
+        got = child.apply_async(_threads.run_split, (_size, 10, _lo_hi, True, 1)).get(timeout=60)
+    assert got == [5, 5]

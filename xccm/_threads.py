@@ -91,9 +91,19 @@ def _threads() -> int:
 def _pool() -> concurrent.futures.ThreadPoolExecutor:
     """Return the threads of :func:`run_split`, started on first use (and in a forked child)."""
     with _POOL_LOCK:
-        if _POOL.get("pid") != os.getpid():
-            _POOL["pid"] = os.getpid()
+        if "pool" not in _POOL:
             _POOL["pool"] = concurrent.futures.ThreadPoolExecutor(
                 os.cpu_count(), thread_name_prefix="xccm"
             )
         return _POOL["pool"]
+
+
+def _forget_pool() -> None:
+    """In a forked child: the parent's threads are not there, and its lock may be held."""
+    global _POOL_LOCK
+    _POOL_LOCK = threading.Lock()
+    _POOL.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pool)
