@@ -436,8 +436,8 @@ def bench_in_memory(bench: Bench, arr: np.ndarray, m: np.ndarray, m4: np.ndarray
     # Channel-first: the same pixels stored as C-contiguous (channel, time, y, x) planes, on
     # the whole stack and on one frame fewer. Three planes a power of two apart (2^28 bytes for
     # 64 frames of 1024 x 1024) make three aliased streams each way, which the memory system
-    # serves 1.4x (reads) to 1.7x (writes) slower than planes a little closer together; the
-    # second stack shows the kernel where that does not happen.
+    # serves 1.6x (reads) to 2.1x (writes) slower than planes a little closer together
+    # (benchmarks/bench_planes.py); the second stack shows the kernel where that does not.
     for frames in (n_frames, n_frames - 1):
         _bench_channel_first(bench, arr[:frames], m, dict(kw))
     return {"copy": copy, "apply": apply}

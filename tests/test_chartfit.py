@@ -696,3 +696,25 @@ def test_in_memory_fits_run_in_blocks_on_threads_with_the_same_result(monkeypatc
     else:
         assert calls and max(calls) <= 4
     xr.testing.assert_identical(blocked, one)
+
+
+def test_in_blocks_cuts_only_the_keywords_that_have_the_batch_axis(monkeypatch):
+    # one white for every element, (k,) and (3,): with 3 elements of 3 channels, a guess by
+    # length would cut it; per-element max_iter (B,) is cut
+    rng = np.random.default_rng(0)
+    s = rng.uniform(0.05, 0.9, (3, 40, 3))
+    m_true = np.eye(3) * 0.8 + 0.05
+    d = s @ m_true + rng.normal(0, 0.002, s.shape)
+    m0 = np.tile(np.eye(3), (3, 1, 1))
+    white = (np.array([0.9, 0.8, 0.7]), np.array([0.9, 0.8, 0.7]) @ m_true)
+    metric = colorimetry.metric("cie76")
+    kw = {"max_iter": np.array([1, 5, 9]), "white": white}
+    one = _refine.refine(s, d, None, m0, metric, **kw)
+    monkeypatch.setattr(_refine, "BLOCK_SAMPLES", 40)  # one element a block
+    blocked = _refine.in_blocks(_refine.refine, s, d, None, m0, metric, parallel=True, **kw)
+    for name in ("matrix", "loss", "iterations", "converged"):
+        np.testing.assert_array_equal(getattr(blocked, name), getattr(one, name))
+    np.testing.assert_allclose(white[0] @ blocked.matrix, np.broadcast_to(white[1], (3, 3)))
+    assert one.iterations[0] <= 1 < one.iterations[2]
+    with pytest.raises(ValueError, match="batch of 3 elements"):
+        _refine.in_blocks(_refine.refine, s, d[:2], None, m0, metric)

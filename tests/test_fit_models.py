@@ -407,9 +407,10 @@ def test_white_point_kept_by_the_delta_e_fit_and_named_patch():
 
 @pytest.mark.parametrize("model", ["linear", "affine"])
 def test_white_point_per_frame_with_labelled_channels(model):
-    # frames of a chart whose channels are labelled R, G, B: the affine "1" has no label to
-    # join (this raised "coordinate ... not present in all datasets")
+    # frames of a chart whose channels have labels and another coord: the affine "1" has
+    # neither (this raised "coordinate ... not present in all datasets")
     frames, ref = _chart_problem(n_frames=2)
+    frames = frames.assign_coords(wavelength=("channel", [610.0, 540.0, 460.0]))
     m = xccm.fit(frames, ref, model=model, loss="ciede2000", white_point="preserve")
     assert m.dims[0] == "time" and bool((m.loss < m.start_loss).all())
     rgb = colorimetry.convert(ref, "srgb-linear", dim="channel")

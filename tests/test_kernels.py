@@ -338,11 +338,24 @@ def test_many_per_frame_matrices_of_large_frames_use_the_fused_kernel(rng, monke
     np.testing.assert_allclose(out, (x[..., None, :] @ per_pixel)[..., 0, :], rtol=1e-5, atol=1e-6)
 
 
-_NESTED_SPLITS = """
-import concurrent.futures, importlib.util, sys
+def _threads_script(body: str) -> subprocess.CompletedProcess:
+    """Run ``body`` in a fresh process with xccm's ``_threads`` loaded alone as ``threads``.
+
+    A deadlock then fails the test by the timeout instead of hanging the suite.
+    """
+    script = f"""{_THREADS_PREAMBLE}{body}"""
+    run = [sys.executable, "-c", script, _threads.__file__]
+    return subprocess.run(run, capture_output=True, text=True, timeout=60)
+
+
+_THREADS_PREAMBLE = """
+import concurrent.futures, importlib.util, sys, threading, time
 spec = importlib.util.spec_from_file_location("threads", sys.argv[1])
 threads = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(threads)
+"""
+
+_NESTED_SPLITS = """
 threads._threads = lambda: 4
 inner_parts = []
 
@@ -367,14 +380,8 @@ assert len(threads.run_split(inner, 100, lambda a, b: (a, b), True, min_rows=1))
 
 def test_run_split_inside_a_part_runs_on_its_thread():
     # Nested splitting could leave every pool thread waiting for work queued behind it: many
-    # callers at once, each part splitting again, all finish (the inner calls serially). In
-    # a fresh process, so that a deadlock fails the test by its timeout, not hangs the suite.
-    run = subprocess.run(
-        [sys.executable, "-c", _NESTED_SPLITS, _threads.__file__],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    # callers at once, each part splitting again, all finish (the inner calls serially).
+    run = _threads_script(_NESTED_SPLITS)
     assert run.returncode == 0, run.stderr[-2000:]
 
 
@@ -396,3 +403,25 @@ def test_run_split_in_a_forked_child_starts_its_own_threads(monkeypatch):
     with ctx.Pool(1) as child:
         got = child.apply_async(_threads.run_split, (_size, 10, _lo_hi, True, 1)).get(timeout=60)
     assert got == [5, 5]
+
+
+_SPLIT_AT_SHUTDOWN = """
+threads._threads = lambda: 2
+done = []
+
+def add(lo, hi):
+    done.append((lo, hi))
+    return hi - lo
+
+def worker():
+    time.sleep(0.5)  # the main thread has ended: concurrent.futures takes no new work
+    print(threads.run_split(add, 10, lambda lo, hi: (lo, hi), True, min_rows=1), sorted(done))
+
+threading.Thread(target=worker).start()
+"""
+
+
+def test_run_split_after_the_main_thread_ended_runs_every_part_itself():
+    run = _threads_script(_SPLIT_AT_SHUTDOWN)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.strip() == "[5, 5] [(0, 5), (5, 10)]", run.stderr[-2000:]

@@ -237,9 +237,8 @@ def test_kernel_apply_equals_expansion(name, kw, backend):
     x = rng.uniform(-0.1, 1.0, (1000, 3))
     m = rng.normal(size=(spec.n_terms, 3))
     want = spec.expand(x) @ m
-    # the parallel flavour in float64; the serial one for the other dtypes and layouts: the
-    # flavours share the row loop that reads them, and each parallel signature compiles a
-    # second loop (about 1.5 s with a cold numba cache)
+    # a parallel call in float64; serial calls for the other dtypes and layouts (each
+    # dtype and layout is a signature of its own to compile, whichever the call)
     np.testing.assert_allclose(spec.apply(x, m, backend=backend), want, rtol=1e-12, atol=1e-12)
     got32 = spec.apply(x.astype(np.float32), m, np.float32, parallel=False, backend=backend)
     assert got32.dtype == np.float32

@@ -761,6 +761,10 @@ def invert_matrix(m: np.ndarray) -> np.ndarray:
 #: asymptotic efficiency at normal errors (Huber 1981, *Robust Statistics*; Holland & Welsch
 #: 1977), the values of R's ``MASS::rlm`` and statsmodels' ``RLM``.
 ROBUST_TUNING = {"huber": 1.345, "tukey": 4.685}
+#: Samples per block of a batched ΔE fit (about 1000 frames of a 24-patch chart, ~0.5 s of
+#: work): a Dask task's block (:func:`xccm.core.batch_chunks`) and an in-memory fit's block
+#: (:func:`xccm._refine.in_blocks`), where it keeps the solver's arrays (a few MB) in cache.
+SAMPLES_PER_BLOCK = 24_576
 #: Most reweighting rounds per batch element.
 ROBUST_MAX_ROUNDS = 50
 #: Random subsets of the samples tried for the start of a robust fit (least median of
@@ -800,9 +804,8 @@ def robust_weights(
     ([[0.959, 0.959, 0.959, 0.959, 0.0]], [1.483])
     """
     c = ROBUST_TUNING[method] if tuning is None else float(tuning)
-    with np.errstate(all="ignore"), warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # an element with no valid sample
-        med = np.nanmedian(np.where(valid, r, np.nan), axis=-1)
+    med = _median_where(r, valid)
+    with np.errstate(all="ignore"):
         scale = np.fmax(med / _MAD_NORMAL, np.maximum(floor, np.finfo(np.float64).tiny))
         u = np.where(valid, r, 0.0) / scale[..., None]
         if method == "huber":
@@ -973,7 +976,18 @@ def _local_residuals(s, d, idx, m):
 
 
 def _valid_median(r, valid):
-    with np.errstate(all="ignore"), warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        med = np.nanmedian(np.where(valid, r, np.nan), axis=-1)
+    med = _median_where(r, valid)
     return np.where(np.isfinite(med), med, np.inf)
+
+
+def _median_where(r: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """Median over the last axis of the finite ``r`` where ``valid``; NaN where there is none.
+
+    Without warnings and without ``warnings.catch_warnings`` (which is not thread-safe: the
+    robust fits run it on several threads at once): a row with nothing to take a median of
+    is filled with zeros first, so ``np.nanmedian`` never meets an all-NaN slice.
+    """
+    use = valid & np.isfinite(r)
+    none = ~use.any(-1)
+    med = np.nanmedian(np.where(use | none[..., None], np.where(use, r, 0.0), np.nan), axis=-1)
+    return np.where(none, np.nan, med)

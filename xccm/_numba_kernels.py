@@ -33,7 +33,7 @@ __all__ = ["NJIT_OPTIONS", "apply_rows", "compile_kernel", "gram_rows", "run_spl
 def _cache_enabled() -> bool:
     """Whether numba's on-disk cache holds xccm's compiled kernels (``XCCM_NUMBA_CACHE``).
 
-    On by default: a process loads the kernels instead of compiling them (about 1-2 s) when
+    On by default: a process loads the kernels instead of compiling them (0.2-0.4 s each) when
     any earlier process has compiled them on this machine. ``XCCM_NUMBA_CACHE=0`` turns it
     off, each process compiling what it uses. Where the cache lives is numba's rule:
     ``NUMBA_CACHE_DIR`` if set, else ``__pycache__`` beside this file if writable, else a

@@ -25,13 +25,14 @@ lowers that element's loss, so the result is never worse than the start.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import Any, TypeVar
 
 import numpy as np
 
-from ._kernels import ROBUST_MAX_ROUNDS, ROBUST_TOL, robust_weights
+from ._kernels import ROBUST_MAX_ROUNDS, ROBUST_TOL, SAMPLES_PER_BLOCK, robust_weights
 from ._solve import null_space
 from ._threads import run_split
 
@@ -43,12 +44,16 @@ __all__ = ["RefineResult", "in_blocks", "refine", "refine_robust", "sample_error
 _AHEAD_SIZE = 4096
 
 
-#: Samples per block of :func:`in_blocks` (about 1000 frames of a 24-patch chart): a batch
-#: this size keeps the solver's arrays (residuals, Jacobians, the colour maths' temporaries,
-#: a few MB) in cache; ten times that runs about twice as slow per element.
-BLOCK_SAMPLES = 24_576
+#: Samples per block of :func:`in_blocks` (:data:`xccm._kernels.SAMPLES_PER_BLOCK`): a batch
+#: this size keeps the solver's arrays (residuals, Jacobians, the colour maths' temporaries)
+#: in cache; ten times that ran about twice as slow per element.
+BLOCK_SAMPLES = SAMPLES_PER_BLOCK
 
 _Result = TypeVar("_Result", bound="RefineResult")
+
+#: The keywords of :func:`refine` and :func:`refine_robust` that may have a batch axis, and
+#: their number of axes when they have it.
+_BATCHED_NDIM = {"max_iter": 1, "ridge_target": 3, "white": 2}
 
 
 def in_blocks(
@@ -68,28 +73,41 @@ def in_blocks(
     about :data:`BLOCK_SAMPLES` samples each; with ``parallel``, the blocks are shared out
     among threads (:func:`xccm._threads.run_split`: NumPy releases the GIL in its array
     operations), as many as there are blocks or cores. The elements are independent, so the
-    result is the one of a single call. Keyword values that are arrays along the batch
-    (``max_iter`` per element, ``ridge_target``, ``white``'s pair) are cut with the batch;
-    the others are passed on as they are.
+    result is the one of a single call. The keywords that may have a batch axis are cut
+    with the batch where they have it (``max_iter (B,)``, ``ridge_target (B, k, 3)``,
+    ``white``'s ``(B, k)`` and ``(B, 3)``); the others, and those without it, are passed on as
+    they are. A block that raises (or Ctrl-C) stops the other threads at their next block.
     """
     n_batch, n = s.shape[:2]
     size = max(1, BLOCK_SAMPLES // max(n, 1))
     if n_batch <= size:
         return solve(s, d, w, m0, metric, **kwargs)
+    if any(a is not None and a.shape[0] != n_batch for a in (d, w, m0)):
+        raise ValueError(f"every array needs the batch of {n_batch} elements first")
 
-    def cut(value, part):
+    def cut(key, value, part):
+        # a keyword is cut where it has the batch axis: one more than an element's own
         if isinstance(value, tuple):
-            return tuple(cut(v, part) for v in value)
-        if isinstance(value, np.ndarray) and value.ndim and value.shape[0] == n_batch:
+            return tuple(cut(key, v, part) for v in value)
+        if isinstance(value, np.ndarray) and value.ndim == _BATCHED_NDIM.get(key):
             return value[part]
         return value
 
+    stop = threading.Event()  # a part that failed (an error, Ctrl-C): the others stop soon
+
     def blocks(lo: int, hi: int) -> list[_Result]:
         out = []
-        for start in range(lo, hi, size):
-            part = slice(start, min(start + size, hi))
-            args = (a if a is None else a[part] for a in (s, d, w, m0))
-            out.append(solve(*args, metric, **{k: cut(v, part) for k, v in kwargs.items()}))
+        try:
+            for start in range(lo, hi, size):
+                if stop.is_set():
+                    break
+                part = slice(start, min(start + size, hi))
+                args = (a if a is None else a[part] for a in (s, d, w, m0))
+                kw = {k: cut(k, v, part) for k, v in kwargs.items()}
+                out.append(solve(*args, metric, **kw))
+        except BaseException:
+            stop.set()
+            raise
         return out
 
     parts = run_split(blocks, n_batch, lambda lo, hi: (lo, hi), parallel, min_rows=size)

@@ -37,7 +37,8 @@ def run_split(
     With ``parallel``, one part per thread (:func:`_threads`), at least ``min_rows`` rows
     each (default :data:`MIN_SPLIT_ROWS`): the first on the calling thread, the others on a
     pool of threads; else one part on the calling thread. A call made inside a part runs on
-    its thread alone (no nested splitting, which could leave every pool thread waiting).
+    its thread alone (no nested splitting, which could leave every pool thread waiting);
+    once the interpreter shuts down (no new pool work), the calling thread runs every part.
     Returns the kernels' results, part by part, once every part has ended (the first error
     is raised after all have ended).
 
@@ -53,12 +54,26 @@ def run_split(
         return [kernel(*args_of(0, n))]
     bounds = [n * k // threads for k in range(threads + 1)]
     parts = list(itertools.pairwise(bounds))
-    futures = [_pool().submit(_part, kernel, args_of(lo, hi)) for lo, hi in parts[1:]]
+    submitted: list[concurrent.futures.Future | None] = []
+    for lo, hi in parts[1:]:
+        try:
+            submitted.append(_pool().submit(_part, kernel, args_of(lo, hi)))
+        except RuntimeError:  # the interpreter is shutting down: this part on this thread
+            submitted.append(None)
+    futures = [future for future in submitted if future is not None]
+    mine = {}
     try:
-        first = _part(kernel, args_of(*parts[0]))
+        mine[0] = _part(kernel, args_of(*parts[0]))
+        for i, ((lo, hi), future) in enumerate(zip(parts[1:], submitted, strict=True), 1):
+            if future is None:
+                mine[i] = _part(kernel, args_of(lo, hi))
+    except BaseException:  # e.g. KeyboardInterrupt: the parts not started never start
+        for future in futures:
+            future.cancel()
+        raise
     finally:
         concurrent.futures.wait(futures)
-    return [first, *(future.result() for future in futures)]
+    return [mine[i] if f is None else f.result() for i, f in enumerate([None, *submitted])]
 
 
 def _part(kernel: Callable[..., Any], args: tuple) -> Any:
@@ -77,8 +92,8 @@ def _part(kernel: Callable[..., Any], args: tuple) -> Any:
 def _threads() -> int:
     """Threads of a parallel call.
 
-    numba's where numba is loaded (``NUMBA_NUM_THREADS``, ``numba.set_num_threads``), else
-    the CPUs this process may run on.
+    numba's where numba is loaded (``NUMBA_NUM_THREADS``; ``numba.set_num_threads`` holds for
+    the thread that calls it), else the CPUs this process may run on.
     """
     numba = sys.modules.get("numba")
     if numba is not None:

@@ -267,8 +267,8 @@ def white_colours(
         t_w = xr.where(chosen, s, 0.0).sum(samples) / count
         d_w = xr.where(chosen, d, 0.0).sum(samples) / count
     t_w = xr.where(count > 0, t_w, np.nan)
-    if problem.model == "affine":  # the channels' labels (if any) have no "1" to join
-        t_w = t_w.drop_vars(IN_DIM, errors="ignore")
+    if problem.model == "affine":  # the channels' coords (if any) have no "1" to join
+        t_w = t_w.drop_vars([k for k, v in t_w.coords.items() if IN_DIM in v.dims])
         ones = xr.ones_like(t_w.isel({IN_DIM: 0}, drop=True)).expand_dims(IN_DIM, -1)
         t_w = xr.concat([t_w, ones], IN_DIM)
     batch = [x for x in problem.batch_dims if x in t_w.dims]
@@ -626,10 +626,10 @@ def _as_weights(weights, samples, measured, dim) -> xr.DataArray:
     return weights
 
 
-#: Samples per task of a lazy fit (~1000 frames of a 24-patch chart: ~0.5 s of work for a
-#: ΔE fit). Smaller blocks (patch colours come one frame a chunk from extract_patches) are
-#: grouped into blocks of about this many samples: a task per frame costs far more than its fit.
-_SAMPLES_PER_TASK = 24_576
+#: Samples per task of a lazy fit (:data:`xccm._kernels.SAMPLES_PER_BLOCK`). Smaller blocks
+#: (patch colours come one frame a chunk from extract_patches) are grouped into blocks of
+#: about this many samples: a task per frame costs far more than its fit.
+_SAMPLES_PER_TASK = _kernels.SAMPLES_PER_BLOCK
 
 
 def batch_chunks(
