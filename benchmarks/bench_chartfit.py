@@ -21,17 +21,21 @@ in each graph and the ratio of its time to the in-memory fit's; and the same for
 least-squares fit (no loss). A third table times the models: the per-frame CIEDE2000 fit of
 ``--model-frames`` frames (1000 by default; 0 skips it) with a root-polynomial of degree 2 (6x3,
 with its default ridge, and without) and degree 3, against the 3x3 in the same run. Writes
-``benchmarks/results_chartfit.json``.
+``benchmarks/results_chartfit.json`` and prints the tables in markdown; ``--markdown PATH``
+also writes them to a file (``docs/chartfit_results.md``, which the chart-fit guide includes),
+and ``--from-json FILE`` rewrites them from a saved run without timing anything.
 
 Run: ``python benchmarks/bench_chartfit.py [--frames 1 10 100 1000 5000] [--chunked-frames N]
-[--model-frames N]``
+[--model-frames N] [--markdown docs/chartfit_results.md]``
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import os
+import platform
 import time
 import warnings
 from pathlib import Path
@@ -43,6 +47,9 @@ import xccm
 from xccm import colorimetry
 
 warnings.simplefilter("ignore")
+
+RESULTS = Path(__file__).with_name("results_chartfit.json")
+DOCS = Path(__file__).parents[1] / "docs" / "chartfit_results.md"
 
 
 def frames_of(n: int, seed: int = 0) -> xr.DataArray:
@@ -185,6 +192,82 @@ def model_rows(n: int, repeat: int) -> list[dict]:
     return rows
 
 
+def machine() -> dict:
+    """Where and with what the run was made."""
+    versions = {"xccm": xccm.__version__, "numpy": np.__version__, "xarray": xr.__version__}
+    try:
+        import cv2
+
+        versions["opencv"] = cv2.__version__
+    except ImportError:
+        pass
+    return {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "versions": versions,
+    }
+
+
+def markdown(results: dict) -> str:
+    """The tables of a run (``results``, as in ``results_chartfit.json``) as markdown."""
+    lines = ["% Written by benchmarks/bench_chartfit.py; do not edit by hand.", ""]
+    info = results.get("machine")
+    if info:
+        versions = ", ".join(f"{k} {v}" for k, v in info["versions"].items())
+        lines += [
+            f"Run of {info['date']} on {info['platform']}, {info['cpus']} CPUs, Python "
+            f"{info['python']}; {versions}.",
+            "",
+        ]
+    single = results["single_frame"]
+    nan = float("nan")
+    lines += [
+        "| one frame, 24x3, CIEDE2000 | xccm.fit ms | cv2.ccm ms | xccm / cv2.ccm |",
+        "|---|---|---|---|",
+        f"| best (median) of {single.get('repeat', '?')} | {single['xccm_ms']:.2f} "
+        f"({single['xccm_median_ms']:.2f}) | {single.get('cv2_ms', nan):.2f} "
+        f"({single.get('cv2_median_ms', nan):.2f}) | {single.get('xccm_over_cv2', nan):.2f}x |",
+        "",
+        "| frames | xccm ms/frame | xccm on Dask, a chunk of frames per core | scipy "
+        "`least_squares` loop / xccm | `cv2.ccm` loop / xccm | max iterations |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in results["per_frame"]:
+        x = r["xccm_ms_per_frame"]
+        lines.append(
+            f"| {r['frames']} | {x:.2f} | {r['xccm_dask_ms_per_frame']:.2f} | "
+            f"{r['scipy_loop_ms_per_frame'] / x:.1f}x | {r['opencv_loop_ms_per_frame'] / x:.1f}x "
+            f"| {r['max_iterations']} |"
+        )
+    if results["chunking"]:
+        lines += [
+            "",
+            "| frames | fit | patch colours | tasks | seconds | / in memory |",
+            "|---|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| {r['frames']:,} | {r['fit']} | {r['input']} | {r['tasks']:,} | "
+            f"{r['seconds']:.2f} | {r['ratio_to_in_memory']:.2f} |"
+            for r in results["chunking"]
+        ]
+    if results["models"]:
+        n = results["models"][0]["frames"]
+        lines += [
+            "",
+            f"| model, {n} frames, CIEDE2000 per frame | seconds | / 3x3 | mean iterations "
+            "| mean loss |",
+            "|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| {r['model']} | {r['seconds']:.2f} | {r['ratio_to_3x3']:.2f}x | "
+            f"{r['mean_iterations']:.1f} | {r['mean_loss']:.3f} |"
+            for r in results["models"]
+        ]
+    return "\n".join(lines) + "\n"
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, nargs="+", default=[1, 10, 100, 1000, 5000])
@@ -193,18 +276,29 @@ def main(argv=None) -> None:
     parser.add_argument("--chunked-frames", type=int, default=10_000)
     parser.add_argument("--single-repeat", type=int, default=30)
     parser.add_argument("--model-frames", type=int, default=1000)
-    args = parser.parse_args(argv)
-    by_model = model_rows(args.model_frames, args.repeat) if args.model_frames else []
-    single = single_frame_row(args.single_repeat)
-    print("| one frame, 24x3, CIEDE2000 | xccm.fit ms | cv2.ccm ms | xccm / cv2.ccm |")
-    print("|---|---|---|---|")
-    print(
-        f"| best (median) of {args.single_repeat} | {single['xccm_ms']:.2f} "
-        f"({single['xccm_median_ms']:.2f}) | {single.get('cv2_ms', float('nan')):.2f} "
-        f"({single.get('cv2_median_ms', float('nan')):.2f}) | "
-        f"{single.get('xccm_over_cv2', float('nan')):.2f}x |"
+    parser.add_argument(
+        "--markdown", type=Path, default=None, help=f"also write the tables here (e.g. {DOCS})"
     )
-    print()
+    parser.add_argument(
+        "--from-json", type=Path, default=None, help="rewrite the tables of a saved run, untimed"
+    )
+    args = parser.parse_args(argv)
+    if args.from_json is not None:
+        results = json.loads(args.from_json.read_text())
+    else:
+        results = run(args)
+        RESULTS.write_text(json.dumps(results, indent=2))
+    text = markdown(results)
+    print(text)
+    if args.markdown is not None:
+        args.markdown.write_text(text)
+        print(f"wrote {args.markdown}")
+
+
+def run(args) -> dict:
+    """Time everything; return the results (the JSON file's content)."""
+    by_model = model_rows(args.model_frames, args.repeat) if args.model_frames else []
+    single = single_frame_row(args.single_repeat) | {"repeat": args.single_repeat}
     chunked = chunking_rows(args.chunked_frames, 1) if args.chunked_frames else []
     ref = xccm.chart()
     kw = {"loss": "ciede2000", "saturation": None}
@@ -232,42 +326,13 @@ def main(argv=None) -> None:
                 "all_converged": bool(m.converged.all()),
             }
         )
-    print(
-        "| frames | xccm ms/frame | xccm Dask ms/frame | scipy loop / xccm | cv2.ccm loop / xccm"
-        " | max iterations |"
-    )
-    print("|---|---|---|---|---|---|")
-    for r in rows:
-        x = r["xccm_ms_per_frame"]
-        print(
-            f"| {r['frames']} | {x:.2f} | {r['xccm_dask_ms_per_frame']:.2f} | "
-            f"{r['scipy_loop_ms_per_frame'] / x:.1f}x | {r['opencv_loop_ms_per_frame'] / x:.1f}x | "
-            f"{r['max_iterations']} |"
-        )
-    if chunked:
-        print()
-        print("| frames | fit | patch colours | tasks | seconds | / in memory |")
-        print("|---|---|---|---|---|---|")
-        for r in chunked:
-            print(
-                f"| {r['frames']:,} | {r['fit']} | {r['input']} | {r['tasks']:,} | "
-                f"{r['seconds']:.2f} | {r['ratio_to_in_memory']:.2f} |"
-            )
-    if by_model:
-        print()
-        print(
-            f"| model, {args.model_frames} frames, CIEDE2000 per frame | seconds | / 3x3 "
-            "| mean iterations | mean loss |"
-        )
-        print("|---|---|---|---|---|")
-        for r in by_model:
-            print(
-                f"| {r['model']} | {r['seconds']:.2f} | {r['ratio_to_3x3']:.2f}x | "
-                f"{r['mean_iterations']:.1f} | {r['mean_loss']:.3f} |"
-            )
-    out = Path(__file__).with_name("results_chartfit.json")
-    results = {"single_frame": single, "per_frame": rows, "chunking": chunked, "models": by_model}
-    out.write_text(json.dumps(results, indent=2))
+    return {
+        "machine": machine(),
+        "single_frame": single,
+        "per_frame": rows,
+        "chunking": chunked,
+        "models": by_model,
+    }
 
 
 if __name__ == "__main__":

@@ -29,8 +29,15 @@ extensions = [
 source_suffix = {".md": "markdown", ".rst": "restructuredtext"}
 root_doc = "index"
 # performance_results.md is written by benchmarks/run.py and included by performance.md;
+# chartfit_results.md by benchmarks/bench_chartfit.py, included by guide/chart_fit.md;
 # models_table.md and ridge_scan.md by benchmarks/bench_models.py, included by guide/models.md
-exclude_patterns = ["_build", "performance_results.md", "models_table.md", "ridge_scan.md"]
+exclude_patterns = [
+    "_build",
+    "performance_results.md",
+    "chartfit_results.md",
+    "models_table.md",
+    "ridge_scan.md",
+]
 templates_path = ["_templates"]
 
 myst_enable_extensions = ["colon_fence", "dollarmath"]

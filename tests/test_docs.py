@@ -158,6 +158,16 @@ def test_benchmark_table_written_from_json(tmp_path):
     assert "| 100 | 5 | 0.50 | `arr.copy()` | ratio ≤ 1: met | 7 tasks |" in row
 
 
+def test_docs_chart_fit_tables_are_what_bench_chartfit_writes():
+    """The chart-fit guide includes the tables bench_chartfit.py writes, with its header."""
+    lines = (DOCS / "chartfit_results.md").read_text().splitlines()
+    assert lines[0] == "% Written by benchmarks/bench_chartfit.py; do not edit by hand."
+    assert lines[2].startswith("Run of ") and " CPUs, Python " in lines[2]
+    tables = [line for line in lines if line.startswith("|---")]
+    assert len(tables) == 4  # one frame, per frame, chunking, models
+    assert "{include} ../chartfit_results.md" in (DOCS / "guide" / "chart_fit.md").read_text()
+
+
 def test_docs_benchmark_table_is_what_run_py_writes():
     """The committed table has the layout run.py writes: its note, header and section tables."""
     lines = (DOCS / "performance_results.md").read_text().splitlines()
