@@ -27,7 +27,7 @@ import numpy as np
 
 from ._threads import run_split
 
-__all__ = ["NJIT_OPTIONS", "apply_rows", "compile_kernel", "gram_rows", "run_split"]
+__all__ = ["NJIT_OPTIONS", "apply_rows", "compile_kernel", "gram_rows", "split_rows"]
 
 
 def _cache_enabled() -> bool:
@@ -58,6 +58,37 @@ NJIT_OPTIONS = _OPTS
 def compile_kernel(func: Callable) -> Any:
     """``func`` compiled by numba with xccm's options (cached, GIL released), serial."""
     return numba.njit(**_OPTS)(func)
+
+
+def split_rows(
+    kernel: Callable,
+    x: np.ndarray,
+    args: tuple,
+    out: np.ndarray,
+    parallel: bool,
+    *,
+    flat: bool = False,
+    min_rows: int | None = None,
+) -> list:
+    """Run ``kernel(x[lo:hi], *args, out[lo:hi])`` on parts of the rows (:func:`run_split`).
+
+    ``flat``: ``x (rows, c)`` and ``out (rows, c_out)`` are C-ordered and each part is passed
+    as its flat run, ``(rows * c,)``, whose constant stride lets LLVM vectorise the
+    (de)interleaving. Returns the kernel's results, part by part.
+    """
+    if flat:
+        xf, of = x.reshape(-1), out.reshape(-1)
+        c, c_out = x.shape[1], out.shape[1]
+        return run_split(
+            kernel,
+            x.shape[0],
+            lambda lo, hi: (xf[c * lo : c * hi], *args, of[c_out * lo : c_out * hi]),
+            parallel,
+            min_rows,
+        )
+    return run_split(
+        kernel, x.shape[0], lambda lo, hi: (x[lo:hi], *args, out[lo:hi]), parallel, min_rows
+    )
 
 
 @numba.njit(inline="always", **_OPTS)
@@ -229,26 +260,18 @@ def _gram33(s, d, w, parts, t0, t1):
 
 def apply_rows(x, up, off, out, parallel=True) -> None:
     """``out[i] = x[i] @ up + off`` for 2-D ``x (rows, n_in)`` and ``out (rows, n_out)``."""
-    n = x.shape[0]
     if up.shape == (3, 3) and x.flags.c_contiguous and out.flags.c_contiguous:  # interleaved
-        xf, of = x.reshape(-1), out.reshape(-1)
-        run_split(
-            _apply33_interleaved,
-            n,
-            lambda lo, hi: (xf[3 * lo : 3 * hi], up, off, of[3 * lo : 3 * hi]),
-            parallel,
-        )
+        split_rows(_apply33_interleaved, x, (up, off), out, parallel, flat=True)
     elif up.shape == (3, 3) and x.T.flags.c_contiguous and out.T.flags.c_contiguous:  # planar
         xs, os_ = tuple(x.T), tuple(out.T)
         run_split(
             _apply33_planar,
-            n,
+            x.shape[0],
             lambda lo, hi: (*(p[lo:hi] for p in xs), up, off, *(p[lo:hi] for p in os_)),
             parallel,
         )
     else:
-        kernel = _apply33 if up.shape == (3, 3) else _apply_any
-        run_split(kernel, n, lambda lo, hi: (x[lo:hi], up, off, out[lo:hi]), parallel)
+        split_rows(_apply33 if up.shape == (3, 3) else _apply_any, x, (up, off), out, parallel)
 
 
 def _read_only(a: np.ndarray) -> np.ndarray:

@@ -28,8 +28,7 @@ from llvmlite import ir
 from numba import types
 from numba.extending import intrinsic, overload
 
-from ._numba_kernels import NJIT_OPTIONS, compile_kernel
-from ._threads import run_split
+from ._numba_kernels import NJIT_OPTIONS, compile_kernel, split_rows
 
 __all__ = ["apply_rows", "newton_rows"]
 
@@ -385,23 +384,16 @@ def apply_rows(x, m, exponents, roots, out, parallel=True) -> None:
         and np.array_equal(exponents, _RP2_EXPONENTS)
         and np.array_equal(roots, _RP2_ROOTS)
     )
-    n = x.shape[0]
     if rp2 and x.flags.c_contiguous and out.flags.c_contiguous:  # interleaved RGB
-        xf, of = x.reshape(-1), out.reshape(-1)
-        run_split(
-            _rp2_flat,
-            n,
-            lambda lo, hi: (xf[3 * lo : 3 * hi], m, zero, of[3 * lo : 3 * hi]),
-            parallel,
-        )
+        split_rows(_rp2_flat, x, (m, zero), out, parallel, flat=True)
     elif rp2:
-        run_split(_rp2_rows, n, lambda lo, hi: (x[lo:hi], m, zero, out[lo:hi]), parallel)
+        split_rows(_rp2_rows, x, (m, zero), out, parallel)
     else:
         padded = np.zeros((m.shape[0], -(-m.shape[1] // 3) * 3), m.dtype)
         padded[:, : m.shape[1]] = m
         exps = np.ascontiguousarray(exponents, dtype=np.int64)
         args = (padded, exps, np.ascontiguousarray(roots, np.int64), zero)
-        run_split(_terms_part, n, lambda lo, hi: (x[lo:hi], *args, out[lo:hi]), parallel)
+        split_rows(_terms_part, x, args, out, parallel)
 
 
 def _terms_part(x, m, exps, roots, zero, out) -> None:
@@ -426,7 +418,5 @@ def newton_rows(d, m, exponents, roots, inv, off, out, *, tol, max_iter, paralle
         int(max_iter),
     )
     # A Newton solve costs far more per row than an apply: split from fewer rows.
-    failed = run_split(
-        _newton, d.shape[0], lambda lo, hi: (d[lo:hi], *args, out[lo:hi]), parallel, min_rows=1024
-    )
+    failed = split_rows(_newton, d, args, out, parallel, min_rows=1024)
     return int(sum(failed))
