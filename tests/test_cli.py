@@ -52,15 +52,19 @@ def xccm_cli(capsys, *args) -> tuple[int, str, str]:
     return code, out, err
 
 
-def python_fit(demo: Path, **kwargs) -> xr.DataArray:
-    """What the commands do, in the Python API: read, linearise, boxes, patches, fit."""
+def python_patches(demo: Path) -> tuple[xr.DataArray, xr.DataArray]:
+    """What the commands read, in the Python API: frames, linearised, boxes, patches."""
     frames = xccm.open_images(demo / "frames")
     lin = xccm.linearize(frames, frames.attrs["encoding"], scale=frames.attrs["scale"])
     ref = xccm.chart("colorchecker24")
     corners = json.loads((demo / "boxes.json").read_text())["corners"]
     boxes = xccm.grid_boxes(corners=corners, names=ref.patch.values)
-    measured = xccm.extract_patches(lin, boxes=boxes, reduce="median").compute()
-    return xccm.fit(measured, ref, **kwargs)
+    return xccm.extract_patches(lin, boxes=boxes, reduce="median").compute(), ref
+
+
+def python_fit(demo: Path, **kwargs) -> xr.DataArray:
+    """What the commands do, in the Python API: read, linearise, boxes, patches, fit."""
+    return xccm.fit(*python_patches(demo), **kwargs)
 
 
 def test_charts_lists_the_built_in_charts(capsys):
@@ -448,13 +452,7 @@ def test_fit_writes_an_opencv_matrix(demo, tmp_path, capsys):
 
 
 def _python_cross_validate(demo, **kwargs) -> xr.Dataset:
-    frames = xccm.open_images(demo / "frames")
-    lin = xccm.linearize(frames, frames.attrs["encoding"], scale=frames.attrs["scale"])
-    ref = xccm.chart("colorchecker24")
-    corners = json.loads((demo / "boxes.json").read_text())["corners"]
-    boxes = xccm.grid_boxes(corners=corners, names=ref.patch.values)
-    measured = xccm.extract_patches(lin, boxes=boxes, reduce="median").compute()
-    return xccm.cross_validate(measured, ref, **kwargs)
+    return xccm.cross_validate(*python_patches(demo), **kwargs)
 
 
 def test_validate_compares_models_as_cross_validate_does(demo, tmp_path, capsys):
